@@ -1,0 +1,56 @@
+"""The one place a conversation or message becomes a dict, for the JSON API and the websocket frames alike."""
+
+from __future__ import annotations
+
+from conversations.models import Conversation, Message
+
+
+def _iso(value) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def conversation_to_dict(conversation: Conversation) -> dict:
+    return {
+        "id": conversation.pk,
+        "title": conversation.title,
+        "model": conversation.model,
+        "system_prompt": conversation.system_prompt,
+        "settings": {
+            "temperature": conversation.temperature,
+            "top_p": conversation.top_p,
+            "max_tokens": conversation.max_tokens,
+            "json_mode": conversation.json_mode,
+            "thinking": conversation.thinking,
+        },
+        "pinned": conversation.pinned,
+        "archived": conversation.archived,
+        "created_at": _iso(conversation.created_at),
+        "updated_at": _iso(conversation.updated_at),
+    }
+
+
+def message_to_dict(message: Message) -> dict:
+    return {
+        "id": message.pk,
+        "conversation_id": message.conversation_id,
+        "role": message.role,
+        "content": message.content,
+        "reasoning": message.reasoning,
+        "status": message.status,
+        "model": message.model,
+        "finish_reason": message.finish_reason,
+        "usage": {
+            "prompt_tokens": message.prompt_tokens,
+            "completion_tokens": message.completion_tokens,
+            "total_tokens": message.total_tokens,
+            "cached_tokens": message.cached_tokens,
+            "estimated": message.usage_estimated,
+        },
+        "cost": str(message.cost),
+        "error": {"code": message.error_code, "message": message.error_message} if message.error_code else None,
+        "seq": message.seq,
+        "client_msg_id": str(message.client_msg_id) if message.client_msg_id else None,
+        "superseded_by": message.superseded_by_id,
+        "created_at": _iso(message.created_at),
+        "completed_at": _iso(message.completed_at),
+    }

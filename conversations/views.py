@@ -1,0 +1,12 @@
+"""Pages. Thin: each reads through ``for_user`` and renders."""
+
+from django.shortcuts import get_object_or_404, render
+
+from conversations.models import Conversation
+
+
+def chat(request, conversation_id: int | None = None):
+    conversation = None
+    if conversation_id is not None:
+        conversation = get_object_or_404(Conversation.objects.for_user(request.user), pk=conversation_id)
+    return render(request, "conversations/chat.html", {"conversation": conversation})

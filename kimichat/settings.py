@@ -1,0 +1,241 @@
+"""KimiChat settings. Every value comes from the environment through ``kimichat.env``; see ``.env.example``."""
+
+from __future__ import annotations
+
+import json
+import os
+from decimal import Decimal
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+from kimichat.env import (
+    development_secret_key,
+    env_bool,
+    env_float,
+    env_int,
+    env_list,
+    env_secret,
+    env_str,
+    load_dotenv,
+    parse_database_url,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+load_dotenv(BASE_DIR / ".env")
+VAR_DIR = Path(env_str("KIMICHAT_VAR_DIR", str(BASE_DIR / "var")))
+
+DEBUG = env_bool("DEBUG", True)
+
+SECRET_KEY = env_secret("SECRET_KEY")
+if SECRET_KEY is None:
+    if not DEBUG:
+        raise ImproperlyConfigured("SECRET_KEY (or SECRET_KEY_FILE) must be set when DEBUG is false")
+    SECRET_KEY = development_secret_key(VAR_DIR)
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"] if DEBUG else [])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "daphne",  # first, so `runserver` serves ASGI (websockets included)
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "channels",
+    "conversations",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "conversations.middleware.LoginRequiredMiddleware",
+]
+
+ROOT_URLCONF = "kimichat.urls"
+WSGI_APPLICATION = "kimichat.wsgi.application"
+ASGI_APPLICATION = "kimichat.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.template.context_processors.i18n",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "conversations.context_processors.kimichat",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": parse_database_url(env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'kimichat.sqlite3'}"))}
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # Tests use a file (one per test run) rather than memory, so a real daphne process can share it.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}
+    # WAL lets the daphne process read while a generation writes; the timeout rides out short write locks.
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 20,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+else:
+    DATABASES["default"]["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 0, minimum=0)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env_str("REDIS_URL", "")
+if REDIS_URL:
+    if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
+        raise ImproperlyConfigured(f"REDIS_URL must start with redis://, rediss:// or unix://, got {REDIS_URL!r}")
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                # redis-py 8 times socket reads out after 5 s by default, exactly channels-redis's blocking-pop
+                # wait: an idle receive would fail. Reads get a longer timeout than the pop; connects stay short.
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 15, "socket_connect_timeout": 5}],
+                "capacity": 1000,
+                "expiry": 30,
+            },
+        }
+    }
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}}
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "kimichat"}}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "chat"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en"
+LANGUAGES = [("en", "English"), ("zh-hans", "简体中文")]
+LOCALE_PATHS = [BASE_DIR / "locale"]
+TIME_ZONE = env_str("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = VAR_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG
+        else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    },
+}
+
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 5 * 1024 * 1024, minimum=1024)
+
+# --- KimiChat ---------------------------------------------------------------------------------------------
+# Sign-up form on the login page; operators of a private install switch it off.
+KIMICHAT_SIGNUP_ENABLED = env_bool("SIGNUP_ENABLED", True)
+
+# Upstream. With no KIMI_API_KEY the app talks to the built-in offline Kimi-compatible server.
+KIMI_API_KEY = env_secret("KIMI_API_KEY")
+KIMI_OFFLINE = KIMI_API_KEY is None
+OFFLINE_KIMI_PORT = env_int("OFFLINE_KIMI_PORT", 8765, minimum=1, maximum=65535)
+OFFLINE_KIMI_KEY = "offline-kimi-key"  # not a secret: the offline server is loopback-only and fake
+if KIMI_OFFLINE:
+    KIMI_API_KEY = OFFLINE_KIMI_KEY
+KIMI_BASE_URL = env_str("KIMI_BASE_URL", f"http://127.0.0.1:{OFFLINE_KIMI_PORT}/v1").rstrip("/")
+if not KIMI_BASE_URL.startswith(("http://", "https://")):
+    raise ImproperlyConfigured(f"KIMI_BASE_URL must be an http(s) URL, got {KIMI_BASE_URL!r}")
+KIMI_API_FORMAT = env_str("KIMI_API_FORMAT", "openai")
+if KIMI_API_FORMAT not in {"openai", "anthropic"}:
+    raise ImproperlyConfigured(f"KIMI_API_FORMAT must be 'openai' or 'anthropic', got {KIMI_API_FORMAT!r}")
+KIMI_DEFAULT_MODEL = env_str("KIMI_DEFAULT_MODEL", "kimi-k2.6")
+KIMI_FALLBACK_MODELS = env_list(
+    "KIMI_FALLBACK_MODELS",
+    [
+        "kimi-k3",
+        "kimi-k2.6",
+        "kimi-k2.5",
+        "kimi-k2-thinking-turbo",
+        "kimi-k2-thinking",
+        "kimi-k2-instruct-0905",
+        "kimi-k2-0905-preview",
+        "kimi-k2-turbo-preview",
+        "kimi-k2-0711-preview",
+        "kimi-k2",
+        "kimi-k2-0905",
+    ],
+)
+KIMI_CONNECT_TIMEOUT = env_float("KIMI_CONNECT_TIMEOUT", 30.0, minimum=0.1)
+KIMI_READ_TIMEOUT = env_float("KIMI_READ_TIMEOUT", 600.0, minimum=0.1)
+KIMI_MAX_RETRIES = env_int("KIMI_MAX_RETRIES", 3, minimum=0, maximum=10)
+KIMI_RETRY_MAX_WAIT = env_float("KIMI_RETRY_MAX_WAIT", 30.0, minimum=0)
+KIMI_MODELS_CACHE_SECONDS = env_int("KIMI_MODELS_CACHE_SECONDS", 300, minimum=0)
+
+# Generations.
+KIMICHAT_MAX_MESSAGE_CHARS = env_int("MAX_MESSAGE_CHARS", 100_000, minimum=1)
+KIMICHAT_CHECKPOINT_SECONDS = env_float("CHECKPOINT_SECONDS", 3.0, minimum=0.1)
+KIMICHAT_COALESCE_MS = env_int("COALESCE_MS", 20, minimum=0, maximum=30)
+KIMICHAT_GENERATION_TIME_LIMIT = env_float("GENERATION_TIME_LIMIT", 900.0, minimum=1)
+
+# Credits and limits (the credits issue); docs/credits.md describes each.
+KIMICHAT_SIGNUP_CREDITS = env_int("SIGNUP_CREDITS", 100, minimum=0)
+KIMICHAT_MAX_CONCURRENT_ANSWERS = env_int("MAX_CONCURRENT_ANSWERS", 3, minimum=1)
+# Price of a model with no ModelPrice row. Through str() so "0.1" becomes Decimal("0.1"), not the float's digits.
+KIMICHAT_DEFAULT_PRICE_PER_REQUEST = Decimal(str(env_float("DEFAULT_PRICE_PER_REQUEST", 1.0, minimum=0)))
+KIMICHAT_DEFAULT_PRICE_PER_MILLION_PROMPT = Decimal(str(env_float("DEFAULT_PRICE_PER_MILLION_PROMPT", 0.0, minimum=0)))
+KIMICHAT_DEFAULT_PRICE_PER_MILLION_COMPLETION = Decimal(
+    str(env_float("DEFAULT_PRICE_PER_MILLION_COMPLETION", 0.0, minimum=0))
+)
+KIMICHAT_DEFAULT_PRICE_PER_MILLION_CACHED = Decimal(str(env_float("DEFAULT_PRICE_PER_MILLION_CACHED", 0.0, minimum=0)))
+# Requests per minute/hour/day by balance (seed 003); a tier applies when the balance is above its "above".
+# RATE_LIMIT_TIERS takes the same list as JSON; conversations.services.ratelimit validates it.
+KIMICHAT_RATE_LIMIT_TIERS = [
+    {"above": 0, "per_minute": 20, "per_hour": 600, "per_day": 5_000},
+    {"above": 100, "per_minute": 60, "per_hour": 2_000, "per_day": 20_000},
+    {"above": 1_000, "per_minute": 200, "per_hour": 6_000, "per_day": 50_000},
+    {"above": 10_000, "per_minute": 500, "per_hour": 15_000, "per_day": 100_000},
+]
+if env_str("RATE_LIMIT_TIERS"):
+    try:
+        KIMICHAT_RATE_LIMIT_TIERS = json.loads(env_str("RATE_LIMIT_TIERS"))
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"RATE_LIMIT_TIERS must be JSON: {exc}") from None
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}},
+}

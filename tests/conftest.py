@@ -1,0 +1,40 @@
+"""Shared fixtures. Test users are few and shaped by role: the owner and an outsider."""
+
+import pytest
+from django.core.cache import cache
+
+pytest_plugins = ["tests.fixtures.kimi", "tests.fixtures.ws", "tests.fixtures.credits", "tests.fixtures.browser"]
+
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(autouse=True)
+def _clear_cache():
+    """Rate-limit counters and cached model lists live in the cache: each test starts from none."""
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def make_user(django_user_model):
+    def make(username: str, **extra):
+        return django_user_model.objects.create_user(username=username, password=PASSWORD, **extra)
+
+    return make
+
+
+@pytest.fixture
+def owner(make_user):
+    return make_user("owner")
+
+
+@pytest.fixture
+def outsider(make_user):
+    return make_user("outsider")
+
+
+@pytest.fixture
+def owner_client(client, owner):
+    client.force_login(owner)
+    return client
