@@ -1,0 +1,412 @@
+"""The Kimi upstream client: one shared httpx connection pool, typed stream events, mapped errors, bounded retries.
+
+Usage::
+
+    client = get_client()
+    async with contextlib.aclosing(client.stream_chat(ChatRequest(model, messages))) as events:
+        async for event in events:
+            ...
+
+Cancelling the task that iterates (or leaving the ``aclosing`` block) closes the HTTP response: that is how
+"stop" reaches the provider. Retries happen only before the provider answered 200, so no delta is ever repeated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from decimal import Decimal, InvalidOperation
+from typing import NamedTuple, TypeVar
+
+import httpx
+import orjson
+from django.conf import settings
+from django.core.cache import cache
+
+from conversations.kimi import anthropic_format, openai_format, provider_state
+from conversations.kimi.error_mapping import error_from_response, redact
+from conversations.kimi.errors import (
+    BadResponse,
+    ConnectionFailed,
+    Interrupted,
+    KimiError,
+    Timeout,
+)
+from conversations.kimi.events import ContentDelta, Event, Finish, ReasoningDelta, ResponseMeta, Usage
+from conversations.kimi.params import ChatRequest, resolve_params
+from conversations.kimi.sse import SSEDecoder
+
+logger = logging.getLogger("conversations.kimi")
+
+T = TypeVar("T")
+
+_shared_http: httpx.AsyncClient | None = None
+_shared_loop: asyncio.AbstractEventLoop | None = None
+_shared_timeouts: tuple[float, float] | None = None
+
+
+class ChatResult(NamedTuple):
+    text: str
+    reasoning: str
+    finish: str
+    usage: Usage | None
+    meta: ResponseMeta
+
+
+def shared_http_client(connect_timeout: float, read_timeout: float) -> httpx.AsyncClient:
+    """The process's connection pool, rebuilt when the running event loop changed (an httpx client is bound to the
+    loop it first used; tests and ``async_to_sync`` run many loops)."""
+    global _shared_http, _shared_loop, _shared_timeouts
+    loop = asyncio.get_running_loop()
+    timeouts = (connect_timeout, read_timeout)
+    if _shared_http is None or _shared_http.is_closed or _shared_loop is not loop or _shared_timeouts != timeouts:
+        # An old client on another loop cannot be closed from here; dropping it releases its sockets on GC.
+        _shared_http = httpx.AsyncClient(
+            timeout=httpx.Timeout(read_timeout, connect=connect_timeout, write=connect_timeout, pool=connect_timeout),
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+            follow_redirects=False,
+        )
+        _shared_loop = loop
+        _shared_timeouts = timeouts
+    return _shared_http
+
+
+async def close_client() -> None:
+    """Close the shared pool (on shutdown); a client made on another, finished loop is simply forgotten."""
+    global _shared_http, _shared_loop
+    client, loop = _shared_http, _shared_loop
+    _shared_http = _shared_loop = None
+    if client is not None and not client.is_closed:
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if loop is running:
+            await client.aclose()
+
+
+def meta_from_headers(headers: httpx.Headers) -> ResponseMeta:
+    rate_limit = {}
+    for raw_name, raw_value in headers.raw:
+        name = raw_name.decode("latin-1")
+        if name.lower().startswith("x-ratelimit-"):
+            rate_limit[name] = raw_value.decode("latin-1")
+    return ResponseMeta(
+        request_id=headers.get("msh-request-id") or headers.get("x-request-id") or "",
+        rate_limit=rate_limit,
+        credits_remaining=headers.get("x-credits-remaining", ""),
+    )
+
+
+class KimiClient:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        api_format: str = "openai",
+        connect_timeout: float = 30.0,
+        read_timeout: float = 600.0,
+        max_retries: int = 3,
+        retry_max_wait: float = 30.0,
+        retry_base_delay: float = 0.5,
+        retry_max_delay: float = 8.0,
+        models_cache_seconds: int = 300,
+        fallback_models: list[str] | tuple[str, ...] = (),
+        record_snapshots: bool = True,
+        http: httpx.AsyncClient | None = None,
+    ):
+        if api_format not in {"openai", "anthropic"}:
+            raise ValueError(f"api_format must be 'openai' or 'anthropic', got {api_format!r}")
+        self.base_url = base_url.rstrip("/")
+        self._api_key = api_key or ""
+        self.api_format = api_format
+        self._format = anthropic_format if api_format == "anthropic" else openai_format
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.max_retries = max_retries
+        self.retry_max_wait = retry_max_wait
+        self.retry_base_delay = retry_base_delay
+        self.retry_max_delay = retry_max_delay
+        self.models_cache_seconds = models_cache_seconds
+        self.fallback_models = list(fallback_models)
+        self.record_snapshots = record_snapshots
+        self._http_override = http
+
+    def __repr__(self) -> str:  # never the key
+        return f"KimiClient(base_url={self.base_url!r}, api_format={self.api_format!r})"
+
+    # --- chat -------------------------------------------------------------------------------------------------
+
+    async def stream_chat(self, request: ChatRequest) -> AsyncIterator[Event]:
+        """ResponseMeta, then ReasoningDelta/ContentDelta pieces, Finish, and Usage once at the end.
+
+        Raises a KimiError subclass; after any event was yielded it carries the partial text and reasoning, and no
+        retry happens."""
+        params = resolve_params(request)
+        body = orjson.dumps(self._format.build_body(request, params, stream=True))
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            yielded = False
+            try:
+                async with contextlib.aclosing(self._stream_once(body)) as events:
+                    async for event in events:
+                        yielded = True
+                        yield event
+                return
+            except KimiError as exc:
+                delay = None if yielded else self._retry_delay(exc, attempt, started)
+                if delay is None:
+                    raise
+                logger.warning(
+                    "kimi stream attempt %d failed (%s, request id %s); retrying in %.2fs",
+                    attempt + 1,
+                    exc.code,
+                    exc.request_id or "-",
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                attempt += 1
+
+    async def _stream_once(self, body: bytes) -> AsyncIterator[Event]:
+        fmt = self._format
+        headers = {**self._auth(), "Content-Type": "application/json", "Accept": "text/event-stream"}
+        parser = fmt.StreamParser()
+        meta = ResponseMeta()
+        try:
+            async with self._http().stream("POST", self.base_url + fmt.PATH, content=body, headers=headers) as response:
+                if response.status_code != 200:
+                    raise self._clean(
+                        error_from_response(response.status_code, await response.aread(), response.headers)
+                    )
+                meta = meta_from_headers(response.headers)
+                content_type = response.headers.get("content-type", "").lower()
+                if "text/event-stream" not in content_type and ("json" in content_type or "html" in content_type):
+                    # Some gateways ignore stream=true (or fail with 200): read the whole body and treat it as one.
+                    raw = await response.aread()
+                    for event in self._events_from_whole_body(raw, meta):
+                        yield event
+                    return
+                await self._note_headers(meta)
+                yield meta
+                decoder = SSEDecoder()
+                try:
+                    async for chunk in response.aiter_bytes():
+                        for sse in decoder.feed(chunk):
+                            for event in parser.feed(sse):
+                                yield event
+                            if parser.done:
+                                break
+                        if parser.done:
+                            break
+                    if not parser.done:
+                        for sse in decoder.end():
+                            for event in parser.feed(sse):
+                                yield event
+                except httpx.TimeoutException:
+                    raise self._partial(Timeout(detail="read timeout mid-stream"), parser, meta)
+                except httpx.TransportError as exc:
+                    raise self._partial(Interrupted(detail=f"connection lost: {type(exc).__name__}"), parser, meta)
+                except KimiError as exc:
+                    raise self._partial(self._clean(exc), parser, meta)
+                if not parser.done:
+                    raise self._partial(Interrupted(detail="stream ended without [DONE]"), parser, meta)
+                usage = parser.usage()
+                if usage is not None:
+                    yield usage
+        except httpx.TimeoutException as exc:
+            raise Timeout(detail=f"{type(exc).__name__} before the answer started", request_id=meta.request_id)
+        except httpx.TransportError as exc:
+            raise ConnectionFailed(detail=redact(f"{type(exc).__name__}: {exc}", self._api_key))
+
+    def _events_from_whole_body(self, raw: bytes, meta: ResponseMeta) -> list[Event]:
+        try:
+            payload = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise BadResponse(detail="200 answer that is neither SSE nor JSON", request_id=meta.request_id)
+        text, reasoning, finish, usage = self._format.parse_completion(payload)
+        events: list[Event] = [meta]
+        if reasoning:
+            events.append(ReasoningDelta(reasoning))
+        if text:
+            events.append(ContentDelta(text))
+        if finish:
+            events.append(Finish(finish))
+        if usage is not None:
+            events.append(usage)
+        return events
+
+    async def complete_chat(self, request: ChatRequest) -> ChatResult:
+        """One non-streaming answer: (text, reasoning, finish, usage, meta)."""
+        params = resolve_params(request)
+        body = orjson.dumps(self._format.build_body(request, params, stream=False))
+        return await self._retrying(lambda: self._complete_once(body))
+
+    async def _complete_once(self, body: bytes) -> ChatResult:
+        headers = {**self._auth(), "Content-Type": "application/json", "Accept": "application/json"}
+        try:
+            response = await self._http().post(self.base_url + self._format.PATH, content=body, headers=headers)
+        except httpx.TimeoutException as exc:
+            raise Timeout(detail=type(exc).__name__)
+        except httpx.TransportError as exc:
+            raise ConnectionFailed(detail=redact(f"{type(exc).__name__}: {exc}", self._api_key))
+        if response.status_code != 200:
+            raise self._clean(error_from_response(response.status_code, response.content, response.headers))
+        meta = meta_from_headers(response.headers)
+        await self._note_headers(meta)
+        try:
+            payload = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            raise BadResponse(detail="200 answer that is not JSON", request_id=meta.request_id)
+        try:
+            text, reasoning, finish, usage = self._format.parse_completion(payload)
+        except KimiError as exc:
+            exc.request_id = exc.request_id or meta.request_id
+            raise self._clean(exc)
+        return ChatResult(text, reasoning, finish, usage, meta)
+
+    # --- retries ----------------------------------------------------------------------------------------------
+
+    async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            try:
+                return await call()
+            except KimiError as exc:
+                delay = self._retry_delay(exc, attempt, started)
+                if delay is None:
+                    raise
+                logger.warning("kimi request attempt %d failed (%s); retrying in %.2fs", attempt + 1, exc.code, delay)
+                await asyncio.sleep(delay)
+                attempt += 1
+
+    def _retry_delay(self, exc: KimiError, attempt: int, started: float) -> float | None:
+        """Seconds to wait before the next attempt, or None to give up (not retryable, too many, too long)."""
+        if not exc.retryable or attempt >= self.max_retries:
+            return None
+        if exc.retry_after is not None:
+            delay = exc.retry_after
+        else:
+            ceiling = min(self.retry_max_delay, self.retry_base_delay * (2**attempt))
+            delay = ceiling / 2 + random.uniform(0, ceiling / 2)  # jitter spreads clients that failed together
+        if time.monotonic() - started + delay > self.retry_max_wait:
+            return None
+        return delay
+
+    # --- models, balance, tokens --------------------------------------------------------------------------------
+
+    async def list_models(self) -> list[str]:
+        """Model ids from GET /models, cached; the configured fallback list when the endpoint is missing or fails."""
+        key = "kimi:models:" + hashlib.sha256(self.base_url.encode()).hexdigest()[:16]
+        cached = await cache.aget(key)
+        if cached:
+            return list(cached)
+        try:
+            response = await self._http().get(self.base_url + "/models", headers=self._auth(), timeout=self._short())
+            if response.status_code == 200:
+                data = orjson.loads(response.content).get("data")
+                ids = [m["id"] for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
+                if ids:
+                    await cache.aset(key, ids, self.models_cache_seconds)
+                    return ids
+            else:
+                logger.warning("GET /models answered %s; using the fallback model list", response.status_code)
+        except (httpx.HTTPError, orjson.JSONDecodeError, AttributeError, TypeError):
+            logger.warning("GET /models failed; using the fallback model list", exc_info=True)
+        return list(self.fallback_models)
+
+    async def fetch_balance(self):
+        """Record and return a ProviderSnapshot: Moonshot's balance endpoint when it exists, else the last
+        rate-limit/credits headers seen, else the latest stored snapshot (None when nothing is known)."""
+        last = provider_state.last_meta()
+        balance = await self._balance_from_endpoint()
+        if balance is not None:
+            return await provider_state.record_balance(balance, last, "balance_endpoint")
+        if last is not None:
+            return await provider_state.record_balance(None, last, "headers")
+        return await provider_state.latest()
+
+    async def _balance_from_endpoint(self) -> Decimal | None:
+        try:
+            response = await self._http().get(
+                self.base_url + "/users/me/balance", headers=self._auth(), timeout=self._short()
+            )
+            if response.status_code != 200:
+                return None
+            data = orjson.loads(response.content).get("data") or {}
+            value = data.get("available_balance")
+            if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+                return None
+            return Decimal(str(value))
+        except (httpx.HTTPError, orjson.JSONDecodeError, AttributeError, InvalidOperation):
+            logger.info("no balance endpoint at this provider", exc_info=True)
+            return None
+
+    async def estimate_tokens(self, model: str, messages: list[dict]) -> int | None:
+        """Moonshot's token counter (POST /tokenizers/estimate-token-count); None where it does not exist."""
+        body = {"model": model, "messages": [openai_format._message(m) for m in messages]}
+        try:
+            response = await self._http().post(
+                self.base_url + "/tokenizers/estimate-token-count",
+                content=orjson.dumps(body),
+                headers={**self._auth(), "Content-Type": "application/json"},
+                timeout=self._short(),
+            )
+            if response.status_code != 200:
+                return None
+            total = (orjson.loads(response.content).get("data") or {}).get("total_tokens")
+        except (httpx.HTTPError, orjson.JSONDecodeError, AttributeError):
+            return None
+        return total if isinstance(total, int) and not isinstance(total, bool) else None
+
+    # --- plumbing ---------------------------------------------------------------------------------------------
+
+    def _http(self) -> httpx.AsyncClient:
+        return self._http_override or shared_http_client(self.connect_timeout, self.read_timeout)
+
+    def _auth(self) -> dict[str, str]:
+        return self._format.auth_headers(self._api_key)
+
+    def _short(self) -> httpx.Timeout:
+        return httpx.Timeout(min(self.read_timeout, 20.0), connect=self.connect_timeout)
+
+    async def _note_headers(self, meta: ResponseMeta) -> None:
+        provider_state.remember(meta)
+        if self.record_snapshots:
+            await provider_state.record_headers(meta)
+
+    def _clean(self, exc: KimiError) -> KimiError:
+        exc.detail = redact(exc.detail, self._api_key)
+        return exc
+
+    def _partial(self, exc: KimiError, parser, meta: ResponseMeta) -> KimiError:
+        exc.partial_text = "".join(parser.text)
+        exc.partial_reasoning = "".join(parser.reasoning)
+        exc.request_id = exc.request_id or meta.request_id
+        if exc.usage is None:
+            exc.usage = parser.usage()
+        return self._clean(exc)
+
+
+def get_client() -> KimiClient:
+    """A client configured from settings (cheap: the connection pool underneath is shared)."""
+    return KimiClient(
+        base_url=settings.KIMI_BASE_URL,
+        api_key=settings.KIMI_API_KEY,
+        api_format=settings.KIMI_API_FORMAT,
+        connect_timeout=settings.KIMI_CONNECT_TIMEOUT,
+        read_timeout=settings.KIMI_READ_TIMEOUT,
+        max_retries=settings.KIMI_MAX_RETRIES,
+        retry_max_wait=settings.KIMI_RETRY_MAX_WAIT,
+        # Not an environment setting: tests shorten the backoff through it.
+        retry_base_delay=getattr(settings, "KIMI_RETRY_BASE_DELAY", 0.5),
+        models_cache_seconds=settings.KIMI_MODELS_CACHE_SECONDS,
+        fallback_models=settings.KIMI_FALLBACK_MODELS,
+    )

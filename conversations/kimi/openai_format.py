@@ -1,0 +1,144 @@
+"""The OpenAI-compatible chat wire format (Moonshot, Ace Data Cloud, kimi-k2.ai ``/chat/completions``)."""
+
+from __future__ import annotations
+
+import orjson
+
+from conversations.kimi.error_mapping import error_from_response
+from conversations.kimi.errors import BadResponse
+from conversations.kimi.events import ContentDelta, Event, Finish, ReasoningDelta, Usage
+from conversations.kimi.params import ChatRequest, ResolvedParams
+from conversations.kimi.sse import SSEEvent
+
+PATH = "/chat/completions"
+
+
+def auth_headers(api_key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"}
+
+
+def build_body(request: ChatRequest, params: ResolvedParams, *, stream: bool) -> dict:
+    body: dict = {"model": request.model, "messages": [_message(m) for m in request.messages], "stream": stream}
+    if stream:
+        body["stream_options"] = {"include_usage": True}
+    for name in ("temperature", "top_p", "n", "max_tokens"):
+        value = getattr(params, name)
+        if value is not None:
+            body[name] = value
+    if params.json_mode:
+        body["response_format"] = {"type": "json_object"}
+    if params.thinking is not None:
+        body["thinking"] = {"type": "enabled" if params.thinking else "disabled"}
+    body.update(request.extra)
+    return body
+
+
+def _message(message: dict) -> dict:
+    out = {k: v for k, v in message.items() if k != "reasoning"}
+    # Thinking models (k2.6 keep=all, k2.7, k3) need their earlier reasoning back on assistant turns.
+    if message.get("role") == "assistant" and message.get("reasoning"):
+        out["reasoning_content"] = message["reasoning"]
+    return out
+
+
+def parse_usage(value: object) -> Usage | None:
+    if not isinstance(value, dict):
+        return None
+    prompt = _int(value.get("prompt_tokens"))
+    completion = _int(value.get("completion_tokens"))
+    cached = _int(value.get("cached_tokens"))
+    details = value.get("prompt_tokens_details")
+    if not cached and isinstance(details, dict):
+        cached = _int(details.get("cached_tokens"))
+    total = _int(value.get("total_tokens")) or prompt + completion
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total, cached_tokens=cached)
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+class StreamParser:
+    """Turns decoded SSE events into typed events; remembers what arrived so a failure can carry it."""
+
+    def __init__(self) -> None:
+        self.text: list[str] = []
+        self.reasoning: list[str] = []
+        self.done = False
+        self.finish_reason: str | None = None
+        self._top_usage: Usage | None = None
+        self._choice_usage: dict[int, Usage] = {}
+
+    def feed(self, sse: SSEEvent) -> list[Event]:
+        data = sse.data.strip()
+        if data == "[DONE]":
+            self.done = True
+            return []
+        try:
+            payload = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise BadResponse(detail=f"non-JSON data line ({len(data)} chars)")
+        if not isinstance(payload, dict):
+            raise BadResponse(detail="data line is JSON but not an object")
+        if payload.get("error"):
+            raise error_from_response(None, payload)
+        usage = parse_usage(payload.get("usage"))
+        if usage is not None:
+            self._top_usage = usage
+        events: list[Event] = []
+        choices = payload.get("choices")
+        for choice in choices if isinstance(choices, list) else ():
+            if not isinstance(choice, dict):
+                continue
+            index = choice.get("index", 0)
+            choice_usage = parse_usage(choice.get("usage"))
+            if choice_usage is not None:
+                self._choice_usage[index] = choice_usage
+            if index != 0:
+                continue  # one answer is shown; other choices only count towards usage
+            delta = choice.get("delta")
+            if isinstance(delta, dict):
+                reasoning = delta.get("reasoning_content")
+                if isinstance(reasoning, str) and reasoning:
+                    self.reasoning.append(reasoning)
+                    events.append(ReasoningDelta(reasoning))
+                content = delta.get("content")
+                if isinstance(content, str) and content:
+                    self.text.append(content)
+                    events.append(ContentDelta(content))
+            reason = choice.get("finish_reason")
+            if reason and self.finish_reason is None:
+                self.finish_reason = str(reason)
+                events.append(Finish(self.finish_reason))
+        return events
+
+    def usage(self) -> Usage | None:
+        """The top-level usage when sent (it covers every choice), else the per-choice usage added up once."""
+        if self._top_usage is not None:
+            return self._top_usage
+        if not self._choice_usage:
+            return None
+        parts = list(self._choice_usage.values())
+        prompt = parts[0].prompt_tokens  # the same prompt for every choice
+        completion = sum(u.completion_tokens for u in parts)
+        return Usage(prompt, completion, prompt + completion, parts[0].cached_tokens)
+
+
+def parse_completion(payload: object) -> tuple[str, str, str, Usage | None]:
+    """(text, reasoning, finish_reason, usage) of a non-streaming answer."""
+    if not isinstance(payload, dict):
+        raise BadResponse(detail="completion is not a JSON object")
+    if payload.get("error"):
+        raise error_from_response(None, payload)
+    choices = payload.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise BadResponse(detail="completion without choices")
+    choice = choices[0]
+    message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+    usage = parse_usage(payload.get("usage")) or parse_usage(choice.get("usage"))
+    return (
+        str(message.get("content") or ""),
+        str(message.get("reasoning_content") or ""),
+        str(choice.get("finish_reason") or ""),
+        usage,
+    )

@@ -1,0 +1,62 @@
+"""What the provider told us about the account (rate limits, credits, balance), kept as ProviderSnapshot rows.
+
+Header snapshots are throttled to one a minute per process group (a cache key), because every streamed answer
+carries the headers and admins only need the trend. A failed write is logged and never breaks a chat.
+"""
+
+from __future__ import annotations
+
+import logging
+from decimal import Decimal
+
+from django.core.cache import cache
+
+from conversations.kimi.events import ResponseMeta
+
+logger = logging.getLogger("conversations.kimi")
+
+HEADER_SNAPSHOT_INTERVAL = 60  # seconds
+_THROTTLE_KEY = "kimi:provider-snapshot:headers"
+
+_last_meta: ResponseMeta | None = None  # the last response that carried rate-limit or credits headers
+
+
+def last_meta() -> ResponseMeta | None:
+    return _last_meta
+
+
+def remember(meta: ResponseMeta) -> None:
+    global _last_meta
+    if meta.rate_limit or meta.credits_remaining:
+        _last_meta = meta
+
+
+async def record_headers(meta: ResponseMeta) -> None:
+    if not (meta.rate_limit or meta.credits_remaining):
+        return
+    try:
+        if await cache.aadd(_THROTTLE_KEY, 1, HEADER_SNAPSHOT_INTERVAL):
+            await _create(source="headers", meta=meta)
+    except Exception:
+        logger.warning("could not record the provider's rate-limit headers", exc_info=True)
+
+
+async def record_balance(balance: Decimal | None, meta: ResponseMeta | None, source: str):
+    return await _create(source=source, meta=meta, balance=balance)
+
+
+async def latest():
+    from conversations.models import ProviderSnapshot
+
+    return await ProviderSnapshot.objects.order_by("-recorded_at", "-id").afirst()
+
+
+async def _create(*, source: str, meta: ResponseMeta | None, balance: Decimal | None = None):
+    from conversations.models import ProviderSnapshot  # the kimi package is importable before apps are ready
+
+    return await ProviderSnapshot.objects.acreate(
+        balance=balance,
+        credits_remaining=(meta.credits_remaining if meta else "")[:64],
+        rate_limit=dict(meta.rate_limit) if meta else {},
+        source=source,
+    )

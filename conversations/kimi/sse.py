@@ -1,0 +1,114 @@
+"""An incremental Server-Sent Events decoder: bytes in, events out, no I/O.
+
+Follows the WHATWG event-stream rules that matter for LLM streams: LF, CR and CRLF line endings (a CR at the end of
+one read may be followed by the LF of the next), ``field:value`` with at most one leading space removed, multi-line
+``data`` joined with ``\\n``, comment lines ignored. Lines are cut on bytes and decoded only when complete, so a
+multi-byte UTF-8 character split across reads is never decoded in halves (line endings are ASCII and cannot occur
+inside a multi-byte sequence).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+_BOM = b"\xef\xbb\xbf"
+
+
+@dataclass(frozen=True, slots=True)
+class SSEEvent:
+    data: str
+    event: str = "message"
+    id: str | None = None
+    retry: int | None = None
+
+
+class SSEDecoder:
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._skip_lf = False  # the previous read ended in CR: an LF starting this one belongs to it
+        self._started = False
+        self._data: list[str] = []
+        self._event = ""
+        self._id: str | None = None
+        self._retry: int | None = None
+
+    def feed(self, chunk: bytes) -> list[SSEEvent]:
+        if not chunk:
+            return []
+        if self._skip_lf:
+            self._skip_lf = False
+            if chunk.startswith(b"\n"):
+                chunk = chunk[1:]
+        self._buffer += chunk
+        if not self._started:
+            if len(self._buffer) < len(_BOM) and _BOM.startswith(self._buffer):
+                return []  # could still be a BOM: wait for more bytes
+            self._started = True
+            if self._buffer.startswith(_BOM):
+                self._buffer = self._buffer[len(_BOM) :]
+        events: list[SSEEvent] = []
+        for line in self._take_lines():
+            event = self._process_line(line)
+            if event is not None:
+                events.append(event)
+        return events
+
+    def end(self) -> list[SSEEvent]:
+        """The stream closed. An event whose lines all arrived but whose blank line did not is still delivered;
+        a final line without its terminator is dropped, since it may have been cut short."""
+        self._buffer = b""
+        event = self._dispatch()
+        return [event] if event is not None else []
+
+    def _take_lines(self) -> list[bytes]:
+        lines: list[bytes] = []
+        buffer = self._buffer
+        start = 0
+        length = len(buffer)
+        while True:
+            cr = buffer.find(b"\r", start)
+            lf = buffer.find(b"\n", start)
+            if cr == -1 and lf == -1:
+                break
+            if cr == -1 or (lf != -1 and lf < cr):
+                lines.append(buffer[start:lf])
+                start = lf + 1
+                continue
+            lines.append(buffer[start:cr])
+            if cr + 1 < length:
+                start = cr + 2 if buffer[cr + 1 : cr + 2] == b"\n" else cr + 1
+            else:
+                start = cr + 1
+                self._skip_lf = True  # the LF of a CRLF may arrive in the next read
+        self._buffer = buffer[start:]
+        return lines
+
+    def _process_line(self, raw: bytes) -> SSEEvent | None:
+        if not raw:
+            return self._dispatch()
+        line = raw.decode("utf-8", errors="replace")
+        if line.startswith(":"):
+            return None
+        field, sep, value = line.partition(":")
+        if sep and value.startswith(" "):
+            value = value[1:]
+        if field == "data":
+            self._data.append(value)
+        elif field == "event":
+            self._event = value
+        elif field == "id":
+            if "\0" not in value:
+                self._id = value
+        elif field == "retry":
+            if value.isdigit():
+                self._retry = int(value)
+        return None
+
+    def _dispatch(self) -> SSEEvent | None:
+        if not self._data:
+            self._event = ""
+            return None
+        event = SSEEvent(data="\n".join(self._data), event=self._event or "message", id=self._id, retry=self._retry)
+        self._data = []
+        self._event = ""
+        return event

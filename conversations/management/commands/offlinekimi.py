@@ -1,0 +1,43 @@
+"""``python manage.py offlinekimi``: serve the built-in offline Kimi-compatible API on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from conversations.offline.server import OfflineKimiServer
+
+
+class Command(BaseCommand):
+    help = "Run the offline Kimi-compatible server (fake answers, fault injection) on a loopback address."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--port", type=int, default=settings.OFFLINE_KIMI_PORT)
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--rate", type=float, default=30.0, help="tokens per second; 0 = as fast as possible")
+
+    def handle(self, *args, host: str, port: int, rate: float, **options):
+        # The key is public and the answers are fake: never listen beyond this machine.
+        if host != "localhost":
+            try:
+                loopback = ipaddress.ip_address(host).is_loopback
+            except ValueError:
+                loopback = False
+            if not loopback:
+                raise CommandError(f"--host must be a loopback address, got {host!r}")
+        if rate < 0:
+            raise CommandError("--rate must be 0 or more")
+        server = OfflineKimiServer(host, port, api_key=settings.OFFLINE_KIMI_KEY, tokens_per_second=rate)
+
+        async def serve():
+            await server.start()
+            self.stdout.write(f"Offline Kimi-compatible server on {server.base_url} ({rate:g} tokens/s)")
+            await server.serve_forever()
+
+        try:
+            asyncio.run(serve())
+        except KeyboardInterrupt:
+            pass

@@ -1,0 +1,102 @@
+"""The SSE decoder is pure: the same frames, split at every byte boundary and fed in fragments of 1, 97 and 100000
+bytes with LF, CR and CRLF line endings, must always decode to the same events."""
+
+import json
+
+import pytest
+
+from conversations.kimi.sse import SSEDecoder, SSEEvent
+
+CHINESE = "你好，世界！这是一个测试。"
+PAYLOADS = [
+    {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]},
+    {"choices": [{"index": 0, "delta": {"reasoning_content": "思考中…"}}]},
+    {"choices": [{"index": 0, "delta": {"content": CHINESE + " emoji 🚀 done"}}]},
+    {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 9, "total_tokens": 12}},
+]
+
+
+def frames(eol: str) -> tuple[bytes, list[SSEEvent]]:
+    """A stream using every feature a provider may send, and the events it must decode to."""
+    lines: list[str] = [": keep-alive comment", "retry: 3000", ""]
+    expected: list[SSEEvent] = []
+    for number, payload in enumerate(PAYLOADS):
+        text = json.dumps(payload, ensure_ascii=False)
+        if number == 1:
+            lines += ["event: message", f"id: {number}", "data:" + text, ""]  # no space after "data:"
+            expected.append(SSEEvent(data=text, event="message", id=str(number), retry=3000))
+        elif number == 2:
+            pretty = json.dumps(payload, ensure_ascii=False, indent=1).split("\n")
+            lines += [f"data: {part}" for part in pretty] + [""]  # one payload over several data lines
+            expected.append(SSEEvent(data="\n".join(pretty), id="1", retry=3000))
+        else:
+            lines += [f"data: {text}", ""]
+            expected.append(SSEEvent(data=text, id="1" if number else None, retry=3000))
+    lines += [": bye", "data: [DONE]", ""]
+    expected.append(SSEEvent(data="[DONE]", id="1", retry=3000))
+    return (eol.join(lines) + eol).encode(), expected
+
+
+def decode(stream: bytes, cuts: list[int]) -> list[SSEEvent]:
+    decoder = SSEDecoder()
+    events: list[SSEEvent] = []
+    start = 0
+    for cut in [*cuts, len(stream)]:
+        events += decoder.feed(stream[start:cut])
+        start = cut
+    return events + decoder.end()
+
+
+@pytest.mark.parametrize("eol", ["\n", "\r", "\r\n"], ids=["LF", "CR", "CRLF"])
+@pytest.mark.parametrize("size", [1, 97, 100000])
+def test_fragments_of_any_size_decode_the_same(eol, size):
+    stream, expected = frames(eol)
+    cuts = list(range(size, len(stream), size))
+    assert decode(stream, cuts) == expected
+
+
+@pytest.mark.parametrize("eol", ["\n", "\r", "\r\n"], ids=["LF", "CR", "CRLF"])
+def test_split_at_every_byte_boundary(eol):
+    stream, expected = frames(eol)
+    for cut in range(1, len(stream)):
+        assert decode(stream, [cut]) == expected, f"split at byte {cut}"
+
+
+def test_multibyte_characters_split_inside_decode_whole():
+    text = "data: " + CHINESE + "\n\n"
+    raw = text.encode()
+    assert len(raw) != len(text)  # the fixture really has multi-byte characters
+    for cut in range(1, len(raw)):
+        assert decode(raw, [cut]) == [SSEEvent(data=CHINESE)]
+
+
+def test_crlf_split_between_cr_and_lf_is_one_line_ending():
+    # "a" then "\r" | "\n" then "data: b": if the LF were a second line ending, "a" would be dispatched alone.
+    decoder = SSEDecoder()
+    assert decoder.feed(b"data: a\r") == []
+    assert decoder.feed(b"\ndata: b\r\n\r\n") == [SSEEvent(data="a\nb")]
+
+
+def test_comments_and_unknown_fields_are_ignored():
+    assert decode(b": ping\nfoo: bar\nevent: x\n\n: again\n\n", []) == []
+
+
+def test_field_without_colon_and_single_space_rule():
+    raw = b"data\ndata:  two spaces\n\n"
+    assert decode(raw, []) == [SSEEvent(data="\n two spaces")]
+
+
+def test_byte_order_mark_is_dropped_even_when_split():
+    raw = "\ufeffdata: x\n\n".encode()
+    assert decode(raw, [1]) == [SSEEvent(data="x")]
+    assert decode(raw, [2]) == [SSEEvent(data="x")]
+
+
+def test_end_delivers_a_complete_event_missing_its_blank_line_but_not_a_cut_line():
+    assert decode(b"data: [DONE]\n", []) == [SSEEvent(data="[DONE]")]
+    assert decode(b'data: {"choices": [{"delta": {"content": "cut', []) == []
+
+
+def test_retry_must_be_digits_and_id_persists():
+    events = decode(b"id: 7\nretry: soon\ndata: a\n\ndata: b\n\n", [])
+    assert events == [SSEEvent(data="a", id="7"), SSEEvent(data="b", id="7")]
