@@ -1,0 +1,274 @@
+"""The chat websocket (protocol: docs/websocket-protocol.md).
+
+Thin: it validates frames (``services.frames``) and calls the generation service. It never awaits an upstream
+stream itself: answers run in tasks owned by the service, so ``stop`` and a disconnect are handled at once, and an
+answer goes on when its tab closes.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from conversations.models import Conversation, Message
+from conversations.serializers import message_to_dict
+from conversations.services import frames
+from conversations.services.generation import (
+    RETRYABLE_CODES,
+    Accepted,
+    SendRefused,
+    abalance,
+    aprepare_edit,
+    aprepare_regenerate,
+    aprepare_send,
+    conversation_group,
+    get_registry,
+    known_models,
+    user_group,
+)
+from conversations.services.ratelimit import RateLimited, acheck_rate_limit
+
+logger = logging.getLogger(__name__)
+
+CLOSE_NOT_AUTHENTICATED = 4401
+CLOSE_BINARY_FRAME = 4400
+CLOSE_TOO_MANY_BAD_FRAMES = 4408
+MAX_BAD_FRAMES = 50  # in a row; a client this broken is closed rather than answered forever
+MAX_FRAME_BYTES = 1_000_000  # the message limit is 100,000 characters: 4 bytes each and JSON around them fit
+MAX_SUBSCRIPTIONS = 50
+
+
+def _owned_conversation(user, conversation_id: int) -> Conversation | None:
+    return Conversation.objects.for_user(user).filter(pk=conversation_id).first()
+
+
+def _latest_messages(conversation_id: int) -> list[Message]:
+    """What a subscriber needs at once: every answer still streaming, and the last turn (final or not)."""
+    current = Message.objects.filter(conversation_id=conversation_id).current()
+    latest = list(current.order_by("-id")[:2])
+    streaming = list(current.in_progress().exclude(pk__in=[m.pk for m in latest]))
+    return sorted([*latest, *streaming], key=lambda m: m.pk)
+
+
+class ChatConsumer(AsyncJsonWebsocketConsumer):
+    async def connect(self):
+        self.user = self.scope["user"]
+        if not self.user.is_authenticated:
+            await self.close(code=CLOSE_NOT_AUTHENTICATED)
+            return
+        self.subscriptions: set[int] = set()
+        self.last_seq: dict[int, int] = {}  # message id -> last seq this socket has (snapshot or delta)
+        self.bad_frames = 0
+        self.registry = get_registry()
+        await self.registry.ensure_started()
+        await self.channel_layer.group_add(user_group(self.user.pk), self.channel_name)
+        await self.accept()
+
+    async def disconnect(self, code):
+        user = getattr(self, "user", None)
+        if user is None or not user.is_authenticated:
+            return
+        await self.channel_layer.group_discard(user_group(user.pk), self.channel_name)
+        for conversation_id in self.subscriptions:
+            await self.channel_layer.group_discard(conversation_group(conversation_id), self.channel_name)
+        # Answers are not stopped: they belong to the generation service and finish on their own.
+
+    # --- frames in ---------------------------------------------------------------------------------------------
+
+    async def receive(self, text_data=None, bytes_data=None, **kwargs):
+        if bytes_data is not None:
+            await self.close(code=CLOSE_BINARY_FRAME)
+            return
+        if text_data is None or len(text_data) > MAX_FRAME_BYTES:
+            await self._refuse("bad_frame", f"A frame must be text of at most {MAX_FRAME_BYTES:,} bytes.")
+            return
+        try:
+            data = orjson.loads(text_data)
+        except orjson.JSONDecodeError:
+            await self._refuse("bad_json", "The frame is not valid JSON.")
+            return
+        await self.receive_json(data)
+
+    async def receive_json(self, content, **kwargs):
+        try:
+            frame = frames.parse_frame(content)
+        except frames.FrameError as exc:
+            await self._refuse(exc.code, exc.message, conversation_id=exc.conversation_id, **exc.extra)
+            return
+        handler = {
+            frames.Send: self.on_send,
+            frames.Stop: self.on_stop,
+            frames.Subscribe: self.on_subscribe,
+            frames.Unsubscribe: self.on_unsubscribe,
+            frames.Regenerate: self.on_regenerate,
+            frames.Edit: self.on_edit,
+            frames.Ping: self.on_ping,
+        }[type(frame)]
+        try:
+            await handler(frame)
+        except SendRefused as exc:
+            await self._refuse(
+                exc.code, exc.message, conversation_id=exc.conversation_id, retryable=exc.retryable, **exc.extra
+            )
+            return
+        except Exception:
+            logger.exception("chat frame %s failed", type(frame).__name__)
+            await self._refuse("server_error", "Something went wrong on our side; nothing was saved.", retryable=True)
+            return
+        self.bad_frames = 0
+
+    async def on_ping(self, frame: frames.Ping):
+        await self.send_json({"type": "pong"})
+
+    async def _check_limits(self) -> None:
+        if not self.registry.accepting:
+            raise SendRefused("server_shutdown", "The server is restarting. Try again in a moment.", retryable=True)
+        try:
+            await acheck_rate_limit(self.user, await abalance(self.user))
+        except RateLimited as exc:
+            raise SendRefused(
+                "rate_limited",
+                f"You have reached your limit of {exc.limit} requests per {exc.window}. "
+                f"Try again in {exc.retry_after} seconds.",
+                retryable=True,
+                retry_after=exc.retry_after,
+            ) from None
+
+    async def _start(self, accepted: Accepted) -> None:
+        await self._join(accepted.conversation.pk)
+        if accepted.duplicate:
+            # A resend after a reconnect: show what was stored the first time; create and run nothing.
+            await self._send_snapshots(accepted.conversation.pk)
+            return
+        await self.registry.launch(accepted)
+
+    async def on_send(self, frame: frames.Send):
+        await self._check_limits()
+        accepted = await aprepare_send(
+            self.user,
+            conversation_id=frame.conversation_id,
+            content=frame.content,
+            client_msg_id=frame.client_msg_id,
+            model=frame.model,
+            known_models=await known_models(),
+        )
+        await self._start(accepted)
+
+    async def on_regenerate(self, frame: frames.Regenerate):
+        await self._check_limits()
+        accepted = await aprepare_regenerate(
+            self.user,
+            conversation_id=frame.conversation_id,
+            client_msg_id=frame.client_msg_id,
+            model=frame.model,
+            known_models=await known_models(),
+        )
+        await self._start(accepted)
+
+    async def on_edit(self, frame: frames.Edit):
+        await self._check_limits()
+        accepted = await aprepare_edit(
+            self.user,
+            conversation_id=frame.conversation_id,
+            message_id=frame.message_id,
+            content=frame.content,
+            client_msg_id=frame.client_msg_id,
+            known_models=await known_models(),
+        )
+        await self._start(accepted)
+
+    async def on_stop(self, frame: frames.Stop):
+        if await database_sync_to_async(_owned_conversation)(self.user, frame.conversation_id) is None:
+            raise SendRefused("not_found", "This conversation does not exist.", conversation_id=frame.conversation_id)
+        await self.registry.stop(frame.conversation_id)
+
+    async def on_subscribe(self, frame: frames.Subscribe):
+        if await database_sync_to_async(_owned_conversation)(self.user, frame.conversation_id) is None:
+            raise SendRefused("not_found", "This conversation does not exist.", conversation_id=frame.conversation_id)
+        if frame.conversation_id not in self.subscriptions and len(self.subscriptions) >= MAX_SUBSCRIPTIONS:
+            raise SendRefused("bad_frame", f"A socket can follow at most {MAX_SUBSCRIPTIONS} conversations.")
+        await self._join(frame.conversation_id)
+        await self._send_snapshots(frame.conversation_id)
+
+    async def on_unsubscribe(self, frame: frames.Unsubscribe):
+        if frame.conversation_id in self.subscriptions:
+            self.subscriptions.discard(frame.conversation_id)
+            await self.channel_layer.group_discard(conversation_group(frame.conversation_id), self.channel_name)
+
+    async def _join(self, conversation_id: int) -> None:
+        # Join before any snapshot is read: a delta published meanwhile is then either in the snapshot or received.
+        if conversation_id not in self.subscriptions:
+            self.subscriptions.add(conversation_id)
+            await self.channel_layer.group_add(conversation_group(conversation_id), self.channel_name)
+
+    async def _send_snapshots(self, conversation_id: int) -> None:
+        for message in await database_sync_to_async(_latest_messages)(conversation_id):
+            await self._send_snapshot(message)
+
+    async def _send_snapshot(self, message: Message) -> None:
+        data = message_to_dict(message)
+        if not message.is_final:
+            snapshot = await self.registry.state.snapshot(message.pk)
+            if snapshot is not None:  # else: only the last checkpoint survives (the reaper will finish it)
+                data.update(content=snapshot.content, reasoning=snapshot.reasoning, seq=snapshot.seq)
+            self.last_seq[message.pk] = data["seq"]
+        await self.send_json({"type": "message", "message": data})
+
+    async def _refuse(self, code: str, message: str, *, conversation_id=None, retryable=None, **extra):
+        self.bad_frames += 1
+        frame = {
+            "type": "error",
+            "code": code,
+            "message": message,
+            "message_id": extra.pop("message_id", None),
+            "conversation_id": conversation_id,
+            "retryable": code in RETRYABLE_CODES if retryable is None else retryable,
+            **extra,
+        }
+        await self.send_json(frame)
+        if self.bad_frames >= MAX_BAD_FRAMES:
+            await self.close(code=CLOSE_TOO_MANY_BAD_FRAMES)
+
+    # --- events from the channel layer ----------------------------------------------------------------------------
+
+    async def chat_conversation(self, event):
+        await self.send_json({"type": "conversation", "conversation": event["conversation"]})
+
+    async def chat_message(self, event):
+        message = event["message"]
+        if message["status"] in ("streaming", "pending"):
+            self.last_seq.setdefault(message["id"], message["seq"])
+        await self.send_json({"type": "message", "message": message})
+
+    async def chat_delta(self, event):
+        message_id, seq = event["message_id"], event["seq"]
+        last = self.last_seq.get(message_id, 0)
+        if seq <= last:
+            return  # already in the snapshot this socket was sent
+        if seq > last + 1:
+            # A frame was lost on the way (the channel layer may drop under load): send a fresh snapshot instead.
+            message = await database_sync_to_async(Message.objects.filter(pk=message_id).first)()
+            if message is not None:
+                await self._send_snapshot(message)
+            if self.last_seq.get(message_id, 0) >= seq:
+                return
+        self.last_seq[message_id] = seq
+        await self.send(text_data=orjson.dumps({**event, "type": "delta"}).decode())
+
+    async def chat_done(self, event):
+        self.last_seq.pop(event["message_id"], None)
+        await self.send_json({**event, "type": "done"})
+
+    async def chat_error(self, event):
+        await self.send_json({**event, "type": "error"})
+
+    @classmethod
+    async def encode_json(cls, content):
+        return orjson.dumps(content).decode()
+
+    @classmethod
+    async def decode_json(cls, text_data):
+        return orjson.loads(text_data)

@@ -1,0 +1,15 @@
+from django.core.management.base import BaseCommand
+
+from conversations.services.generation import reap_all_sync
+
+
+class Command(BaseCommand):
+    help = (
+        "Mark answers left 'streaming' by a server that is no longer running as 'interrupted', keeping their "
+        "checkpointed text. Run it before starting the only worker (make run does); with several workers sharing "
+        "Redis, the workers' own reaper does this instead."
+    )
+
+    def handle(self, *args, **options):
+        count = reap_all_sync()
+        self.stdout.write(f"{count} interrupted answer(s) marked.")

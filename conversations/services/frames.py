@@ -1,0 +1,153 @@
+"""Validate the frames a browser sends on the chat socket. Pure: dicts in, typed frames or a FrameError out.
+
+Every refusal names what was wrong, with a stable code from docs/websocket-protocol.md.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from django.conf import settings
+
+MAX_ID = 2**63 - 1
+MAX_MODEL_NAME = 100
+
+
+class FrameError(Exception):
+    def __init__(self, code: str, message: str, *, conversation_id: int | None = None, **extra):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.conversation_id = conversation_id
+        self.extra = extra
+
+
+@dataclass(frozen=True)
+class Send:
+    conversation_id: int | None
+    content: str
+    client_msg_id: uuid.UUID
+    model: str | None
+
+
+@dataclass(frozen=True)
+class Stop:
+    conversation_id: int
+
+
+@dataclass(frozen=True)
+class Subscribe:
+    conversation_id: int
+    after_seq: int | None
+
+
+@dataclass(frozen=True)
+class Unsubscribe:
+    conversation_id: int
+
+
+@dataclass(frozen=True)
+class Regenerate:
+    conversation_id: int
+    client_msg_id: uuid.UUID
+    model: str | None
+
+
+@dataclass(frozen=True)
+class Edit:
+    conversation_id: int
+    message_id: int
+    content: str
+    client_msg_id: uuid.UUID
+
+
+@dataclass(frozen=True)
+class Ping:
+    pass
+
+
+Frame = Send | Stop | Subscribe | Unsubscribe | Regenerate | Edit | Ping
+
+
+def _id(data: dict, name: str, *, nullable: bool = False) -> int | None:
+    if name not in data:
+        raise FrameError("bad_frame", f"'{name}' is missing")
+    value = data[name]
+    if value is None and nullable:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise FrameError("bad_frame", f"'{name}' must be a whole number{' or null' if nullable else ''}")
+    if not 1 <= value <= MAX_ID:
+        raise FrameError("bad_frame", f"'{name}' must be a positive id")
+    return value
+
+
+def _content(data: dict) -> str:
+    if "content" not in data:
+        raise FrameError("bad_frame", "'content' is missing")
+    content = data["content"]
+    if not isinstance(content, str):
+        raise FrameError("bad_frame", "'content' must be a string")
+    if not content.strip():
+        raise FrameError("empty_message", "The message is empty.")
+    limit = settings.KIMICHAT_MAX_MESSAGE_CHARS
+    if len(content) > limit:
+        raise FrameError(
+            "message_too_long",
+            f"The message is {len(content):,} characters long; the limit is {limit:,}.",
+            limit=limit,
+        )
+    if "\x00" in content:
+        raise FrameError("bad_frame", "'content' must not contain NUL characters")
+    return content
+
+
+def _client_msg_id(data: dict) -> uuid.UUID:
+    value = data.get("client_msg_id")
+    if not isinstance(value, str):
+        raise FrameError("bad_frame", "'client_msg_id' must be a UUID string")
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise FrameError("bad_frame", "'client_msg_id' must be a UUID string") from None
+
+
+def _model(data: dict) -> str | None:
+    value = data.get("model")
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or len(value) > MAX_MODEL_NAME:
+        raise FrameError("bad_frame", f"'model' must be a model name of at most {MAX_MODEL_NAME} characters")
+    return value
+
+
+def parse_frame(data: object) -> Frame:
+    if not isinstance(data, dict):
+        raise FrameError("bad_json", "A frame must be a JSON object.")
+    kind = data.get("type")
+    if not isinstance(kind, str):
+        raise FrameError("bad_frame", "'type' is missing or not a string")
+    if kind == "send":
+        conversation_id = _id(data, "conversation_id", nullable=True)
+        try:
+            return Send(conversation_id, _content(data), _client_msg_id(data), _model(data))
+        except FrameError as exc:
+            exc.conversation_id = conversation_id
+            raise
+    if kind == "stop":
+        return Stop(_id(data, "conversation_id"))
+    if kind == "subscribe":
+        after = data.get("after_seq")
+        if after is not None and (isinstance(after, bool) or not isinstance(after, int) or not 0 <= after <= MAX_ID):
+            raise FrameError("bad_frame", "'after_seq' must be a whole number of at least 0")
+        return Subscribe(_id(data, "conversation_id"), after)
+    if kind == "unsubscribe":
+        return Unsubscribe(_id(data, "conversation_id"))
+    if kind == "regenerate":
+        return Regenerate(_id(data, "conversation_id"), _client_msg_id(data), _model(data))
+    if kind == "edit":
+        return Edit(_id(data, "conversation_id"), _id(data, "message_id"), _content(data), _client_msg_id(data))
+    if kind == "ping":
+        return Ping()
+    raise FrameError("bad_frame", f"Unknown frame type {kind[:40]!r}.")

@@ -1,0 +1,859 @@
+"""Answers: accepted, stored, run and relayed by a service that owns them, not by the socket that asked.
+
+Layered as check → do → notify:
+
+- ``prepare_*`` (synchronous, one transaction) validates a send, regenerate or edit, stores the user message and an
+  assistant placeholder in status ``streaming`` and reserves its credits; a refusal raises ``SendRefused`` and
+  stores nothing.
+- ``GenerationRegistry.launch`` runs the upstream stream in a task of its own. Each relayed piece is written to the
+  stream state (``stream_state``) and then published to the conversation's channel-layer group; the database is
+  written only at checkpoints (every few seconds) and when the answer ends.
+- ``finish_message`` stores the final answer with its status and usage and settles its credits.
+
+Group names: ``conv.<id>`` reaches every socket showing a conversation, ``user.<id>`` every socket of a user,
+``genctl.<conversation id>`` the worker that runs that conversation's answer (to stop it from another worker).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from conversations.kimi import errors as kimi_errors
+from conversations.kimi.client import get_client
+from conversations.kimi.events import ContentDelta, Finish, ReasoningDelta, ResponseMeta, Usage
+from conversations.kimi.params import ChatRequest, resolve_params
+from conversations.kimi.tokens import estimate_tokens_locally
+from conversations.models import Conversation, Message
+from conversations.serializers import conversation_to_dict, message_to_dict
+from conversations.services import credits
+from conversations.services.context import ContextTooLong, answer_budget, build_messages, check_fits, title_from
+from conversations.services.stream_state import HEARTBEAT_TTL, get_stream_state
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 5.0  # how often running answers refresh their heartbeat (well inside HEARTBEAT_TTL)
+REAP_SECONDS = 10.0  # how often a worker looks for answers whose worker died
+
+
+def conversation_group(conversation_id: int) -> str:
+    return f"conv.{conversation_id}"
+
+
+def user_group(user_id: int) -> str:
+    return f"user.{user_id}"
+
+
+def control_group(conversation_id: int) -> str:
+    return f"genctl.{conversation_id}"
+
+
+class SendRefused(Exception):
+    """A send (or regenerate/edit) that was not accepted. Nothing was stored."""
+
+    def __init__(self, code: str, message: str, *, retryable: bool = False, conversation_id=None, **extra):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.retryable = retryable
+        self.conversation_id = conversation_id
+        self.extra = extra
+
+
+@dataclass
+class Accepted:
+    conversation: Conversation
+    assistant: Message
+    user_message: Message | None = None  # None for a regenerate
+    created_conversation: bool = False
+    duplicate: bool = False  # a resend of a client_msg_id already stored: nothing new was created
+    superseded: list[Message] = field(default_factory=list)  # earlier versions this send replaced
+    request: ChatRequest | None = None
+    reservation: credits.Reservation | None = None
+
+
+# --- check and do (synchronous, one transaction each) -----------------------------------------------------------
+
+
+def _refuse_not_found(conversation_id) -> SendRefused:
+    return SendRefused("not_found", "This conversation does not exist.", conversation_id=conversation_id)
+
+
+def _existing(user, client_msg_id: uuid.UUID) -> Accepted | None:
+    """The messages a client_msg_id already produced, for an idempotent resend."""
+    stored = Message.objects.for_user(user).select_related("conversation").filter(client_msg_id=client_msg_id).first()
+    if stored is None:
+        return None
+    conversation = stored.conversation
+    if stored.role == Message.Role.ASSISTANT:  # a regenerate carries its id on the new answer
+        return Accepted(conversation=conversation, assistant=stored, duplicate=True)
+    answer = (
+        Message.objects.filter(conversation=conversation, role=Message.Role.ASSISTANT, id__gt=stored.pk)
+        .order_by("id")
+        .first()
+    )
+    return Accepted(conversation=conversation, assistant=answer, user_message=stored, duplicate=True)
+
+
+def _locked_conversation(user, conversation_id: int) -> Conversation:
+    # The row lock serializes sends in one conversation (two tabs at once): the second sees the first's answer.
+    conversation = Conversation.objects.for_user(user).select_for_update().filter(pk=conversation_id).first()
+    if conversation is None:
+        raise _refuse_not_found(conversation_id)
+    return conversation
+
+
+def _check_not_busy(conversation: Conversation) -> None:
+    if conversation.messages.in_progress().exists():
+        raise SendRefused(
+            "busy",
+            "An answer is still being written in this conversation. Wait for it or stop it first.",
+            retryable=True,
+            conversation_id=conversation.pk,
+        )
+
+
+def _check_concurrency(user, conversation_id) -> None:
+    limit = settings.KIMICHAT_MAX_CONCURRENT_ANSWERS
+    if Message.objects.for_user(user).in_progress().count() > limit:  # the new placeholder is counted already
+        raise SendRefused(
+            "too_many_answers",
+            f"You already have {limit} answers being written at once. Wait for one to finish.",
+            retryable=True,
+            conversation_id=conversation_id,
+            limit=limit,
+        )
+
+
+def _chat_request(conversation: Conversation, model: str, thread: list[Message]) -> tuple[ChatRequest, int]:
+    request = ChatRequest(
+        model=model,
+        messages=[{"role": "user", "content": "-"}],  # replaced below, once the thinking mode is known
+        temperature=conversation.temperature,
+        top_p=conversation.top_p,
+        max_tokens=conversation.max_tokens,
+        json_mode=conversation.json_mode,
+        thinking=conversation.thinking,
+    )
+    try:
+        params = resolve_params(request)
+        request.messages, prompt_tokens = build_messages(
+            thread,
+            model=model,
+            system_prompt=conversation.system_prompt,
+            max_tokens=conversation.max_tokens,
+            thinks=params.thinks,
+        )
+    except kimi_errors.InvalidParameter as exc:
+        raise SendRefused("invalid_parameter", exc.message, conversation_id=conversation.pk) from None
+    except ContextTooLong as exc:
+        raise SendRefused(
+            "context_too_long", str(exc), conversation_id=conversation.pk, tokens=exc.tokens, window=exc.window
+        ) from None
+    return request, prompt_tokens
+
+
+def _start_answer(user, conversation: Conversation, model: str, thread: list[Message], **fields) -> Accepted:
+    """Store the assistant placeholder, reserve its credits, check the per-user cap. Inside the caller's atomic."""
+    request, prompt_tokens = _chat_request(conversation, model, thread)
+    assistant = Message.objects.create(
+        conversation=conversation, role=Message.Role.ASSISTANT, status=Message.Status.STREAMING, model=model, **fields
+    )
+    try:
+        # Locks the user's credit account row until commit: concurrent sends of one user queue here, which also
+        # makes the concurrency cap below exact.
+        reservation = credits.reserve(
+            user,
+            model=model,
+            prompt_tokens=prompt_tokens,
+            max_completion_tokens=answer_budget(conversation.max_tokens),
+            message=assistant,
+        )
+    except credits.InsufficientCredits as exc:
+        raise SendRefused(
+            "insufficient_credits",
+            f"This answer may cost up to {exc.estimated_cost.normalize():f} credits and you have "
+            f"{exc.balance.normalize():f}. Ask an administrator for more credits.",
+            conversation_id=conversation.pk,
+            balance=str(exc.balance),
+            estimated_cost=str(exc.estimated_cost),
+        ) from None
+    _check_concurrency(user, conversation.pk)
+    assistant.prompt_tokens = prompt_tokens
+    conversation.updated_at = timezone.now()
+    conversation.save(update_fields=["updated_at"])
+    return Accepted(conversation=conversation, assistant=assistant, request=request, reservation=reservation)
+
+
+def _thread(conversation: Conversation) -> list[Message]:
+    return list(conversation.messages.current().order_by("id"))
+
+
+def prepare_send(
+    user,
+    *,
+    conversation_id: int | None,
+    content: str,
+    client_msg_id: uuid.UUID,
+    model: str | None,
+    known_models: list[str],
+) -> Accepted:
+    duplicate = _existing(user, client_msg_id)
+    if duplicate is not None:
+        return duplicate
+    try:
+        with transaction.atomic():
+            created = conversation_id is None
+            if created:
+                conversation = Conversation.objects.create(
+                    owner=user, model=model or settings.KIMI_DEFAULT_MODEL, title=title_from(content)
+                )
+            else:
+                conversation = _locked_conversation(user, conversation_id)
+                _check_not_busy(conversation)
+            chosen = model or conversation.model or settings.KIMI_DEFAULT_MODEL
+            if chosen not in known_models:
+                raise SendRefused(
+                    "unknown_model", f"The model {chosen[:100]!r} is not available.", conversation_id=conversation_id
+                )
+            try:
+                check_fits(
+                    content, model=chosen, system_prompt=conversation.system_prompt, max_tokens=conversation.max_tokens
+                )
+            except ContextTooLong as exc:
+                raise SendRefused(
+                    "context_too_long", str(exc), conversation_id=conversation_id, tokens=exc.tokens, window=exc.window
+                ) from None
+            thread = [] if created else _thread(conversation)
+            user_message = Message.objects.create(
+                conversation=conversation,
+                role=Message.Role.USER,
+                content=content,
+                client_msg_id=client_msg_id,
+                status=Message.Status.COMPLETE,
+                completed_at=timezone.now(),
+            )
+            if not created and not conversation.title:
+                conversation.title = title_from(content)
+                conversation.save(update_fields=["title"])
+            accepted = _start_answer(user, conversation, chosen, [*thread, user_message])
+    except IntegrityError:
+        # The same client_msg_id committed by a concurrent resend: answer with what that one stored.
+        duplicate = _existing(user, client_msg_id)
+        if duplicate is None:
+            raise
+        return duplicate
+    accepted.user_message = user_message
+    accepted.created_conversation = created
+    return accepted
+
+
+def _last_turn(conversation: Conversation) -> tuple[list[Message], Message, Message | None]:
+    """The live thread, its last user message, and the answer to it (if any)."""
+    thread = _thread(conversation)
+    users = [m for m in thread if m.role == Message.Role.USER]
+    if not users:
+        raise SendRefused("not_found", "There is no message to answer again.", conversation_id=conversation.pk)
+    last_user = users[-1]
+    answers = [m for m in thread if m.role == Message.Role.ASSISTANT and m.pk > last_user.pk]
+    return thread, last_user, (answers[-1] if answers else None)
+
+
+def prepare_regenerate(
+    user, *, conversation_id: int, client_msg_id: uuid.UUID, model: str | None, known_models: list[str]
+) -> Accepted:
+    duplicate = _existing(user, client_msg_id)
+    if duplicate is not None:
+        return duplicate
+    with transaction.atomic():
+        conversation = _locked_conversation(user, conversation_id)
+        _check_not_busy(conversation)
+        chosen = model or conversation.model
+        if chosen not in known_models:
+            raise SendRefused(
+                "unknown_model", f"The model {chosen[:100]!r} is not available.", conversation_id=conversation_id
+            )
+        thread, last_user, old_answer = _last_turn(conversation)
+        upto = [m for m in thread if m.pk <= last_user.pk]
+        accepted = _start_answer(user, conversation, chosen, upto, client_msg_id=client_msg_id)
+        if old_answer is not None:
+            old_answer.superseded_by = accepted.assistant
+            old_answer.save(update_fields=["superseded_by"])
+            accepted.superseded = [old_answer]
+    return accepted
+
+
+def prepare_edit(
+    user, *, conversation_id: int, message_id: int, content: str, client_msg_id: uuid.UUID, known_models: list[str]
+) -> Accepted:
+    duplicate = _existing(user, client_msg_id)
+    if duplicate is not None:
+        return duplicate
+    with transaction.atomic():
+        conversation = _locked_conversation(user, conversation_id)
+        _check_not_busy(conversation)
+        thread, last_user, old_answer = _last_turn(conversation)
+        if last_user.pk != message_id:
+            raise SendRefused(
+                "not_found", "Only the last message you sent can be edited.", conversation_id=conversation_id
+            )
+        chosen = conversation.model
+        if chosen not in known_models:
+            raise SendRefused(
+                "unknown_model", f"The model {chosen[:100]!r} is not available.", conversation_id=conversation_id
+            )
+        new_user = Message.objects.create(
+            conversation=conversation,
+            role=Message.Role.USER,
+            content=content,
+            client_msg_id=client_msg_id,
+            status=Message.Status.COMPLETE,
+            completed_at=timezone.now(),
+        )
+        upto = [m for m in thread if m.pk < last_user.pk] + [new_user]
+        accepted = _start_answer(user, conversation, chosen, upto)
+        last_user.superseded_by = new_user
+        last_user.save(update_fields=["superseded_by"])
+        accepted.superseded = [last_user]
+        if old_answer is not None:
+            old_answer.superseded_by = accepted.assistant
+            old_answer.save(update_fields=["superseded_by"])
+            accepted.superseded.append(old_answer)
+    accepted.user_message = new_user
+    return accepted
+
+
+def checkpoint(message_id: int, content: str, reasoning: str, seq: int) -> None:
+    """Save the partial text of an answer in progress, so a crash loses at most a few seconds of it."""
+    Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(
+        content=content, reasoning=reasoning, seq=seq
+    )
+
+
+def finish_message(
+    message_id: int,
+    *,
+    status: str,
+    content: str,
+    reasoning: str,
+    seq: int,
+    finish_reason: str = "",
+    usage: Usage | None = None,
+    usage_estimated: bool = False,
+    error_code: str = "",
+    error_message: str = "",
+    request_id: str = "",
+    reservation: credits.Reservation | None = None,
+) -> tuple[Message, Decimal | None]:
+    """Store the answer's final state and settle its credits; returns the message and the balance after."""
+    with transaction.atomic():
+        message = Message.objects.select_for_update().get(pk=message_id)
+        message.status = status
+        message.content = content
+        message.reasoning = reasoning
+        message.seq = seq
+        message.finish_reason = finish_reason
+        message.error_code = error_code
+        message.error_message = error_message
+        message.upstream_request_id = request_id[:128]
+        message.completed_at = timezone.now()
+        message.save(
+            update_fields=[
+                "status",
+                "content",
+                "reasoning",
+                "seq",
+                "finish_reason",
+                "error_code",
+                "error_message",
+                "upstream_request_id",
+                "completed_at",
+            ]
+        )
+        balance = None
+        if reservation is not None:
+            if not content and not reasoning and status != Message.Status.COMPLETE:
+                # Nothing was generated (a failed request, or stopped before the first token): it costs nothing.
+                balance = credits.release(reservation, message=message, note=error_code or status)
+            else:
+                balance = credits.settle(reservation, message=message, usage=usage, estimated=usage_estimated).balance
+        Conversation.objects.filter(pk=message.conversation_id).update(updated_at=timezone.now())
+    return message, balance
+
+
+# --- run and notify ---------------------------------------------------------------------------------------------
+
+
+def _usage_estimate(prompt_tokens: int, content: str, reasoning: str) -> Usage:
+    completion = estimate_tokens_locally(content) + estimate_tokens_locally(reasoning)
+    return Usage(prompt_tokens=prompt_tokens, completion_tokens=completion, total_tokens=prompt_tokens + completion)
+
+
+@dataclass
+class Generation:
+    conversation_id: int
+    message_id: int
+    user_id: int
+    model: str
+    request: ChatRequest
+    reservation: credits.Reservation | None
+    prompt_tokens: int
+    task: asyncio.Task | None = None
+    stop_requested: bool = False
+    shutting_down: bool = False
+    started: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class _Outcome:
+    status: str = Message.Status.COMPLETE
+    error_code: str = ""
+    error_message: str = ""
+    finish_reason: str = ""
+    usage: Usage | None = None
+    request_id: str = ""
+
+    def fail(self, status: str, code: str, message: str) -> None:
+        self.status, self.error_code, self.error_message = status, code, message
+
+
+class _Relay:
+    """One answer's text on its way out: kept whole, coalesced into frames, checkpointed now and then.
+
+    Coalescing is adaptive: a piece that arrives after a quiet spell of at least the window goes out at once; pieces
+    that arrive faster are batched and go out when the window closes, so a fast stream costs one frame per window
+    rather than one per token.
+    """
+
+    def __init__(self, registry: GenerationRegistry, generation: Generation) -> None:
+        self.registry = registry
+        self.message_id = generation.message_id
+        self.conversation_id = generation.conversation_id
+        self.group = conversation_group(generation.conversation_id)
+        self.window = settings.KIMICHAT_COALESCE_MS / 1000
+        self.checkpoint_every = settings.KIMICHAT_CHECKPOINT_SECONDS
+        self.content: list[str] = []
+        self.reasoning: list[str] = []
+        self.pending_content: list[str] = []
+        self.pending_reasoning: list[str] = []
+        self.seq = 0
+        self.last_flush = 0.0
+        self.last_checkpoint = time.monotonic()
+        self.lock = asyncio.Lock()
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_tasks: set[asyncio.Task] = set()
+
+    def text(self) -> str:
+        return "".join(self.content)
+
+    def thought(self) -> str:
+        return "".join(self.reasoning)
+
+    async def add(self, piece: str, thought: str) -> None:
+        if not piece and not thought:
+            return
+        if piece:
+            self.content.append(piece)
+            self.pending_content.append(piece)
+        if thought:
+            self.reasoning.append(thought)
+            self.pending_reasoning.append(thought)
+        now = time.monotonic()
+        if now - self.last_flush >= self.window:
+            self._cancel_timer()
+            await self.flush()
+        elif self.timer is None:
+            self.timer = asyncio.get_running_loop().call_later(self.window - (now - self.last_flush), self._on_timer)
+        if now - self.last_checkpoint >= self.checkpoint_every:
+            self.last_checkpoint = now
+            await self.flush()
+            await database_sync_to_async(checkpoint)(self.message_id, self.text(), self.thought(), self.seq)
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        task = asyncio.ensure_future(self.flush())
+        self.timer_tasks.add(task)
+        task.add_done_callback(self.timer_tasks.discard)
+
+    def _cancel_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    async def flush(self) -> None:
+        async with self.lock:
+            if not self.pending_content and not self.pending_reasoning:
+                return
+            piece, thought = "".join(self.pending_content), "".join(self.pending_reasoning)
+            self.pending_content.clear()
+            self.pending_reasoning.clear()
+            self.seq += 1
+            self.last_flush = time.monotonic()
+            # State first, then the frame: a subscriber's snapshot never misses a published seq.
+            await self.registry.state.append(self.message_id, self.seq, piece, thought)
+            await self.registry.layer.group_send(
+                self.group,
+                {
+                    "type": "chat.delta",
+                    "message_id": self.message_id,
+                    "conversation_id": self.conversation_id,
+                    "seq": self.seq,
+                    "content": piece,
+                    "reasoning": thought,
+                },
+            )
+
+    async def close(self) -> None:
+        self._cancel_timer()
+        if self.timer_tasks:
+            await asyncio.gather(*self.timer_tasks, return_exceptions=True)
+        await self.flush()
+
+
+class GenerationRegistry:
+    """The answers running in this process (one registry per event loop). Owns their tasks."""
+
+    def __init__(self) -> None:
+        self.running: dict[int, Generation] = {}  # by conversation id
+        self.layer = get_channel_layer()
+        self.state = get_stream_state()
+        self.control_channel: str | None = None
+        self._background: list[asyncio.Task] = []
+        self.accepting = True
+
+    # Background work: the control channel (stop from other workers), heartbeats and the reaper.
+    async def ensure_started(self) -> None:
+        if self.control_channel is not None:
+            return
+        # The default "specific." prefix matters: channels-redis has one receive lock per process and its holder
+        # pops only its own prefix's queue, so a channel with another prefix would starve every consumer's socket.
+        self.control_channel = await self.layer.new_channel()
+        self._background = [
+            asyncio.create_task(self._listen_control(), name="kimichat-genctl"),
+            asyncio.create_task(self._heartbeat_and_reap(), name="kimichat-reaper"),
+        ]
+
+    async def _listen_control(self) -> None:
+        while True:
+            try:
+                event = await self.layer.receive(self.control_channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - a lost layer connection must not end stop handling for good
+                logger.exception("control channel receive failed; retrying")
+                await asyncio.sleep(1)
+                continue
+            if event.get("type") == "generation.stop":
+                self.stop_local(event.get("conversation_id"))
+
+    async def _heartbeat_and_reap(self) -> None:
+        last_reap = 0.0
+        while True:
+            try:
+                for generation in list(self.running.values()):
+                    await self.state.heartbeat(generation.message_id)
+                if time.monotonic() - last_reap >= REAP_SECONDS:
+                    last_reap = time.monotonic()
+                    await self.reap()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - keep beating: a failed round is retried on the next
+                logger.exception("heartbeat/reaper round failed")
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+
+    async def reap(self, *, grace: float = HEARTBEAT_TTL) -> int:
+        """Mark answers whose worker died as interrupted, keeping their checkpointed text. Returns how many."""
+        local = {g.message_id for g in self.running.values()}
+        candidates = await database_sync_to_async(_in_progress_ids)(grace)
+        reaped = 0
+        for message_id in candidates:
+            if message_id in local or await self.state.alive(message_id):
+                continue
+            message, balance = await database_sync_to_async(reap_message)(message_id)
+            if message is None:
+                continue
+            reaped += 1
+            await self.state.finish(message_id)
+            await self._publish_done(message, balance)
+        return reaped
+
+    async def close(self) -> None:
+        for task in self._background:
+            task.cancel()
+        for task in self._background:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._background = []
+        self.control_channel = None
+
+    # Launch, stop, shutdown.
+    async def launch(self, accepted: Accepted) -> Generation:
+        """Announce the stored messages and start the answer's task."""
+        await self.ensure_started()
+        conversation = accepted.conversation
+        if accepted.created_conversation:
+            await self.layer.group_send(
+                user_group(conversation.owner_id),
+                {"type": "chat.conversation", "conversation": conversation_to_dict(conversation)},
+            )
+        group = conversation_group(conversation.pk)
+        for message in [*accepted.superseded, *([accepted.user_message] if accepted.user_message else [])]:
+            await self.layer.group_send(group, {"type": "chat.message", "message": message_to_dict(message)})
+        await self.layer.group_send(group, {"type": "chat.message", "message": message_to_dict(accepted.assistant)})
+        generation = Generation(
+            conversation_id=conversation.pk,
+            message_id=accepted.assistant.pk,
+            user_id=conversation.owner_id,
+            model=accepted.assistant.model,
+            request=accepted.request,
+            reservation=accepted.reservation,
+            prompt_tokens=accepted.assistant.prompt_tokens,
+        )
+        # The state exists before the task runs, so a subscriber arriving at once finds a snapshot.
+        await self.state.start(generation.message_id)
+        self.running[conversation.pk] = generation
+        await self.layer.group_add(control_group(conversation.pk), self.control_channel)
+        generation.task = asyncio.create_task(self._run(generation), name=f"kimichat-answer-{generation.message_id}")
+        return generation
+
+    def stop_local(self, conversation_id) -> bool:
+        generation = self.running.get(conversation_id)
+        if generation is None or generation.task is None or generation.task.done():
+            return False
+        generation.stop_requested = True
+        generation.task.cancel()
+        return True
+
+    async def stop(self, conversation_id: int) -> None:
+        """Stop the answer of a conversation, on whichever worker it runs."""
+        if not self.stop_local(conversation_id):
+            await self.layer.group_send(
+                control_group(conversation_id), {"type": "generation.stop", "conversation_id": conversation_id}
+            )
+
+    async def shutdown(self, grace_seconds: float) -> None:
+        """Stop taking answers, let running ones finish for ``grace_seconds``, then cut the rest (interrupted)."""
+        self.accepting = False
+        tasks = [g.task for g in self.running.values() if g.task is not None]
+        if tasks:
+            _done, pending = await asyncio.wait(tasks, timeout=grace_seconds)
+            for generation in list(self.running.values()):
+                if generation.task in pending:
+                    generation.shutting_down = True
+                    generation.task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=10)
+        await self.close()
+
+    # The answer itself.
+    async def _run(self, generation: Generation) -> None:
+        relay = _Relay(self, generation)
+        outcome = _Outcome()
+        try:
+            async with asyncio.timeout(settings.KIMICHAT_GENERATION_TIME_LIMIT):
+                async for event in get_client().stream_chat(generation.request):
+                    if isinstance(event, ContentDelta):
+                        await relay.add(event.text, "")
+                    elif isinstance(event, ReasoningDelta):
+                        await relay.add("", event.text)
+                    elif isinstance(event, Finish):
+                        outcome.finish_reason = event.reason
+                    elif isinstance(event, Usage):
+                        outcome.usage = event
+                    elif isinstance(event, ResponseMeta):
+                        outcome.request_id = event.request_id
+        except asyncio.CancelledError:
+            if generation.stop_requested:
+                outcome.status = Message.Status.STOPPED
+            else:
+                outcome.fail(
+                    Message.Status.INTERRUPTED,
+                    "server_shutdown",
+                    "The server restarted while this answer was being written.",
+                )
+        except TimeoutError:
+            outcome.fail(
+                Message.Status.INTERRUPTED,
+                "time_limit",
+                "The answer took longer than the server allows and was cut off.",
+            )
+        except kimi_errors.KimiError as exc:
+            status = Message.Status.INTERRUPTED if isinstance(exc, kimi_errors.Interrupted) else Message.Status.ERROR
+            outcome.fail(status, exc.code, exc.message)
+            outcome.usage = outcome.usage or getattr(exc, "usage", None)
+            outcome.request_id = outcome.request_id or exc.request_id
+            logger.warning(
+                "answer %s failed upstream: %s (request id %s)", generation.message_id, exc.code, exc.request_id or "-"
+            )
+        except Exception:
+            outcome.fail(
+                Message.Status.ERROR, "server_error", "Something went wrong on our side while writing this answer."
+            )
+            logger.exception("answer %s failed", generation.message_id)
+        # Shielded: a second cancel (shutdown during a stop) must not leave the answer unstored.
+        await asyncio.shield(self._finish(generation, relay, outcome))
+
+    async def _finish(self, generation: Generation, relay: _Relay, outcome: _Outcome) -> None:
+        message_id = generation.message_id
+        try:
+            await relay.close()  # the last coalesced piece goes out before `done`
+            text, thought = relay.text(), relay.thought()
+            usage, estimated = outcome.usage, False
+            if usage is None and (text or thought):
+                usage, estimated = _usage_estimate(generation.prompt_tokens, text, thought), True
+            message, balance = await self._store_final(
+                generation,
+                status=outcome.status,
+                content=text,
+                reasoning=thought,
+                seq=relay.seq,
+                finish_reason=outcome.finish_reason,
+                usage=usage,
+                usage_estimated=estimated,
+                error_code=outcome.error_code,
+                error_message=outcome.error_message,
+                request_id=outcome.request_id,
+            )
+            if outcome.error_code:
+                await self.layer.group_send(
+                    conversation_group(generation.conversation_id),
+                    {
+                        "type": "chat.error",
+                        "code": outcome.error_code,
+                        "message": outcome.error_message,
+                        "message_id": message_id,
+                        "conversation_id": generation.conversation_id,
+                        "retryable": outcome.error_code in RETRYABLE_CODES,
+                    },
+                )
+            await self._publish_done(message, balance)
+        except Exception:
+            logger.exception("could not finish answer %s; the reaper will mark it interrupted", message_id)
+        finally:
+            self.running.pop(generation.conversation_id, None)
+            with contextlib.suppress(Exception):
+                await self.layer.group_discard(control_group(generation.conversation_id), self.control_channel)
+            with contextlib.suppress(Exception):
+                await self.state.finish(message_id)
+
+    async def _store_final(self, generation: Generation, **fields) -> tuple[Message | None, Decimal | None]:
+        """finish_message, retried for a while if the database is briefly unavailable."""
+        delay = 0.5
+        for attempt in range(6):
+            try:
+                return await database_sync_to_async(finish_message)(
+                    generation.message_id, reservation=generation.reservation, **fields
+                )
+            except Exception:
+                if attempt == 5:
+                    raise
+                logger.warning("storing answer %s failed; retrying in %.1fs", generation.message_id, delay)
+                await asyncio.sleep(delay)
+                delay *= 2
+        return None, None
+
+    async def _publish_done(self, message: Message, balance: Decimal | None) -> None:
+        data = message_to_dict(message)
+        await self.layer.group_send(
+            conversation_group(message.conversation_id),
+            {
+                "type": "chat.done",
+                "message_id": message.pk,
+                "conversation_id": message.conversation_id,
+                "status": message.status,
+                "finish_reason": message.finish_reason,
+                "usage": data["usage"],
+                "cost": data["cost"],
+                "balance": str(balance) if balance is not None else None,
+                "error": data["error"],
+                "message": data,
+            },
+        )
+
+
+RETRYABLE_CODES = {
+    "upstream_rate_limited",
+    "upstream_overloaded",
+    "upstream_server_error",
+    "upstream_timeout",
+    "upstream_connection_error",
+    "upstream_interrupted",
+    "server_shutdown",
+    "server_error",
+    "worker_lost",
+    "time_limit",
+}
+
+
+def _in_progress_ids(grace: float) -> list[int]:
+    cutoff = timezone.now() - timezone.timedelta(seconds=grace)
+    return list(Message.objects.in_progress().filter(created_at__lt=cutoff).values_list("id", flat=True))
+
+
+def reap_message(message_id: int) -> tuple[Message | None, Decimal | None]:
+    """Mark an orphaned answer interrupted with the text of its last checkpoint, and settle what it generated."""
+    with transaction.atomic():
+        message = Message.objects.select_for_update().filter(pk=message_id).first()
+        if message is None or message.is_final:
+            return None, None
+        message.status = Message.Status.INTERRUPTED
+        message.error_code = "worker_lost"
+        message.error_message = "The server stopped while this answer was being written; it was cut off."
+        message.completed_at = timezone.now()
+        message.save(update_fields=["status", "error_code", "error_message", "completed_at"])
+        balance = None
+        reservation = credits.open_reservation_for(message)
+        if reservation is not None:
+            if message.content or message.reasoning:
+                usage = _usage_estimate(message.prompt_tokens, message.content, message.reasoning)
+                balance = credits.settle(reservation, message=message, usage=usage, estimated=True).balance
+            else:
+                balance = credits.release(reservation, message=message, note="worker_lost")
+    return message, balance
+
+
+def reap_all_sync() -> int:
+    """For ``manage.py reapgenerations`` at start-up, when no worker is running: every answer left is orphaned."""
+    count = 0
+    for message_id in _in_progress_ids(0):
+        message, _balance = reap_message(message_id)
+        count += message is not None
+    return count
+
+
+_registries: dict[int, GenerationRegistry] = {}
+
+
+def get_registry() -> GenerationRegistry:
+    """The registry of the running event loop (daphne has one; tests make one per test)."""
+    loop = asyncio.get_running_loop()
+    registry = _registries.get(id(loop))
+    if registry is None or registry._loop is not loop:
+        registry = GenerationRegistry()
+        registry._loop = loop
+        _registries[id(loop)] = registry
+    return registry
+
+
+async def known_models() -> list[str]:
+    models = await get_client().list_models()
+    default = settings.KIMI_DEFAULT_MODEL
+    return models if default in models else [*models, default]
+
+
+aprepare_send = database_sync_to_async(prepare_send)
+aprepare_regenerate = database_sync_to_async(prepare_regenerate)
+aprepare_edit = database_sync_to_async(prepare_edit)
+abalance = sync_to_async(credits.get_balance)

@@ -1,0 +1,159 @@
+"""Where an answer in progress lives while it streams: its text so far and the seq of its last frame.
+
+The channel layer alone can drop messages and only reaches sockets that were listening at the time, so a socket
+that subscribes late (a reload, another tab, another worker) reads a snapshot from here and then takes only the
+deltas with a higher seq. The generation always writes here *before* it publishes a frame, and a subscriber joins
+the group *before* it reads the snapshot, which together give "no gap, no duplicate".
+
+Two stores behind one interface: in process memory (the embedded default: one daphne process) and Redis (when
+``REDIS_URL`` is set: any worker can read any generation). Each generation also keeps a heartbeat here; the reaper
+marks answers whose heartbeat stopped (their worker died) as interrupted.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from django.conf import settings
+
+HEARTBEAT_TTL = 15.0  # seconds without a heartbeat before an answer counts as orphaned
+STATE_TTL = 3600  # seconds a finished or abandoned state lingers in Redis at most
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    content: str
+    reasoning: str
+    seq: int
+
+
+class MemoryStreamState:
+    def __init__(self) -> None:
+        self._content: dict[int, list[str]] = {}
+        self._reasoning: dict[int, list[str]] = {}
+        self._seq: dict[int, int] = {}
+        self._beats: dict[int, float] = {}
+
+    async def start(self, message_id: int) -> None:
+        self._content[message_id] = []
+        self._reasoning[message_id] = []
+        self._seq[message_id] = 0
+        self._beats[message_id] = time.monotonic()
+
+    async def append(self, message_id: int, seq: int, content: str, reasoning: str) -> None:
+        if content:
+            self._content[message_id].append(content)
+        if reasoning:
+            self._reasoning[message_id].append(reasoning)
+        self._seq[message_id] = seq
+
+    async def snapshot(self, message_id: int) -> Snapshot | None:
+        if message_id not in self._seq:
+            return None
+        content = "".join(self._content[message_id])
+        reasoning = "".join(self._reasoning[message_id])
+        # Joined once, kept joined: later snapshots and appends start from one string.
+        self._content[message_id] = [content] if content else []
+        self._reasoning[message_id] = [reasoning] if reasoning else []
+        return Snapshot(content, reasoning, self._seq[message_id])
+
+    async def heartbeat(self, message_id: int) -> None:
+        self._beats[message_id] = time.monotonic()
+
+    async def alive(self, message_id: int) -> bool:
+        beat = self._beats.get(message_id)
+        return beat is not None and time.monotonic() - beat < HEARTBEAT_TTL
+
+    async def finish(self, message_id: int) -> None:
+        for store in (self._content, self._reasoning, self._seq, self._beats):
+            store.pop(message_id, None)
+
+    async def close(self) -> None:
+        return None
+
+
+class RedisStreamState:
+    """Three keys per answer: content and reasoning (APPENDed strings), and a hash with the seq.
+
+    Appends and the seq move together in one MULTI, so a snapshot never sees text without its seq or the reverse.
+    """
+
+    def __init__(self, url: str) -> None:
+        import redis.asyncio as redis_asyncio
+
+        self._url = url
+        self._redis_module = redis_asyncio
+        self._clients: dict[int, object] = {}  # one client per event loop: redis.asyncio binds to its loop
+
+    @property
+    def _redis(self):
+        import asyncio
+
+        loop_id = id(asyncio.get_running_loop())
+        client = self._clients.get(loop_id)
+        if client is None:
+            client = self._redis_module.Redis.from_url(self._url)
+            self._clients[loop_id] = client
+        return client
+
+    @staticmethod
+    def _keys(message_id: int) -> tuple[str, str, str, str]:
+        base = f"kimichat:gen:{message_id}"
+        return f"{base}:content", f"{base}:reasoning", f"{base}:seq", f"{base}:alive"
+
+    async def start(self, message_id: int) -> None:
+        content, reasoning, seq, alive = self._keys(message_id)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.set(content, b"", ex=STATE_TTL)
+            pipe.set(reasoning, b"", ex=STATE_TTL)
+            pipe.set(seq, 0, ex=STATE_TTL)
+            pipe.set(alive, 1, ex=int(HEARTBEAT_TTL))
+            await pipe.execute()
+
+    async def append(self, message_id: int, seq: int, content: str, reasoning: str) -> None:
+        content_key, reasoning_key, seq_key, _ = self._keys(message_id)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            if content:
+                pipe.append(content_key, content.encode())
+            if reasoning:
+                pipe.append(reasoning_key, reasoning.encode())
+            pipe.set(seq_key, seq, ex=STATE_TTL)
+            await pipe.execute()
+
+    async def snapshot(self, message_id: int) -> Snapshot | None:
+        content_key, reasoning_key, seq_key, _ = self._keys(message_id)
+        content, reasoning, seq = await self._redis.mget(content_key, reasoning_key, seq_key)
+        if seq is None:
+            return None
+        return Snapshot((content or b"").decode(), (reasoning or b"").decode(), int(seq))
+
+    async def heartbeat(self, message_id: int) -> None:
+        await self._redis.set(self._keys(message_id)[3], 1, ex=int(HEARTBEAT_TTL))
+
+    async def alive(self, message_id: int) -> bool:
+        return bool(await self._redis.exists(self._keys(message_id)[3]))
+
+    async def finish(self, message_id: int) -> None:
+        await self._redis.delete(*self._keys(message_id))
+
+    async def close(self) -> None:
+        clients, self._clients = self._clients, {}
+        for client in clients.values():
+            await client.aclose()
+
+
+_store: MemoryStreamState | RedisStreamState | None = None
+
+
+def get_stream_state() -> MemoryStreamState | RedisStreamState:
+    global _store
+    if _store is None:
+        _store = RedisStreamState(settings.REDIS_URL) if settings.REDIS_URL else MemoryStreamState()
+    return _store
+
+
+def reset_stream_state() -> None:
+    """Forget the store (tests that switch settings)."""
+    global _store
+    _store = None
