@@ -1,0 +1,354 @@
+"""The credit ledger: the one place a balance changes.
+
+Every change runs in ``transaction.atomic`` under a row lock on the user's CreditAccount (``select_for_update``;
+on SQLite the IMMEDIATE transactions in settings serialize writers instead), writes a CreditTransaction with the
+balance after it, and never takes a balance below zero (the database's check constraint backs this up). So the
+balance always equals the sum of the ledger, which ``verify_ledger`` checks.
+
+An answer is paid for in two steps. ``reserve`` charges the estimated worst case up front (prompt plus the full
+completion budget), so two answers started at once cannot both spend the same credits. When the answer ends,
+``settle`` charges what the usage really cost by refunding the difference; when it failed before an answer,
+``release`` refunds everything (seed 003: failed requests are not charged). A reservation is closed once: a second
+settle or release raises ``ReservationClosed`` instead of refunding twice. The reservation's charge row keeps its
+amount; only its note (the reservation's state) and message link are updated when it closes.
+
+Synchronous ORM code: async callers wrap these in ``sync_to_async`` / ``database_sync_to_async``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Sum
+from django.utils import timezone
+
+from conversations.kimi.events import Usage
+from conversations.models import CreditAccount, CreditTransaction, Message
+from conversations.services import pricing
+
+ZERO = Decimal(0)
+MAX_AMOUNT = Decimal(10) ** 12  # the credit columns hold 12 digits before the point
+OPEN_PREFIX = "reserved"  # the note of a reservation's charge row while the answer is running
+Kind = CreditTransaction.Kind
+
+
+class CreditError(Exception):
+    """Base class of the ledger's refusals."""
+
+
+class InvalidAmount(CreditError, ValueError):
+    """An amount that is a float, not finite, has more than 6 decimal places, or has the wrong sign."""
+
+
+class InsufficientCredits(CreditError):
+    """The balance cannot cover a charge. Nothing was written."""
+
+    def __init__(self, balance: Decimal, estimated_cost: Decimal):
+        self.balance = balance
+        self.estimated_cost = estimated_cost
+        super().__init__(f"this needs {estimated_cost} credits; the balance is {balance}")
+
+
+class ReservationClosed(CreditError):
+    """The reservation was already settled or released."""
+
+    def __init__(self, reservation: Reservation):
+        self.reservation = reservation
+        super().__init__(f"reservation #{reservation.transaction_id} is already settled or released")
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """Credits held for one answer. Plain ids and Decimals, so it pickles and crosses threads."""
+
+    transaction_id: int | None  # the charge row; None when the estimate was free and nothing was charged
+    user_id: int
+    model: str
+    amount: Decimal  # charged up front
+    prompt_tokens: int  # the estimate it was made from; settle uses it when the upstream reported no usage
+    message_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SettleResult:
+    cost: Decimal  # what the answer was charged in the end
+    balance: Decimal  # the balance after settling
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerProblem:
+    user_id: int
+    username: str
+    balance: Decimal
+    ledger_sum: Decimal
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.username} (user {self.user_id}): {self.detail}"
+
+
+def as_credits(amount) -> Decimal:
+    """An int, str or Decimal as a credit amount with 6 places. Floats are refused: 0.1 is not a tenth."""
+    if isinstance(amount, float | bool):
+        raise InvalidAmount(f"credit amounts are Decimals, ints or strings, not {type(amount).__name__}")
+    try:
+        value = Decimal(amount)
+    except (InvalidOperation, TypeError, ValueError):
+        raise InvalidAmount(f"not a number: {amount!r}") from None
+    if not value.is_finite() or abs(value) >= MAX_AMOUNT:
+        raise InvalidAmount(f"out of range: {amount!r}")
+    quantized = pricing.quantize(value)
+    if quantized != value:
+        raise InvalidAmount(f"credits have at most 6 decimal places: {amount!r}")
+    return quantized
+
+
+# --- accounts -------------------------------------------------------------------------------------------------
+
+
+def open_account(user) -> CreditAccount:
+    """The user's account, created with the signup grant the first time. Safe to call again or concurrently."""
+    return _open_account(user.pk)
+
+
+def _open_account(user_id: int) -> CreditAccount:
+    grant_amount = as_credits(settings.KIMICHAT_SIGNUP_CREDITS)
+    with transaction.atomic():
+        account, created = CreditAccount.objects.get_or_create(user_id=user_id, defaults={"balance": grant_amount})
+        if created and grant_amount > 0:
+            CreditTransaction.objects.create(
+                account=account,
+                kind=Kind.SIGNUP_BONUS,
+                amount=grant_amount,
+                balance_after=grant_amount,
+                note="Welcome credits",
+            )
+    return account
+
+
+def get_balance(user) -> Decimal:
+    balance = CreditAccount.objects.filter(user_id=user.pk).values_list("balance", flat=True).first()
+    return ZERO if balance is None else balance
+
+
+def _locked_account(user_id: int) -> CreditAccount:
+    """The account row, locked until the surrounding transaction ends. Must run inside ``atomic``."""
+    account = CreditAccount.objects.select_for_update().filter(user_id=user_id).first()
+    if account is None:  # a user from before the ledger existed: open it now, then lock it
+        _open_account(user_id)
+        account = CreditAccount.objects.select_for_update().get(user_id=user_id)
+    return account
+
+
+def _post(account: CreditAccount, kind: str, amount: Decimal, **row) -> CreditTransaction:
+    """Move ``amount`` (signed) on a locked account and write its ledger row."""
+    new_balance = account.balance + amount
+    if new_balance < 0:  # callers check first; this is the last line before the database's constraint
+        raise InsufficientCredits(account.balance, -amount)
+    now = timezone.now()
+    account.balance = new_balance
+    account.updated_at = now
+    account.save(update_fields=["balance", "updated_at"])
+    return CreditTransaction.objects.create(
+        account=account, kind=kind, amount=amount, balance_after=new_balance, created_at=now, **row
+    )
+
+
+def grant(user, amount, *, created_by=None, note: str = "") -> CreditTransaction:
+    """Add credits (amount > 0), e.g. a purchase or a gift from an admin."""
+    amount = as_credits(amount)
+    if amount <= 0:
+        raise InvalidAmount(f"a grant must be positive, got {amount}")
+    with transaction.atomic():
+        account = _locked_account(user.pk)
+        return _post(account, Kind.GRANT, amount, created_by=created_by, note=note[:500])
+
+
+def adjust(user, amount, *, created_by, note: str) -> CreditTransaction:
+    """A signed correction by an admin. Raises InsufficientCredits if it would take the balance below zero."""
+    amount = as_credits(amount)
+    if amount == 0:
+        raise InvalidAmount("an adjustment of 0 changes nothing")
+    with transaction.atomic():
+        account = _locked_account(user.pk)
+        if account.balance + amount < 0:
+            raise InsufficientCredits(account.balance, -amount)
+        return _post(account, Kind.ADJUSTMENT, amount, created_by=created_by, note=note[:500])
+
+
+# --- paying for answers ---------------------------------------------------------------------------------------
+
+
+def estimate_cost(model: str, prompt_tokens: int, max_completion_tokens: int) -> Decimal:
+    """The most an answer can cost: the whole prompt uncached and every completion token it may write."""
+    return pricing.usage_cost(model, Usage(prompt_tokens=prompt_tokens, completion_tokens=max_completion_tokens))
+
+
+def reserve(
+    user, *, model: str, prompt_tokens: int, max_completion_tokens: int, message: Message | None = None
+) -> Reservation:
+    """Charge the estimated cost now. Raises InsufficientCredits (writing nothing) if the balance is short."""
+    cost = estimate_cost(model, prompt_tokens, max_completion_tokens)
+    message_id = message.pk if message is not None else None
+    with transaction.atomic():
+        account = _locked_account(user.pk)
+        if account.balance < cost:
+            raise InsufficientCredits(account.balance, cost)
+        row_id = None
+        if cost > 0:
+            row = _post(account, Kind.CHARGE, -cost, message_id=message_id, note=f"{OPEN_PREFIX}: {model}")
+            row_id = row.pk
+    return Reservation(
+        transaction_id=row_id,
+        user_id=user.pk,
+        model=model,
+        amount=cost,
+        prompt_tokens=max(prompt_tokens, 0),
+        message_id=message_id,
+    )
+
+
+def _close_reservation(account: CreditAccount, reservation: Reservation, note: str, **updates) -> None:
+    """Mark the reservation's charge row closed; raise ReservationClosed if it already was."""
+    if reservation.transaction_id is None:
+        return  # a free reservation moved no credits; settling it twice cannot move any either
+    row = CreditTransaction.objects.filter(pk=reservation.transaction_id, account=account).first()
+    if row is None or row.kind != Kind.CHARGE or not row.note.startswith(OPEN_PREFIX):
+        raise ReservationClosed(reservation)
+    CreditTransaction.objects.filter(pk=row.pk).update(note=note[:500], **updates)
+
+
+def _usage_note(model: str, usage: Usage, estimated: bool) -> str:
+    cached = f", {usage.cached_tokens} cached" if usage.cached_tokens else ""
+    est = " (estimated)" if estimated else ""
+    return f"{model}: {usage.prompt_tokens} prompt{cached} + {usage.completion_tokens} completion tokens{est}"
+
+
+def settle(reservation: Reservation, *, message: Message, usage: Usage | None, estimated: bool) -> SettleResult:
+    """Charge what the answer really cost: refund the unused part of the reservation, or charge the excess.
+
+    Stopped and interrupted answers are settled too, for what they generated (``estimated=True`` when the usage
+    was counted locally). With no usage at all the prompt that was sent is charged, from the reservation's
+    estimate. An excess over the reservation is charged only up to the balance; the note says what was waived.
+    """
+    if usage is None:
+        usage, estimated = Usage(prompt_tokens=reservation.prompt_tokens), True
+    cost = pricing.usage_cost(reservation.model, usage)
+    with transaction.atomic():
+        account = _locked_account(reservation.user_id)
+        note = _usage_note(reservation.model, usage, estimated)
+        _close_reservation(account, reservation, note, message_id=message.pk, estimated=estimated)
+        ref = f"#{reservation.transaction_id}" if reservation.transaction_id else "(free)"
+        charged = cost
+        if cost < reservation.amount:
+            _post(
+                account,
+                Kind.REFUND,
+                reservation.amount - cost,
+                message_id=message.pk,
+                estimated=estimated,
+                note=f"unused part of reservation {ref}",
+            )
+        elif cost > reservation.amount:
+            excess = cost - reservation.amount
+            extra = min(excess, account.balance)
+            charged = reservation.amount + extra
+            extra_note = f"usage beyond reservation {ref}"
+            if extra < excess:
+                extra_note += f"; {excess - extra} not charged: the balance ran out"
+            # Written even when nothing could be charged, so the waived excess is on record.
+            _post(account, Kind.CHARGE, -extra, message_id=message.pk, estimated=estimated, note=extra_note)
+        _record_on_message(message, charged, usage, estimated)
+        return SettleResult(cost=charged, balance=account.balance)
+
+
+def _record_on_message(message: Message, cost: Decimal, usage: Usage, estimated: bool) -> None:
+    # An UPDATE of just these columns, so a concurrent save of the content by the generation is not overwritten;
+    # the caller's instance is updated too, so its own later save() writes the same values.
+    values = {
+        "cost": cost,
+        "usage_estimated": estimated,
+        "prompt_tokens": max(usage.prompt_tokens, 0),
+        "completion_tokens": max(usage.completion_tokens, 0),
+        "total_tokens": max(usage.total_tokens, usage.prompt_tokens + usage.completion_tokens, 0),
+        "cached_tokens": max(usage.cached_tokens, 0),
+    }
+    Message.objects.filter(pk=message.pk).update(**values)
+    for name, value in values.items():
+        setattr(message, name, value)
+
+
+def release(reservation: Reservation, *, message: Message | None = None, note: str = "") -> Decimal:
+    """Refund a reservation in full: the request failed before an answer (any upstream 4xx/5xx costs nothing).
+
+    Returns the balance after the refund.
+    """
+    message_id = message.pk if message is not None else reservation.message_id
+    with transaction.atomic():
+        account = _locked_account(reservation.user_id)
+        reason = f": {note}" if note else ""
+        _close_reservation(account, reservation, f"{reservation.model}: released{reason}", message_id=message_id)
+        if reservation.amount > 0:
+            _post(
+                account,
+                Kind.REFUND,
+                reservation.amount,
+                message_id=message_id,
+                note=f"reservation #{reservation.transaction_id} released{reason}",
+            )
+        if message is not None:
+            Message.objects.filter(pk=message.pk).update(cost=ZERO)
+            message.cost = ZERO
+        return account.balance
+
+
+def open_reservation_for(message: Message) -> Reservation | None:
+    """The reservation still open for a message, if any: lets a reaper settle or release an orphaned answer."""
+    row = (
+        CreditTransaction.objects.filter(message=message, kind=Kind.CHARGE, note__startswith=OPEN_PREFIX)
+        .select_related("account")
+        .order_by("pk")
+        .first()
+    )
+    if row is None:
+        return None
+    return Reservation(
+        transaction_id=row.pk,
+        user_id=row.account.user_id,
+        model=row.note.removeprefix(f"{OPEN_PREFIX}: ") or message.model,
+        amount=-row.amount,
+        prompt_tokens=message.prompt_tokens,
+        message_id=message.pk,
+    )
+
+
+# --- checking -------------------------------------------------------------------------------------------------
+
+
+def verify_ledger(user=None) -> list[LedgerProblem]:
+    """Every account whose balance differs from the sum of its ledger, or is negative. One query."""
+    accounts = CreditAccount.objects.select_related("user").annotate(ledger_sum=Sum("transactions__amount"))
+    if user is not None:
+        accounts = accounts.filter(user_id=user.pk)
+    problems = []
+    for account in accounts.order_by("pk"):
+        ledger_sum = account.ledger_sum if account.ledger_sum is not None else ZERO
+        details = []
+        if account.balance != ledger_sum:
+            details.append(f"balance {account.balance} but the ledger sums to {ledger_sum}")
+        if account.balance < 0:
+            details.append(f"balance {account.balance} is negative")
+        if details:
+            problems.append(
+                LedgerProblem(
+                    user_id=account.user_id,
+                    username=account.user.get_username(),
+                    balance=account.balance,
+                    ledger_sum=ledger_sum,
+                    detail="; ".join(details),
+                )
+            )
+    return problems
