@@ -1,0 +1,47 @@
+"""Admin pages that are not a model's changelist: the operators' dashboard (mounted at /admin/dashboard/)."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+from django.template.response import TemplateResponse
+from django.utils.translation import gettext as _
+
+from conversations import admin_dashboard
+
+# The dashboard shows usage and spending per user (no message content): the ledger's view permission is the key.
+DASHBOARD_PERMISSION = "conversations.view_credittransaction"
+
+
+def can_view_dashboard(user) -> bool:
+    return user.is_active and user.is_staff and user.has_perm(DASHBOARD_PERMISSION)
+
+
+def dashboard(request):
+    """Wrapped in ``admin.site.admin_view`` (staff login) by conversations.admin; needs DASHBOARD_PERMISSION too."""
+    if not can_view_dashboard(request.user):
+        raise PermissionDenied
+    data = admin_dashboard.dashboard_data()
+    charts = [
+        admin_dashboard.bar_chart(data.days, "requests", title=_("Requests per day")),
+        admin_dashboard.bar_chart(data.days, "tokens", title=_("Tokens per day")),
+        admin_dashboard.bar_chart(data.days, "credits", title=_("Credits spent per day")),
+    ]
+    user = request.user
+    context = {
+        **admin.site.each_context(request),
+        "title": _("KimiChat dashboard"),
+        "data": data,
+        "charts": charts,
+        "provider_balance": admin_dashboard.tidy_credits(data.provider.balance)
+        if data.provider and data.provider.balance is not None
+        else None,
+        "rate_limit": sorted(data.provider.rate_limit.items())
+        if data.provider and isinstance(data.provider.rate_limit, dict)
+        else [],
+        # Links to rows are shown only to those who may open them (message content is behind its permission).
+        "can_view_messages": user.has_perm("conversations.view_message"),
+        "can_view_conversations": user.has_perm("conversations.view_conversation"),
+        "can_view_users": user.has_perm("auth.view_user") or user.has_perm("auth.change_user"),
+    }
+    return TemplateResponse(request, "admin/kimichat_dashboard.html", context)
