@@ -1,0 +1,108 @@
+// The ONE place untrusted text (model output) becomes HTML: Markdown by marked, code by highlight.js, and every
+// byte of the result through DOMPurify. Nothing else in the app may assign model or user text to innerHTML.
+import { Marked } from "../vendor/marked/marked.esm.js";
+import DOMPurify from "../vendor/dompurify/purify.es.js";
+import hljs from "../vendor/highlightjs/core.min.js";
+import bash from "../vendor/highlightjs/languages/bash.min.js";
+import c from "../vendor/highlightjs/languages/c.min.js";
+import cpp from "../vendor/highlightjs/languages/cpp.min.js";
+import csharp from "../vendor/highlightjs/languages/csharp.min.js";
+import css from "../vendor/highlightjs/languages/css.min.js";
+import diff from "../vendor/highlightjs/languages/diff.min.js";
+import go from "../vendor/highlightjs/languages/go.min.js";
+import java from "../vendor/highlightjs/languages/java.min.js";
+import javascript from "../vendor/highlightjs/languages/javascript.min.js";
+import json from "../vendor/highlightjs/languages/json.min.js";
+import markdown from "../vendor/highlightjs/languages/markdown.min.js";
+import plaintext from "../vendor/highlightjs/languages/plaintext.min.js";
+import python from "../vendor/highlightjs/languages/python.min.js";
+import rust from "../vendor/highlightjs/languages/rust.min.js";
+import shell from "../vendor/highlightjs/languages/shell.min.js";
+import sql from "../vendor/highlightjs/languages/sql.min.js";
+import typescript from "../vendor/highlightjs/languages/typescript.min.js";
+import xml from "../vendor/highlightjs/languages/xml.min.js";
+import yaml from "../vendor/highlightjs/languages/yaml.min.js";
+
+const LANGUAGES = {
+  bash, c, cpp, csharp, css, diff, go, java, javascript, json, markdown, plaintext, python, rust, shell, sql,
+  typescript, xml, yaml,
+};
+for (const [name, grammar] of Object.entries(LANGUAGES)) hljs.registerLanguage(name, grammar);
+
+const ESCAPES = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
+export function escapeHtml(text) {
+  return String(text).replace(/[&<>"']/g, (ch) => ESCAPES[ch]);
+}
+
+function highlight(code, lang) {
+  const name = (lang || "").trim().split(/\s+/)[0].toLowerCase();
+  if (name && hljs.getLanguage(name)) {
+    try {
+      return hljs.highlight(code, { language: name, ignoreIllegals: true }).value;
+    } catch {
+      // fall through to plain text
+    }
+  }
+  return escapeHtml(code);
+}
+
+const marked = new Marked({
+  gfm: true,
+  breaks: false,
+  renderer: {
+    // Raw HTML in model output is shown as text, the way chat apps do: it is never markup.
+    html({ text }) {
+      return escapeHtml(text);
+    },
+    code({ text, lang }) {
+      const label = (lang || "").trim().split(/\s+/)[0];
+      return (
+        '<div class="codeblock"><div class="codeblock-head"><span class="codeblock-lang">' +
+        escapeHtml(label || "text") +
+        '</span><button type="button" class="copy-code">' +
+        escapeHtml(gettext("Copy")) +
+        '</button></div><pre><code class="hljs">' +
+        highlight(text, label) +
+        "</code></pre></div>"
+      );
+    },
+  },
+});
+
+const purify = DOMPurify(window);
+const FORBID_TAGS = [
+  "img", "iframe", "style", "form", "input", "textarea", "select", "option", "script", "svg", "math", "video",
+  "audio", "source", "track", "picture", "object", "embed", "link", "meta", "base", "frame", "frameset",
+];
+const MARKDOWN_CONFIG = {
+  FORBID_TAGS,
+  FORBID_ATTR: ["style", "srcset", "action", "formaction", "background", "poster", "xlink:href"],
+  ALLOWED_URI_REGEXP: /^(?:https?:|mailto:)/i,
+  ALLOW_DATA_ATTR: false,
+};
+const SNIPPET_CONFIG = { ALLOWED_TAGS: ["mark"], ALLOWED_ATTR: [] };
+
+purify.addHook("afterSanitizeAttributes", (node) => {
+  if (node.tagName === "A") {
+    if (node.hasAttribute("href")) {
+      node.setAttribute("target", "_blank");
+      node.setAttribute("rel", "noopener noreferrer");
+    } else {
+      node.removeAttribute("target");
+    }
+  }
+});
+
+/** Markdown (untrusted) -> sanitized HTML string, safe to assign to innerHTML. */
+export function renderMarkdown(text) {
+  const html = marked.parse(String(text ?? ""), { async: false });
+  return purify.sanitize(html, MARKDOWN_CONFIG);
+}
+
+/** A search snippet from the server: only <mark> survives, everything else becomes text. */
+export function sanitizeSnippet(html) {
+  return purify.sanitize(String(html ?? ""), SNIPPET_CONFIG);
+}
+
+// For the browser tests, which check the sanitizer directly.
+window.KimiMarkdown = { renderMarkdown, sanitizeSnippet };
