@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 CLOSE_NOT_AUTHENTICATED = 4401
 CLOSE_BINARY_FRAME = 4400
 CLOSE_TOO_MANY_BAD_FRAMES = 4408
+CLOSE_SERVICE_RESTART = 1012
 MAX_BAD_FRAMES = 50  # in a row; a client this broken is closed rather than answered forever
 MAX_FRAME_BYTES = 1_000_000  # the message limit is 100,000 characters: 4 bytes each and JSON around them fit
 MAX_SUBSCRIPTIONS = 50
@@ -63,13 +64,16 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         self.last_seq: dict[int, int] = {}  # message id -> last seq this socket has (snapshot or delta)
         self.bad_frames = 0
         self.registry = get_registry()
+        if not self.registry.accepting:
+            await self.close(code=CLOSE_SERVICE_RESTART)  # this worker is draining: reconnect to another one
+            return
         await self.registry.ensure_started()
         await self.channel_layer.group_add(user_group(self.user.pk), self.channel_name)
         await self.accept()
 
     async def disconnect(self, code):
         user = getattr(self, "user", None)
-        if user is None or not user.is_authenticated:
+        if user is None or not user.is_authenticated or not hasattr(self, "subscriptions"):
             return
         await self.channel_layer.group_discard(user_group(user.pk), self.channel_name)
         for conversation_id in self.subscriptions:

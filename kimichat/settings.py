@@ -51,7 +51,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "conversations.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "conversations.middleware.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
@@ -231,11 +233,49 @@ if env_str("RATE_LIMIT_TIERS"):
     except ValueError as exc:
         raise ImproperlyConfigured(f"RATE_LIMIT_TIERS must be JSON: {exc}") from None
 
+# --- Production ------------------------------------------------------------------------------------------------
+# What `manage.py check --deploy` asks for; behind a TLS-terminating proxy that sets X-Forwarded-Proto.
+if not DEBUG:
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]  # probes speak plain HTTP to the worker itself
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+    # The flag only allows submitting the domain to the browsers' preload list (hstspreload.org); it submits nothing.
+    SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", True)
+KIMICHAT_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; "
+    "connect-src 'self'; object-src 'none'; frame-src 'none'; frame-ancestors 'none'; base-uri 'none'; "
+    "form-action 'self'"
+)
+
+# Several workers: how long an answer's heartbeat may be silent before another worker's reaper takes it for dead,
+# how often the reaper looks, and how long a SIGTERMed worker lets its answers finish before cutting them off.
+KIMICHAT_HEARTBEAT_TTL = env_float("HEARTBEAT_TTL", 15.0, minimum=1.0)
+KIMICHAT_REAP_INTERVAL = env_float("REAP_INTERVAL", 10.0, minimum=0.2)
+KIMICHAT_SHUTDOWN_GRACE = env_float("SHUTDOWN_GRACE", 20.0, minimum=0.0)
+
+LOG_FORMAT = env_str("LOG_FORMAT", "plain" if DEBUG else "json")
+if LOG_FORMAT not in {"plain", "json"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT must be 'plain' or 'json', got {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"request_id": {"()": "kimichat.logs.RequestIdFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+        "json": {"()": "kimichat.logs.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.stdout",
+            "formatter": LOG_FORMAT,
+            "filters": ["request_id"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}},
 }

@@ -38,3 +38,14 @@ def outsider(make_user):
 def owner_client(client, owner):
     client.force_login(owner)
     return client
+
+
+@pytest.fixture(autouse=True)
+def _close_async_thread_connections():
+    """Async tests reach the database from asgiref's sync_to_async thread; close its connection after each test so
+    PostgreSQL can drop the test database at the end (the main thread's are closed by Django itself)."""
+    yield
+    from asgiref.sync import SyncToAsync
+    from django.db import connections
+
+    SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=30)

@@ -319,7 +319,7 @@ def test_command_serves_on_loopback():
     )
     try:
         line = process.stdout.readline()
-        base_url = line.split(" on ", 1)[1].split(" ", 1)[0]
+        base_url = line.split(" on ", 1)[1].split()[0]
         response = httpx.get(base_url + "/models", headers={"Authorization": "Bearer offline-kimi-key"}, timeout=5)
         assert response.status_code == 200 and response.json()["data"]
     finally:

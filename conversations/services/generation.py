@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from conversations.kimi import errors as kimi_errors
-from conversations.kimi.client import get_client
+from conversations.kimi.client import close_client, get_client
 from conversations.kimi.events import ContentDelta, Finish, ReasoningDelta, ResponseMeta, Usage
 from conversations.kimi.params import ChatRequest, resolve_params
 from conversations.kimi.tokens import estimate_tokens_locally
@@ -40,12 +41,9 @@ from conversations.models import Conversation, Message
 from conversations.serializers import conversation_to_dict, message_to_dict
 from conversations.services import credits
 from conversations.services.context import ContextTooLong, answer_budget, build_messages, check_fits, title_from
-from conversations.services.stream_state import HEARTBEAT_TTL, get_stream_state
+from conversations.services.stream_state import get_stream_state, heartbeat_ttl
 
 logger = logging.getLogger(__name__)
-
-HEARTBEAT_SECONDS = 5.0  # how often running answers refresh their heartbeat (well inside HEARTBEAT_TTL)
-REAP_SECONDS = 10.0  # how often a worker looks for answers whose worker died
 
 
 def conversation_group(conversation_id: int) -> str:
@@ -544,6 +542,7 @@ class GenerationRegistry:
             asyncio.create_task(self._listen_control(), name="kimichat-genctl"),
             asyncio.create_task(self._heartbeat_and_reap(), name="kimichat-reaper"),
         ]
+        install_shutdown_hook(self)
 
     async def _listen_control(self) -> None:
         while True:
@@ -559,24 +558,27 @@ class GenerationRegistry:
                 self.stop_local(event.get("conversation_id"))
 
     async def _heartbeat_and_reap(self) -> None:
+        # Beats three times per TTL, so one late beat never makes a live answer look dead.
+        beat_every = heartbeat_ttl() / 3
+        reap_every = settings.KIMICHAT_REAP_INTERVAL
         last_reap = 0.0
         while True:
             try:
                 for generation in list(self.running.values()):
                     await self.state.heartbeat(generation.message_id)
-                if time.monotonic() - last_reap >= REAP_SECONDS:
+                if time.monotonic() - last_reap >= reap_every:
                     last_reap = time.monotonic()
                     await self.reap()
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - keep beating: a failed round is retried on the next
                 logger.exception("heartbeat/reaper round failed")
-            await asyncio.sleep(HEARTBEAT_SECONDS)
+            await asyncio.sleep(min(beat_every, reap_every))
 
-    async def reap(self, *, grace: float = HEARTBEAT_TTL) -> int:
+    async def reap(self, *, grace: float | None = None) -> int:
         """Mark answers whose worker died as interrupted, keeping their checkpointed text. Returns how many."""
         local = {g.message_id for g in self.running.values()}
-        candidates = await database_sync_to_async(_in_progress_ids)(grace)
+        candidates = await database_sync_to_async(_in_progress_ids)(heartbeat_ttl() if grace is None else grace)
         reaped = 0
         for message_id in candidates:
             if message_id in local or await self.state.alive(message_id):
@@ -592,9 +594,10 @@ class GenerationRegistry:
     async def close(self) -> None:
         for task in self._background:
             task.cancel()
-        for task in self._background:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._background:
+            # Bounded: a channels-redis receive can take a while to notice its cancellation, and a worker that is
+            # shutting down must not wait on it for ever.
+            await asyncio.wait(self._background, timeout=2)
         self._background = []
         self.control_channel = None
 
@@ -831,6 +834,31 @@ def reap_all_sync() -> int:
         message, _balance = reap_message(message_id)
         count += message is not None
     return count
+
+
+def install_shutdown_hook(registry: GenerationRegistry) -> None:
+    """Under daphne (a running Twisted reactor): on SIGTERM/SIGINT, finish answers before the process exits.
+
+    Twisted waits for the Deferreds that "before shutdown" triggers return, so the worker keeps serving its running
+    answers for up to SHUTDOWN_GRACE seconds, stores the rest as interrupted, then closes the Kimi connection pool.
+    New sends are refused meanwhile (``accepting``), and new sockets are closed with 1012 so browsers reconnect to
+    another worker.
+    """
+    reactor = sys.modules.get("twisted.internet.reactor")
+    if reactor is None or not getattr(reactor, "running", False) or getattr(registry, "_hooked", False):
+        return
+    from twisted.internet import defer
+
+    async def drain() -> None:
+        logger.info("shutting down: letting %d answer(s) finish", len(registry.running))
+        await registry.shutdown(settings.KIMICHAT_SHUTDOWN_GRACE)
+        await close_client()
+
+    def before_shutdown():
+        return defer.Deferred.fromFuture(asyncio.ensure_future(drain()))
+
+    reactor.addSystemEventTrigger("before", "shutdown", before_shutdown)
+    registry._hooked = True
 
 
 _registries: dict[int, GenerationRegistry] = {}

@@ -17,8 +17,12 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-HEARTBEAT_TTL = 15.0  # seconds without a heartbeat before an answer counts as orphaned
 STATE_TTL = 3600  # seconds a finished or abandoned state lingers in Redis at most
+
+
+def heartbeat_ttl() -> float:
+    """Seconds without a heartbeat before an answer counts as orphaned (settings.KIMICHAT_HEARTBEAT_TTL)."""
+    return settings.KIMICHAT_HEARTBEAT_TTL
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +67,7 @@ class MemoryStreamState:
 
     async def alive(self, message_id: int) -> bool:
         beat = self._beats.get(message_id)
-        return beat is not None and time.monotonic() - beat < HEARTBEAT_TTL
+        return beat is not None and time.monotonic() - beat < heartbeat_ttl()
 
     async def finish(self, message_id: int) -> None:
         for store in (self._content, self._reasoning, self._seq, self._beats):
@@ -108,7 +112,7 @@ class RedisStreamState:
             pipe.set(content, b"", ex=STATE_TTL)
             pipe.set(reasoning, b"", ex=STATE_TTL)
             pipe.set(seq, 0, ex=STATE_TTL)
-            pipe.set(alive, 1, ex=int(HEARTBEAT_TTL))
+            pipe.set(alive, 1, px=int(heartbeat_ttl() * 1000))
             await pipe.execute()
 
     async def append(self, message_id: int, seq: int, content: str, reasoning: str) -> None:
@@ -129,7 +133,7 @@ class RedisStreamState:
         return Snapshot((content or b"").decode(), (reasoning or b"").decode(), int(seq))
 
     async def heartbeat(self, message_id: int) -> None:
-        await self._redis.set(self._keys(message_id)[3], 1, ex=int(HEARTBEAT_TTL))
+        await self._redis.set(self._keys(message_id)[3], 1, px=int(heartbeat_ttl() * 1000))
 
     async def alive(self, message_id: int) -> bool:
         return bool(await self._redis.exists(self._keys(message_id)[3]))
