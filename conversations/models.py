@@ -126,9 +126,7 @@ class Message(models.Model):
             # Chat page and history: WHERE conversation = ? ORDER BY id (and keyset pages by id).
             models.Index(fields=["conversation", "id"], name="msg_conversation_id"),
             # Reaper and dashboard: the few answers still streaming.
-            models.Index(
-                fields=["status"], name="msg_in_progress", condition=Q(status__in=["pending", "streaming"])
-            ),
+            models.Index(fields=["status"], name="msg_in_progress", condition=Q(status__in=["pending", "streaming"])),
             # Usage charts: answers by time.
             models.Index(fields=["created_at"], name="msg_created"),
         ]
@@ -200,9 +198,7 @@ class ModelPrice(models.Model):
     model = models.CharField(max_length=100, unique=True)
     per_request = models.DecimalField(default=ZERO, validators=[MinValueValidator(ZERO)], **CREDIT_DIGITS)
     per_million_prompt = models.DecimalField(default=ZERO, validators=[MinValueValidator(ZERO)], **CREDIT_DIGITS)
-    per_million_completion = models.DecimalField(
-        default=ZERO, validators=[MinValueValidator(ZERO)], **CREDIT_DIGITS
-    )
+    per_million_completion = models.DecimalField(default=ZERO, validators=[MinValueValidator(ZERO)], **CREDIT_DIGITS)
     per_million_cached = models.DecimalField(default=ZERO, validators=[MinValueValidator(ZERO)], **CREDIT_DIGITS)
     updated_at = models.DateTimeField(default=timezone.now)
 

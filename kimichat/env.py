@@ -145,9 +145,7 @@ def parse_database_url(url: str) -> dict:
         if options:
             config["OPTIONS"] = options
         return config
-    raise ImproperlyConfigured(
-        f"DATABASE_URL must start with sqlite:// or postgres://, got {url.split(':', 1)[0]!r}"
-    )
+    raise ImproperlyConfigured(f"DATABASE_URL must start with sqlite:// or postgres://, got {url.split(':', 1)[0]!r}")
 
 
 def load_dotenv(path: Path) -> None:
