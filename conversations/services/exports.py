@@ -21,7 +21,7 @@ from django.utils.dateparse import parse_datetime
 from django.utils.text import slugify
 
 from conversations.models import Conversation, Message
-from conversations.serializers import conversation_to_dict
+from conversations.serializers import conversation_to_dict, message_to_dict
 
 FORMAT = "kimichat.conversation.v1"
 MAX_IMPORT_BYTES = 20 * 1024 * 1024  # fixed, not a setting: it bounds the memory one request can take
@@ -55,32 +55,12 @@ def filename_for(conversation: Conversation, extension: str) -> str:
     return f"kimichat-{conversation.pk}-{slug}.{extension}"
 
 
-def _iso(value) -> str | None:
-    return value.isoformat() if value is not None else None
+# The export keeps the API's message shape, less what only matters to a live socket or to this server's rows.
+_NOT_EXPORTED = frozenset({"conversation_id", "seq", "client_msg_id"})
 
 
 def _message_entry(message: Message) -> dict:
-    return {
-        "id": message.pk,
-        "role": message.role,
-        "content": message.content,
-        "reasoning": message.reasoning,
-        "status": message.status,
-        "model": message.model,
-        "finish_reason": message.finish_reason,
-        "usage": {
-            "prompt_tokens": message.prompt_tokens,
-            "completion_tokens": message.completion_tokens,
-            "total_tokens": message.total_tokens,
-            "cached_tokens": message.cached_tokens,
-            "estimated": message.usage_estimated,
-        },
-        "cost": str(message.cost),
-        "error": {"code": message.error_code, "message": message.error_message} if message.error_code else None,
-        "superseded_by": message.superseded_by_id,
-        "created_at": _iso(message.created_at),
-        "completed_at": _iso(message.completed_at),
-    }
+    return {key: value for key, value in message_to_dict(message).items() if key not in _NOT_EXPORTED}
 
 
 def conversation_document(conversation: Conversation, messages: Iterable[Message]) -> dict:

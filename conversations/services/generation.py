@@ -195,6 +195,24 @@ def _start_answer(user, conversation: Conversation, model: str, thread: list[Mes
     return Accepted(conversation=conversation, assistant=assistant, request=request, reservation=reservation)
 
 
+def _check_model(model: str, known_models: list[str], conversation_id) -> None:
+    if model not in known_models:
+        raise SendRefused(
+            "unknown_model", f"The model {model[:100]!r} is not available.", conversation_id=conversation_id
+        )
+
+
+def _user_message(conversation: Conversation, content: str, client_msg_id: uuid.UUID) -> Message:
+    return Message.objects.create(
+        conversation=conversation,
+        role=Message.Role.USER,
+        content=content,
+        client_msg_id=client_msg_id,
+        status=Message.Status.COMPLETE,
+        completed_at=timezone.now(),
+    )
+
+
 def _thread(conversation: Conversation) -> list[Message]:
     return list(conversation.messages.current().order_by("id"))
 
@@ -222,10 +240,7 @@ def prepare_send(
                 conversation = _locked_conversation(user, conversation_id)
                 _check_not_busy(conversation)
             chosen = model or conversation.model or settings.KIMI_DEFAULT_MODEL
-            if chosen not in known_models:
-                raise SendRefused(
-                    "unknown_model", f"The model {chosen[:100]!r} is not available.", conversation_id=conversation_id
-                )
+            _check_model(chosen, known_models, conversation_id)
             try:
                 check_fits(
                     content, model=chosen, system_prompt=conversation.system_prompt, max_tokens=conversation.max_tokens
@@ -235,14 +250,7 @@ def prepare_send(
                     "context_too_long", str(exc), conversation_id=conversation_id, tokens=exc.tokens, window=exc.window
                 ) from None
             thread = [] if created else _thread(conversation)
-            user_message = Message.objects.create(
-                conversation=conversation,
-                role=Message.Role.USER,
-                content=content,
-                client_msg_id=client_msg_id,
-                status=Message.Status.COMPLETE,
-                completed_at=timezone.now(),
-            )
+            user_message = _user_message(conversation, content, client_msg_id)
             if not created and not conversation.title:
                 conversation.title = title_from(content)
                 conversation.save(update_fields=["title"])
@@ -279,10 +287,7 @@ def prepare_regenerate(
         conversation = _locked_conversation(user, conversation_id)
         _check_not_busy(conversation)
         chosen = model or conversation.model
-        if chosen not in known_models:
-            raise SendRefused(
-                "unknown_model", f"The model {chosen[:100]!r} is not available.", conversation_id=conversation_id
-            )
+        _check_model(chosen, known_models, conversation_id)
         thread, last_user, old_answer = _last_turn(conversation)
         upto = [m for m in thread if m.pk <= last_user.pk]
         accepted = _start_answer(user, conversation, chosen, upto, client_msg_id=client_msg_id)
@@ -308,18 +313,8 @@ def prepare_edit(
                 "not_found", "Only the last message you sent can be edited.", conversation_id=conversation_id
             )
         chosen = conversation.model
-        if chosen not in known_models:
-            raise SendRefused(
-                "unknown_model", f"The model {chosen[:100]!r} is not available.", conversation_id=conversation_id
-            )
-        new_user = Message.objects.create(
-            conversation=conversation,
-            role=Message.Role.USER,
-            content=content,
-            client_msg_id=client_msg_id,
-            status=Message.Status.COMPLETE,
-            completed_at=timezone.now(),
-        )
+        _check_model(chosen, known_models, conversation_id)
+        new_user = _user_message(conversation, content, client_msg_id)
         upto = [m for m in thread if m.pk < last_user.pk] + [new_user]
         accepted = _start_answer(user, conversation, chosen, upto)
         last_user.superseded_by = new_user
