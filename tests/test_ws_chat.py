@@ -289,3 +289,18 @@ async def test_checkpoints_save_the_partial_text_while_streaming(connect, owner,
     assert row.status == "streaming" and row.content and row.seq > 0
     await tab.send(type="stop", conversation_id=first["conversation_id"])
     await tab.answer()
+
+
+async def test_a_full_turn_through_the_anthropic_format(connect, owner, chat_settings, settings):
+    """KIMI_API_FORMAT=anthropic (kimi-k2.ai /messages, Moonshot /anthropic): same frames, same stored answer."""
+    settings.KIMI_API_FORMAT = "anthropic"
+    tab = await connect(owner)
+    await tab.say("hello via messages [[tokens:12]]", model="kimi-k2-thinking")
+    done, frames = await tab.answer()
+    assert done["status"] == "complete" and done["finish_reason"] == "stop"
+    content, reasoning, _ = deltas_of(frames, done["message_id"])
+    assert content and reasoning
+    assert chat_settings.log.last_chat.path.endswith("/messages")
+    [answer] = await rows(Message, pk=done["message_id"])
+    assert (answer.content, answer.reasoning) == (content, reasoning)
+    assert answer.prompt_tokens > 0 and answer.completion_tokens > 0
