@@ -158,6 +158,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             client_msg_id=frame.client_msg_id,
             model=frame.model,
             known_models=await known_models(),
+            new_conversation=frame.new_conversation,
         )
         await self._start(accepted)
 

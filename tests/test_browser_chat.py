@@ -492,6 +492,29 @@ def test_settings_panel_follows_the_model(live_daphne, browser_user, open_page):
     no_js_errors(page)
 
 
+def test_settings_chosen_before_the_first_message_apply_to_the_new_chat(live_daphne, open_page, offline_kimi):
+    page = open_page("/")
+    page.click("#open-settings")
+    page.wait_for_selector("#settings-dialog[open]")
+    assert page.is_enabled("#settings-system")  # a chat that does not exist yet can be set up too
+    page.fill("#settings-system", "Answer like a pirate.")
+    page.fill("#settings-max_tokens", "256")
+    page.click("#settings-form button[type=submit]")
+    page.wait_for_selector("#settings-dialog", state="hidden")
+    send(page, "hello [[tokens:5]]")
+    conversation_id = conversation_id_from_url(page)
+    wait_status(page)
+    conversation = Conversation.objects.get(pk=conversation_id)
+    assert (conversation.system_prompt, conversation.max_tokens) == ("Answer like a pirate.", 256)
+    sent = offline_kimi.last_request_body
+    assert sent["messages"][0] == {"role": "system", "content": "Answer like a pirate."}
+    # The next new chat starts from defaults again.
+    page.click("#new-chat")
+    page.click("#open-settings")
+    assert page.input_value("#settings-system") == ""
+    no_js_errors(page)
+
+
 def test_edit_and_resend_keeps_the_earlier_version(live_daphne, open_page):
     page = open_page("/")
     send(page, "first question [[tokens:15]]")

@@ -304,3 +304,43 @@ async def test_a_full_turn_through_the_anthropic_format(connect, owner, chat_set
     [answer] = await rows(Message, pk=done["message_id"])
     assert (answer.content, answer.reasoning) == (content, reasoning)
     assert answer.prompt_tokens > 0 and answer.completion_tokens > 0
+
+
+async def test_a_new_conversation_can_start_with_its_settings(connect, owner, chat_settings):
+    tab = await connect(owner)
+    await tab.say(
+        "hi [[tokens:4]]",
+        model="kimi-k2-turbo-preview",
+        conversation={"system_prompt": "Answer in French.", "settings": {"temperature": 0.2, "max_tokens": 300}},
+    )
+    done, frames = await tab.answer()
+    assert frames[0]["conversation"]["system_prompt"] == "Answer in French."
+    assert frames[0]["conversation"]["settings"]["temperature"] == 0.2
+    sent = chat_settings.last_request_body
+    assert sent["messages"][0] == {"role": "system", "content": "Answer in French."}
+    assert sent["temperature"] == 0.2 and sent["max_tokens"] == 300
+
+
+@pytest.mark.parametrize(
+    "conversation,words",
+    [
+        ({"settings": {"temperature": 3}}, "conversation.settings.temperature"),
+        ({"title": "x"}, "only system_prompt and settings"),
+        ("cold", "must be an object"),
+    ],
+)
+async def test_bad_new_conversation_settings_are_named(connect, owner, conversation, words):
+    tab = await connect(owner)
+    await tab.say("hi", conversation=conversation)
+    error = await tab.recv()
+    assert error["code"] == "bad_frame" and words in error["message"]
+    assert await count(Conversation) == 0
+
+
+async def test_settings_the_model_refuses_store_nothing(connect, owner, chat_settings):
+    tab = await connect(owner)
+    await tab.say("hi", model="kimi-k2.6", conversation={"settings": {"temperature": 0.3}})
+    error = await tab.recv()
+    assert error["code"] == "invalid_parameter" and "fixed temperature" in error["message"]
+    assert await count(Conversation) == 0 and await count(Message) == 0
+    assert chat_settings.chat_count == 0

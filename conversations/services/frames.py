@@ -6,9 +6,11 @@ Every refusal names what was wrong, with a stable code from docs/websocket-proto
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.conf import settings
+
+from conversations.services.history import InvalidChange, check_changes
 
 MAX_ID = 2**63 - 1
 MAX_MODEL_NAME = 100
@@ -29,6 +31,8 @@ class Send:
     content: str
     client_msg_id: uuid.UUID
     model: str | None
+    # For a new conversation only: its system prompt and generation settings, as validated model field values.
+    new_conversation: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -122,6 +126,27 @@ def _model(data: dict) -> str | None:
     return value
 
 
+NEW_CONVERSATION_FIELDS = frozenset({"system_prompt", "settings"})
+
+
+def _new_conversation(data: dict, conversation_id: int | None) -> dict:
+    """The optional ``conversation`` object of a send that starts a conversation: checked as a PATCH would be."""
+    value = data.get("conversation")
+    if value is None:
+        return {}
+    if conversation_id is not None:
+        raise FrameError("bad_frame", "'conversation' is only for a send that starts a new conversation")
+    if not isinstance(value, dict):
+        raise FrameError("bad_frame", "'conversation' must be an object")
+    unknown = sorted(set(value) - NEW_CONVERSATION_FIELDS)
+    if unknown:
+        raise FrameError("bad_frame", f"'conversation' takes only system_prompt and settings, not {unknown[0]!r}")
+    try:
+        return check_changes(value)
+    except InvalidChange as exc:
+        raise FrameError("bad_frame", f"conversation.{exc.field}: {exc}") from None
+
+
 def parse_frame(data: object) -> Frame:
     if not isinstance(data, dict):
         raise FrameError("bad_json", "A frame must be a JSON object.")
@@ -131,7 +156,13 @@ def parse_frame(data: object) -> Frame:
     if kind == "send":
         conversation_id = _id(data, "conversation_id", nullable=True)
         try:
-            return Send(conversation_id, _content(data), _client_msg_id(data), _model(data))
+            return Send(
+                conversation_id,
+                _content(data),
+                _client_msg_id(data),
+                _model(data),
+                _new_conversation(data, conversation_id),
+            )
         except FrameError as exc:
             exc.conversation_id = conversation_id
             raise

@@ -27,7 +27,7 @@ from decimal import Decimal
 
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
+from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -225,7 +225,9 @@ def prepare_send(
     client_msg_id: uuid.UUID,
     model: str | None,
     known_models: list[str],
+    new_conversation: dict | None = None,
 ) -> Accepted:
+    """``new_conversation``: validated field values (system prompt, settings) for a conversation this send creates."""
     duplicate = _existing(user, client_msg_id)
     if duplicate is not None:
         return duplicate
@@ -234,7 +236,10 @@ def prepare_send(
             created = conversation_id is None
             if created:
                 conversation = Conversation.objects.create(
-                    owner=user, model=model or settings.KIMI_DEFAULT_MODEL, title=title_from(content)
+                    owner=user,
+                    model=model or settings.KIMI_DEFAULT_MODEL,
+                    title=title_from(content),
+                    **(new_conversation or {}),
                 )
             else:
                 conversation = _locked_conversation(user, conversation_id)
@@ -447,6 +452,7 @@ class _Relay:
         self.lock = asyncio.Lock()
         self.timer: asyncio.TimerHandle | None = None
         self.timer_tasks: set[asyncio.Task] = set()
+        self.checkpointing: asyncio.Future | None = None  # the checkpoint being written, if any
 
     def text(self) -> str:
         return "".join(self.content)
@@ -469,10 +475,21 @@ class _Relay:
             await self.flush()
         elif self.timer is None:
             self.timer = asyncio.get_running_loop().call_later(self.window - (now - self.last_flush), self._on_timer)
-        if now - self.last_checkpoint >= self.checkpoint_every:
+        if now - self.last_checkpoint >= self.checkpoint_every and self.checkpointing is None:
             self.last_checkpoint = now
             await self.flush()
-            await database_sync_to_async(checkpoint)(self.message_id, self.text(), self.thought(), self.seq)
+            # Off the delta path: every answer of the process shares one database thread, and a piece must not wait
+            # behind other answers' writes (at 100 streams that queue held deltas back for seconds). Best-effort: a
+            # failed checkpoint is logged and skipped; the next one, or the final store, saves the text.
+            self.checkpointing = asyncio.ensure_future(self._checkpoint(self.text(), self.thought(), self.seq))
+
+    async def _checkpoint(self, content: str, reasoning: str, seq: int) -> None:
+        try:
+            await database_sync_to_async(checkpoint)(self.message_id, content, reasoning, seq)
+        except Exception:  # noqa: BLE001 - see add(): a checkpoint never ends an answer
+            logger.warning("checkpoint of answer %s failed; the next one will save the text", self.message_id)
+        finally:
+            self.checkpointing = None
 
     def _on_timer(self) -> None:
         self.timer = None
@@ -496,7 +513,7 @@ class _Relay:
             self.last_flush = time.monotonic()
             # State first, then the frame: a subscriber's snapshot never misses a published seq.
             await self.registry.state.append(self.message_id, self.seq, piece, thought)
-            await self.registry.layer.group_send(
+            await self.registry.publish(
                 self.group,
                 {
                     "type": "chat.delta",
@@ -512,6 +529,8 @@ class _Relay:
         self._cancel_timer()
         if self.timer_tasks:
             await asyncio.gather(*self.timer_tasks, return_exceptions=True)
+        if self.checkpointing is not None:
+            await asyncio.gather(self.checkpointing, return_exceptions=True)  # before the final store, not after
         await self.flush()
 
 
@@ -525,6 +544,28 @@ class GenerationRegistry:
         self.control_channel: str | None = None
         self._background: list[asyncio.Task] = []
         self.accepting = True
+
+    async def publish(self, group: str, event: dict) -> None:
+        """``group_send``, without the in-memory layer's cost per call (the relay publishes every delta here).
+
+        channels' InMemoryChannelLayer.group_send (4.3) first scans every channel and every group membership of the
+        process for expired entries, then starts a task and deep-copies the event for each member: O(sockets) per
+        delta, so the relay's cost grew with the square of the number of streams. That layer lives in this process,
+        so the event is put on each member's queue directly, as its ``send`` does, with the same capacity rule (a
+        full channel misses the frame; its consumer sees the seq gap and sends a snapshot). Consumers never mutate
+        an event, so members share one dict.
+        """
+        layer = self.layer
+        if type(layer) is not InMemoryChannelLayer:
+            await layer.group_send(group, event)
+            return
+        expires = time.time() + layer.expiry
+        for channel in list(layer.groups.get(group, ())):
+            queue = layer.channels.get(channel)
+            if queue is None:
+                queue = layer.channels[channel] = asyncio.Queue(maxsize=layer.get_capacity(channel))
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait((expires, event))
 
     # Background work: the control channel (stop from other workers), heartbeats and the reaper.
     async def ensure_started(self) -> None:

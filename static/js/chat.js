@@ -146,6 +146,7 @@ class ChatApp {
     const token = ++this.loadToken;
     this.convId = id;
     this.conv = null;
+    this.draft = null; // settings chosen for a chat that does not exist yet: sent with its first message
     this.messages.clear();
     this.elements.clear();
     this.versionView.clear();
@@ -827,6 +828,10 @@ class ChatApp {
     const frame = { type: "send", conversation_id: convId, content: text, client_msg_id: clientMsgId };
     const model = this.currentModel();
     if (model) frame.model = model;
+    if (!convId && this.draft) {
+      frame.conversation = this.draft;
+      this.draft = null;
+    }
     this.socket.send(frame);
     if (convId) this.sidebar.touch(convId);
     this.renderThread();
@@ -911,14 +916,11 @@ class ChatApp {
     const form = $("settings-form");
     const model = this.currentModel();
     const caps = this.capabilities(model);
-    const settings = (this.conv && this.conv.settings) || {};
-    const exists = Boolean(this.convId && this.conv);
+    const source = this.conv || this.draft || {};
+    const settings = source.settings || {};
     $("settings-model").textContent = model || "—";
-    $("settings-new-note").hidden = exists;
-    form.querySelectorAll("input, textarea, select").forEach((f) => {
-      f.disabled = !exists;
-    });
-    form.elements.system_prompt.value = (this.conv && this.conv.system_prompt) || "";
+    $("settings-new-note").hidden = Boolean(this.convId);
+    form.elements.system_prompt.value = source.system_prompt || "";
 
     this.setupRange("temperature", caps.temperature, settings.temperature, settings.thinking);
     this.setupRange("top_p", caps.top_p, settings.top_p, settings.thinking);
@@ -973,8 +975,15 @@ class ChatApp {
       json_mode: form.elements.json_mode.checked,
       thinking: caps.thinking === "toggle"
         ? { on: true, off: false }[form.elements.thinking.value] ?? null
-        : (this.conv.settings || {}).thinking ?? null,
+        : ((this.conv || this.draft || {}).settings || {}).thinking ?? null,
     };
+    if (!this.convId) {
+      // No conversation yet: keep the choice and send it with the first message (the server validates it then).
+      this.draft = { system_prompt: form.elements.system_prompt.value, settings };
+      $("settings-dialog").close();
+      toast(gettext("Settings will apply to this new chat."));
+      return;
+    }
     try {
       await this.patchConversation(this.convId, { system_prompt: form.elements.system_prompt.value, settings });
       $("settings-dialog").close();
