@@ -1,5 +1,7 @@
 """Shared fixtures. Test users are few and shaped by role: the owner and an outsider."""
 
+import warnings
+
 import pytest
 from django.core.cache import cache
 
@@ -48,4 +50,7 @@ def _close_async_thread_connections():
     from asgiref.sync import SyncToAsync
     from django.db import connections
 
-    SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=30)
+    try:
+        SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=10)
+    except Exception as exc:  # noqa: BLE001 - a busy or broken thread must not fail the next test's setup
+        warnings.warn(f"could not close the sync_to_async thread's connections: {exc!r}", stacklevel=1)
