@@ -239,6 +239,16 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     # --- events from the channel layer ----------------------------------------------------------------------------
 
+    async def dispatch(self, message):
+        # channels runs close_old_connections in the sync thread before every handler: a thread hop per frame, on
+        # the one thread that every database call of the process shares, so each delta to each socket queued behind
+        # other answers' writes (seconds at 100 streams). A delta reaches the database only on a gap, through
+        # database_sync_to_async, which closes old connections itself; it skips the hop.
+        if message["type"] == "chat.delta":
+            await self.chat_delta(message)
+            return
+        await super().dispatch(message)
+
     async def chat_conversation(self, event):
         await self.send_json({"type": "conversation", "conversation": event["conversation"]})
 

@@ -534,12 +534,31 @@ class _Relay:
         await self.flush()
 
 
+def _sweep_in_memory_layer_once_a_second(layer) -> None:
+    """channels' InMemoryChannelLayer (4.3) sweeps every channel and group membership of the process for expired
+    entries on each ``receive``: every delta a socket takes cost O(sockets), the relay's largest cost at 100 streams.
+    Messages expire after a minute and memberships after a day, so sweeping once a second changes nothing else."""
+    if type(layer) is not InMemoryChannelLayer or getattr(layer, "sweeps_once_a_second", False):
+        return
+    sweep, last = layer._clean_expired, [0.0]
+
+    def sweep_once_a_second() -> None:
+        now = time.monotonic()
+        if now - last[0] >= 1.0:
+            last[0] = now
+            sweep()
+
+    layer._clean_expired = sweep_once_a_second
+    layer.sweeps_once_a_second = True
+
+
 class GenerationRegistry:
     """The answers running in this process (one registry per event loop). Owns their tasks."""
 
     def __init__(self) -> None:
         self.running: dict[int, Generation] = {}  # by conversation id
         self.layer = get_channel_layer()
+        _sweep_in_memory_layer_once_a_second(self.layer)
         self.state = get_stream_state()
         self.control_channel: str | None = None
         self._background: list[asyncio.Task] = []
@@ -747,7 +766,10 @@ class GenerationRegistry:
     async def _finish(self, generation: Generation, relay: _Relay, outcome: _Outcome) -> None:
         message_id = generation.message_id
         try:
-            await relay.close()  # the last coalesced piece goes out before `done`
+            try:
+                await relay.close()  # the last coalesced piece goes out before `done`
+            except Exception:  # noqa: BLE001 - the whole text is in memory: store it even if Redis is away
+                logger.warning("last flush of answer %s failed; storing the answer anyway", message_id, exc_info=True)
             text, thought = relay.text(), relay.thought()
             usage, estimated = outcome.usage, False
             if usage is None and (text or thought):
@@ -765,6 +787,11 @@ class GenerationRegistry:
                 error_message=outcome.error_message,
                 request_id=outcome.request_id,
             )
+        except Exception:
+            logger.exception("could not store answer %s; the reaper will mark it interrupted", message_id)
+            await self._forget(generation)
+            return
+        try:
             if outcome.error_code:
                 await self.layer.group_send(
                     conversation_group(generation.conversation_id),
@@ -778,14 +805,17 @@ class GenerationRegistry:
                     },
                 )
             await self._publish_done(message, balance)
-        except Exception:
-            logger.exception("could not finish answer %s; the reaper will mark it interrupted", message_id)
+        except Exception:  # noqa: BLE001 - stored already; open tabs catch up when they resubscribe
+            logger.warning("answer %s is stored but its last frames were not published", message_id, exc_info=True)
         finally:
-            self.running.pop(generation.conversation_id, None)
-            with contextlib.suppress(Exception):
-                await self.layer.group_discard(control_group(generation.conversation_id), self.control_channel)
-            with contextlib.suppress(Exception):
-                await self.state.finish(message_id)
+            await self._forget(generation)
+
+    async def _forget(self, generation: Generation) -> None:
+        self.running.pop(generation.conversation_id, None)
+        with contextlib.suppress(Exception):
+            await self.layer.group_discard(control_group(generation.conversation_id), self.control_channel)
+        with contextlib.suppress(Exception):
+            await self.state.finish(generation.message_id)
 
     async def _store_final(self, generation: Generation, **fields) -> tuple[Message | None, Decimal | None]:
         """finish_message, retried for a while if the database is briefly unavailable."""
