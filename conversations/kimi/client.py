@@ -68,7 +68,12 @@ def shared_http_client(connect_timeout: float, read_timeout: float) -> httpx.Asy
         # An old client on another loop cannot be closed from here; dropping it releases its sockets on GC.
         _shared_http = httpx.AsyncClient(
             timeout=httpx.Timeout(read_timeout, connect=connect_timeout, write=connect_timeout, pool=connect_timeout),
-            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+            # Every streaming answer holds one connection for its whole length: the pool must be at least as large
+            # as the answers a worker runs at once, or answer N+1 waits for a free connection and times out.
+            limits=httpx.Limits(
+                max_connections=settings.KIMI_MAX_CONNECTIONS,
+                max_keepalive_connections=min(20, settings.KIMI_MAX_CONNECTIONS),
+            ),
             follow_redirects=False,
         )
         _shared_loop = loop

@@ -63,6 +63,7 @@ class RequestRecord:
     completed: bool = False  # the answer was written to the end
     disconnected: bool = False  # the client went away mid-answer
     received_at: float = field(default_factory=time.time)
+    received_ns: int = field(default_factory=time.monotonic_ns)  # the same arrival on CLOCK_MONOTONIC (benchmarks)
 
     @property
     def is_chat(self) -> bool:

@@ -1,0 +1,207 @@
+"""A benchmark client process: many streams on one asyncio loop, driven by bench/harness.py over stdin/stdout.
+
+Protocol: the harness writes one JSON job line; the client opens every connection (relay mode: a websocket with the
+stream's session cookie; floor mode: nothing yet), prints ``ready``, waits for a ``go <t0 ns>`` line, starts each
+stream at ``t0 + start`` and prints one JSON result line when all have ended. Times are ``time.monotonic_ns()``,
+the clock the offline server stamps pieces with.
+
+Kept cheap, because it shares the machine's cores with the server it measures: no websocket compression, one
+``orjson.loads`` per frame, stamps and texts checked only after the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import resource
+import sys
+import time
+import uuid
+
+import orjson
+import websockets
+
+STAMP = re.compile(r"⟦(\d+)⟧")
+STAMP_BYTES = re.compile("⟦(\\d+)⟧".encode())
+CONNECT_AT_ONCE = 50
+
+
+async def _relay_stream(job: dict, stream: dict, ws, t0: int, result: dict) -> None:
+    await asyncio.sleep(max(0.0, (t0 + int(stream["start"] * 1e9) - time.monotonic_ns()) / 1e9))
+    frame = {
+        "type": "send",
+        "conversation_id": None,
+        "content": job["content"].replace("{marker}", stream["marker"]),
+        "client_msg_id": str(uuid.uuid4()),
+        "model": job["model"],
+    }
+    result["send_ns"] = time.monotonic_ns()
+    await ws.send(orjson.dumps(frame).decode())
+    deltas = []  # (receive ns, seq, content, is a snapshot)
+    answer_id = None
+    async for raw in ws:
+        now = time.monotonic_ns()
+        data = orjson.loads(raw)
+        kind = data.get("type")
+        if kind == "delta":
+            deltas.append((now, data["seq"], data["content"], False))
+        elif kind == "message":
+            message = data["message"]
+            if answer_id is None and message["role"] == "assistant":
+                answer_id = message["id"]
+            if message["id"] == answer_id and message["seq"]:
+                # A snapshot: the server saw this socket miss a frame and sent the answer so far (the protocol).
+                deltas.append((now, message["seq"], message["content"], True))
+        elif kind == "done":
+            result["status"] = data["status"]
+            result["final"] = data["message"]["content"]
+            break
+        elif kind == "error":
+            result.setdefault("errors", []).append(data.get("code"))
+            if data.get("message_id") is None:  # a refused send: nothing will follow
+                break
+    result["deltas"] = deltas
+
+
+async def _run_relay(job: dict, t0_future: asyncio.Future, ready) -> list[dict]:
+    limit = asyncio.Semaphore(CONNECT_AT_ONCE)
+    sockets: list = [None] * len(job["streams"])
+
+    async def connect(index: int, stream: dict) -> None:
+        async with limit:
+            sockets[index] = await websockets.connect(
+                stream.get("url") or job["url"],
+                origin=job["origin"],
+                additional_headers={"Cookie": f"sessionid={stream['key']}"},
+                compression=None,
+                max_size=None,
+                ping_interval=None,
+                open_timeout=60,
+            )
+
+    await asyncio.gather(*(connect(i, s) for i, s in enumerate(job["streams"])))
+    ready()
+    t0 = await t0_future
+    results = [{"marker": s["marker"]} for s in job["streams"]]
+    try:
+        await asyncio.wait_for(
+            asyncio.gather(
+                *(_relay_stream(job, s, ws, t0, r) for s, ws, r in zip(job["streams"], sockets, results, strict=True))
+            ),
+            timeout=job["timeout"],
+        )
+    except TimeoutError:
+        for result in results:
+            result.setdefault("status", "timeout")
+    finally:
+        await asyncio.gather(*(ws.close() for ws in sockets if ws is not None), return_exceptions=True)
+    return [_summarize_relay(r) for r in results]
+
+
+def _summarize_relay(result: dict) -> dict:
+    """Latency per piece, and the checks: seq continuity, text order, the `done` text equal to the deltas."""
+    deltas = result.pop("deltas", [])
+    latencies, joined, seq_gaps, snapshots, last_seq, frame_times = [], "", 0, 0, 0, []
+    for now, seq, content, snapshot in deltas:
+        if seq <= last_seq:
+            continue  # already in a snapshot this socket had
+        frame_times.append(now)
+        if snapshot:
+            snapshots += 1
+            fresh = content[len(joined) :] if content.startswith(joined) else content
+            joined = content
+        else:
+            if seq != last_seq + 1:
+                seq_gaps += 1  # a frame missed; the server follows with a snapshot
+            fresh = content
+            joined += content
+        last_seq = seq
+        latencies += [now - int(ns) for ns in STAMP.findall(fresh)]
+    sent = [int(ns) for ns in STAMP.findall(joined)]
+    return {
+        **result,
+        "frames": len(frame_times),
+        "pieces": len(latencies),
+        "latencies_ns": latencies,
+        "seq_gaps": seq_gaps,
+        "snapshots": snapshots,
+        "stamps_out_of_order": sum(1 for a, b in zip(sent, sent[1:], strict=False) if b <= a),
+        "text_sha256": hashlib.sha256(joined.encode()).hexdigest(),
+        "final_matches": result.get("final") is not None and result.pop("final") == joined,
+        "first_ns": frame_times[0] if frame_times else None,
+        "last_ns": frame_times[-1] if frame_times else None,
+    }
+
+
+async def _floor_stream(job: dict, stream: dict, t0: int, result: dict) -> None:
+    """The same answer read straight from the offline server over HTTP: the floor no relay can beat."""
+    await asyncio.sleep(max(0.0, (t0 + int(stream["start"] * 1e9) - time.monotonic_ns()) / 1e9))
+    body = orjson.dumps(
+        {
+            "model": job["model"],
+            "stream": True,
+            "messages": [{"role": "user", "content": job["content"].replace("{marker}", stream["marker"])}],
+        }
+    )
+    host, port = job["upstream"]
+    reader, writer = await asyncio.open_connection(host, port)
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {job['api_key']}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    result["send_ns"] = time.monotonic_ns()
+    writer.write(head.encode() + body)
+    latencies, tail, now = [], b"", 0
+    while chunk := await reader.read(65536):
+        now = time.monotonic_ns()
+        buffer = tail + chunk
+        end = 0
+        for match in STAMP_BYTES.finditer(buffer):
+            latencies.append(now - int(match.group(1)))
+            end = match.end()
+        tail = buffer[end:][-64:]
+    writer.close()
+    result.update(status="complete", pieces=len(latencies), latencies_ns=latencies, last_ns=now or None)
+
+
+async def _run_floor(job: dict, t0_future: asyncio.Future, ready) -> list[dict]:
+    ready()
+    t0 = await t0_future
+    results = [{"marker": s["marker"]} for s in job["streams"]]
+    try:
+        await asyncio.wait_for(
+            asyncio.gather(*(_floor_stream(job, s, t0, r) for s, r in zip(job["streams"], results, strict=True))),
+            timeout=job["timeout"],
+        )
+    except TimeoutError:
+        for result in results:
+            result.setdefault("status", "timeout")
+    return results
+
+
+async def main() -> None:
+    loop = asyncio.get_running_loop()
+    job = orjson.loads(await loop.run_in_executor(None, sys.stdin.readline))
+    t0_future: asyncio.Future = loop.create_future()
+
+    def ready() -> None:
+        print("ready", flush=True)
+        loop.run_in_executor(None, _wait_go, loop, t0_future)
+
+    runner = _run_floor if job["mode"] == "floor" else _run_relay
+    results = await runner(job, t0_future, ready)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    out = {"results": results, "cpu_seconds": usage.ru_utime + usage.ru_stime}
+    sys.stdout.write(orjson.dumps(out).decode() + "\n")
+    sys.stdout.flush()
+
+
+def _wait_go(loop: asyncio.AbstractEventLoop, future: asyncio.Future) -> None:
+    line = sys.stdin.readline().split()
+    t0 = int(line[1]) if len(line) == 2 and line[0] == "go" else time.monotonic_ns()
+    loop.call_soon_threadsafe(future.set_result, t0)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,68 @@
+"""The benchmarks in bench/ still run: each script at tiny sizes, as a subprocess, exits 0 and prints its figures.
+
+The figures themselves are not checked here (a shared, busy machine makes them noise); docs/performance.md has them.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+
+ROOT = Path(__file__).resolve().parents[1]
+PG = f"postgres://postgres@127.0.0.1:5432/kimichat_bench_smoke_{os.getpid()}"
+REDIS = "redis://127.0.0.1:6379/12"
+
+
+def run(script: str, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / script), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,  # generous: CI may share the two cores with other work
+        check=False,
+    )
+    assert done.returncode == 0, f"{script} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout
+
+
+def services_up() -> bool:
+    try:
+        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", connect_timeout=3):
+            pass
+        redis.Redis.from_url(REDIS, socket_connect_timeout=3).ping()
+    except Exception:  # noqa: BLE001 - unreachable, whatever the reason
+        return False
+    return True
+
+
+def test_relay_benchmark_runs():
+    out = run("relay.py", "--streams", "2", "--tokens", "20", "--ramp", "0.5", "--max-rate-tokens", "50")
+    assert "| floor" in out and "| relay" in out
+    assert "p99 ms" in out and "idle RSS" in out
+
+
+def test_history_benchmark_runs():
+    out = run(
+        "history.py",
+        *("--users", "2", "--conversations", "3", "--messages", "20", "--long", "10", "--repeat", "2"),
+        *("--pg-url", PG),
+    )
+    assert "sidebar page" in out and "search rare word" in out and "queries" in out
+
+
+def test_scale_benchmark_runs():
+    if not services_up():
+        pytest.skip("PostgreSQL or Redis not reachable")
+    out = run(
+        "scale.py",
+        *("--streams", "2", "--tokens", "20", "--ramp", "0.5", "--pg-url", PG.replace("smoke", "smoke_scale")),
+        *("--redis-url", REDIS),
+    )
+    assert "1 worker(s): largest level" in out and "2 worker(s): largest level" in out
