@@ -82,3 +82,16 @@ offline: $(VENV)/.installed
 
 clean:
 	rm -rf $(VENV) var/staticfiles .pytest_cache
+
+# Benchmarks (docs/performance.md): each prints its figures and exits; a few minutes each at the default sizes.
+.PHONY: bench bench-relay bench-history bench-scale
+bench-relay: $(VENV)/.installed-dev
+	$(PY) bench/relay.py --streams 1,100,500,1000
+
+bench-history: $(VENV)/.installed-dev
+	$(PY) bench/history.py
+
+bench-scale: $(VENV)/.installed-dev
+	$(PY) bench/scale.py
+
+bench: bench-relay bench-history bench-scale

@@ -52,3 +52,25 @@ class ContentSecurityPolicyMiddleware:
             admin = request.path.startswith("/admin/")
             response["Content-Security-Policy"] = self.admin_policy if admin else self.policy
         return response
+
+
+class ApiMethodNotAllowedMiddleware:
+    """Django's ``require_GET``/``require_POST`` answer 405 with an empty body; the API answers JSON (docs/api.md)."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if (
+            response.status_code == 405
+            and request.path.startswith("/api/")
+            and not response.get("Content-Type", "").startswith("application/json")
+        ):
+            allowed = response.get("Allow", "")
+            response = JsonResponse(
+                {"error": {"code": "method_not_allowed", "message": f"{request.method} is not allowed here."}},
+                status=405,
+            )
+            response["Allow"] = allowed
+        return response

@@ -63,6 +63,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "conversations.middleware.LoginRequiredMiddleware",
+    "conversations.middleware.ApiMethodNotAllowedMiddleware",
 ]
 
 ROOT_URLCONF = "kimichat.urls"
@@ -162,6 +163,14 @@ X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 5 * 1024 * 1024, minimum=1024)
+# The API's clients parse every answer as JSON, so a CSRF failure under /api/ is JSON too (pages keep Django's).
+CSRF_FAILURE_VIEW = "conversations.views_errors.csrf_failure"
+
+# Password guessing: failed log-ins allowed per account and per client address within the window (seconds), counted
+# in the cache (shared by every worker when REDIS_URL is set). Over either limit: 429 until the window ends.
+LOGIN_FAILURES_PER_ACCOUNT = env_int("LOGIN_FAILURES_PER_ACCOUNT", 5, minimum=1)
+LOGIN_FAILURES_PER_IP = env_int("LOGIN_FAILURES_PER_IP", 20, minimum=1)
+LOGIN_THROTTLE_SECONDS = env_int("LOGIN_THROTTLE_SECONDS", 15 * 60, minimum=1)
 
 # --- KimiChat ---------------------------------------------------------------------------------------------
 # Sign-up form on the login page; operators of a private install switch it off.
@@ -202,6 +211,8 @@ KIMI_READ_TIMEOUT = env_float("KIMI_READ_TIMEOUT", 600.0, minimum=0.1)
 KIMI_MAX_RETRIES = env_int("KIMI_MAX_RETRIES", 3, minimum=0, maximum=10)
 KIMI_RETRY_MAX_WAIT = env_float("KIMI_RETRY_MAX_WAIT", 30.0, minimum=0)
 KIMI_MODELS_CACHE_SECONDS = env_int("KIMI_MODELS_CACHE_SECONDS", 300, minimum=0)
+# Upstream connections per worker; each streaming answer holds one for its whole length.
+KIMI_MAX_CONNECTIONS = env_int("KIMI_MAX_CONNECTIONS", 1000, minimum=1)
 
 # Generations.
 KIMICHAT_MAX_MESSAGE_CHARS = env_int("MAX_MESSAGE_CHARS", 100_000, minimum=1)

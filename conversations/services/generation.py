@@ -105,6 +105,15 @@ def _existing(user, client_msg_id: uuid.UUID) -> Accepted | None:
     return Accepted(conversation=conversation, assistant=answer, user_message=stored, duplicate=True)
 
 
+def _after_duplicate_id(user, client_msg_id: uuid.UUID) -> Accepted:
+    """The client_msg_id hit its unique constraint: a concurrent resend of ours committed first (answer with what it
+    stored), or the id belongs to someone else's message (refuse: retrying with it can never succeed)."""
+    duplicate = _existing(user, client_msg_id)
+    if duplicate is None:
+        raise SendRefused("bad_frame", "'client_msg_id' is already in use; send with a new one.")
+    return duplicate
+
+
 def _locked_conversation(user, conversation_id: int) -> Conversation:
     # The row lock serializes sends in one conversation (two tabs at once): the second sees the first's answer.
     conversation = Conversation.objects.for_user(user).select_for_update().filter(pk=conversation_id).first()
@@ -261,11 +270,7 @@ def prepare_send(
                 conversation.save(update_fields=["title"])
             accepted = _start_answer(user, conversation, chosen, [*thread, user_message])
     except IntegrityError:
-        # The same client_msg_id committed by a concurrent resend: answer with what that one stored.
-        duplicate = _existing(user, client_msg_id)
-        if duplicate is None:
-            raise
-        return duplicate
+        return _after_duplicate_id(user, client_msg_id)
     accepted.user_message = user_message
     accepted.created_conversation = created
     return accepted
@@ -288,18 +293,21 @@ def prepare_regenerate(
     duplicate = _existing(user, client_msg_id)
     if duplicate is not None:
         return duplicate
-    with transaction.atomic():
-        conversation = _locked_conversation(user, conversation_id)
-        _check_not_busy(conversation)
-        chosen = model or conversation.model
-        _check_model(chosen, known_models, conversation_id)
-        thread, last_user, old_answer = _last_turn(conversation)
-        upto = [m for m in thread if m.pk <= last_user.pk]
-        accepted = _start_answer(user, conversation, chosen, upto, client_msg_id=client_msg_id)
-        if old_answer is not None:
-            old_answer.superseded_by = accepted.assistant
-            old_answer.save(update_fields=["superseded_by"])
-            accepted.superseded = [old_answer]
+    try:
+        with transaction.atomic():
+            conversation = _locked_conversation(user, conversation_id)
+            _check_not_busy(conversation)
+            chosen = model or conversation.model
+            _check_model(chosen, known_models, conversation_id)
+            thread, last_user, old_answer = _last_turn(conversation)
+            upto = [m for m in thread if m.pk <= last_user.pk]
+            accepted = _start_answer(user, conversation, chosen, upto, client_msg_id=client_msg_id)
+            if old_answer is not None:
+                old_answer.superseded_by = accepted.assistant
+                old_answer.save(update_fields=["superseded_by"])
+                accepted.superseded = [old_answer]
+    except IntegrityError:
+        return _after_duplicate_id(user, client_msg_id)
     return accepted
 
 
@@ -309,27 +317,30 @@ def prepare_edit(
     duplicate = _existing(user, client_msg_id)
     if duplicate is not None:
         return duplicate
-    with transaction.atomic():
-        conversation = _locked_conversation(user, conversation_id)
-        _check_not_busy(conversation)
-        thread, last_user, old_answer = _last_turn(conversation)
-        if last_user.pk != message_id:
-            raise SendRefused(
-                "not_found", "Only the last message you sent can be edited.", conversation_id=conversation_id
-            )
-        chosen = conversation.model
-        _check_model(chosen, known_models, conversation_id)
-        new_user = _user_message(conversation, content, client_msg_id)
-        upto = [m for m in thread if m.pk < last_user.pk] + [new_user]
-        accepted = _start_answer(user, conversation, chosen, upto)
-        last_user.superseded_by = new_user
-        last_user.save(update_fields=["superseded_by"])
-        accepted.superseded = [last_user]
-        if old_answer is not None:
-            old_answer.superseded_by = accepted.assistant
-            old_answer.save(update_fields=["superseded_by"])
-            accepted.superseded.append(old_answer)
-    accepted.user_message = new_user
+    try:
+        with transaction.atomic():
+            conversation = _locked_conversation(user, conversation_id)
+            _check_not_busy(conversation)
+            thread, last_user, old_answer = _last_turn(conversation)
+            if last_user.pk != message_id:
+                raise SendRefused(
+                    "not_found", "Only the last message you sent can be edited.", conversation_id=conversation_id
+                )
+            chosen = conversation.model
+            _check_model(chosen, known_models, conversation_id)
+            new_user = _user_message(conversation, content, client_msg_id)
+            upto = [m for m in thread if m.pk < last_user.pk] + [new_user]
+            accepted = _start_answer(user, conversation, chosen, upto)
+            last_user.superseded_by = new_user
+            last_user.save(update_fields=["superseded_by"])
+            accepted.superseded = [last_user]
+            if old_answer is not None:
+                old_answer.superseded_by = accepted.assistant
+                old_answer.save(update_fields=["superseded_by"])
+                accepted.superseded.append(old_answer)
+        accepted.user_message = new_user
+    except IntegrityError:
+        return _after_duplicate_id(user, client_msg_id)
     return accepted
 
 
