@@ -432,6 +432,7 @@ class _Outcome:
     error_message: str = ""
     finish_reason: str = ""
     usage: Usage | None = None
+    usage_estimated: bool = False  # counted here, not reported by the upstream
     request_id: str = ""
 
     def fail(self, status: str, code: str, message: str) -> None:
@@ -730,9 +731,28 @@ class GenerationRegistry:
     async def _run(self, generation: Generation) -> None:
         relay = _Relay(self, generation)
         outcome = _Outcome()
+        # A piece carries at least one token, so more pieces than the max_tokens we sent means the upstream ignored
+        # it: end the answer as the provider should have, with "length". Without max_tokens none is sent and the
+        # provider's own default applies (long thinking answers legitimately pass any local guess).
+        limit = generation.request.max_tokens
+        pieces = 0
         try:
-            async with asyncio.timeout(settings.KIMICHAT_GENERATION_TIME_LIMIT):
-                async for event in get_client().stream_chat(generation.request):
+            async with (
+                asyncio.timeout(settings.KIMICHAT_GENERATION_TIME_LIMIT),
+                contextlib.aclosing(get_client().stream_chat(generation.request)) as events,
+            ):
+                async for event in events:
+                    if isinstance(event, ContentDelta | ReasoningDelta) and event.text:
+                        if limit is not None and pieces >= limit:
+                            outcome.finish_reason = "length"
+                            outcome.usage = Usage(
+                                prompt_tokens=generation.prompt_tokens,
+                                completion_tokens=pieces,
+                                total_tokens=generation.prompt_tokens + pieces,
+                            )
+                            outcome.usage_estimated = True
+                            break
+                        pieces += 1
                     if isinstance(event, ContentDelta):
                         await relay.add(event.text, "")
                     elif isinstance(event, ReasoningDelta):
@@ -782,7 +802,7 @@ class GenerationRegistry:
             except Exception:  # noqa: BLE001 - the whole text is in memory: store it even if Redis is away
                 logger.warning("last flush of answer %s failed; storing the answer anyway", message_id, exc_info=True)
             text, thought = relay.text(), relay.thought()
-            usage, estimated = outcome.usage, False
+            usage, estimated = outcome.usage, outcome.usage_estimated
             if usage is None and (text or thought):
                 usage, estimated = _usage_estimate(generation.prompt_tokens, text, thought), True
             message, balance = await self._store_final(
