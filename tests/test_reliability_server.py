@@ -201,15 +201,12 @@ async def test_sigterm_on_a_single_worker_finishes_short_answers_and_interrupts_
 # --- the database connection dies mid-answer (PostgreSQL) ------------------------------------------------------------
 
 
-def _backend_pid() -> int:
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        return cursor.fetchone()[0]
+WORKER_APPLICATION_NAME = "kimichat-test-worker"
 
 
-def _terminate_backends_except(keep: list[int]) -> int:
+def _terminate_worker_backends() -> int:
+    """Kill only the worker's connections (tagged with application_name), never this test process's: its other
+    threads hold connections later tests still use."""
     import psycopg
     from django.db import connection
 
@@ -219,34 +216,32 @@ def _terminate_backends_except(keep: list[int]) -> int:
         dbname=db["NAME"], autocommit=True,
     ) as admin:  # fmt: skip
         rows = admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
-            "AND pid <> pg_backend_pid() AND NOT pid = ANY(%s)",
-            [keep],
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND application_name = %s",
+            [WORKER_APPLICATION_NAME],
         ).fetchall()
     return sum(1 for (ok,) in rows if ok)
-
-
-@pytest.fixture
-def main_thread_backend(transactional_db) -> int:
-    """The connection pytest-django flushes the database with at teardown: it must survive the kills."""
-    return _backend_pid()
 
 
 @pytest.mark.skipif(
     os.environ.get("DATABASE_URL", "").split(":")[0] not in ("postgres", "postgresql"),
     reason="pg_terminate_backend is PostgreSQL's (the SQLite variant, a held lock, is in test_reliability_faults.py)",
 )
-async def test_database_connections_killed_mid_answer_are_replaced(workers, owner, main_thread_backend):
+async def test_database_connections_killed_mid_answer_are_replaced(workers, owner):
     # Persistent connections (DATABASE_CONN_MAX_AGE), as production may run: the worker keeps them open between
     # queries, so a failover or an operator's pg_terminate_backend kills connections the worker still holds.
-    e = workers("e", DATABASE_CONN_MAX_AGE="600", CHECKPOINT_SECONDS="0.2")
+    e = workers(
+        "e",
+        DATABASE_CONN_MAX_AGE="600",
+        CHECKPOINT_SECONDS="0.2",
+        DATABASE_URL=f"{database_url()}?application_name={WORKER_APPLICATION_NAME}",
+    )
     socket = await open_socket(e, owner)
-    mine = [main_thread_backend, await sync_to_async(_backend_pid)()]  # the test's own connections survive
     first = await _started_answer(socket, "through a failover [[tokens:80]] [[rate:40]]")
     killed = 0
     for _ in range(4):
         await asyncio.sleep(0.4)
-        killed += await asyncio.to_thread(_terminate_backends_except, mine)
+        killed += await asyncio.to_thread(_terminate_worker_backends)
     assert killed >= 1
     done, frames = await socket.until(lambda f: f["type"] == "done" and f["message_id"] == first["message_id"], 40)
     assert done["status"] == "complete", (done["error"], e.log()[-3000:])
