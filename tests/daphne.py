@@ -6,6 +6,8 @@ offline Kimi server; extra environment (REDIS_URL, HEARTBEAT_TTL, …) is passed
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import signal
 import socket
@@ -130,3 +132,40 @@ def start_daphne(offline_kimi, log_dir: Path, *, name: str = "daphne", **extra_e
         server.stop()
         raise
     return server
+
+
+class Socket:
+    """A real websocket client on a worker (the browser's side of the protocol), with helpers to read frames."""
+
+    def __init__(self, connection):
+        self.connection = connection
+
+    async def send(self, **frame):
+        await self.connection.send(json.dumps(frame))
+
+    async def recv(self, timeout: float = 20) -> dict:
+        return json.loads(await asyncio.wait_for(self.connection.recv(), timeout))
+
+    async def until(self, predicate, timeout: float = 30) -> tuple[dict, list[dict]]:
+        """Frames up to and including the first one for which ``predicate`` holds."""
+        seen = []
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            frame = await self.recv(max(0.05, deadline - asyncio.get_running_loop().time()))
+            seen.append(frame)
+            if predicate(frame):
+                return frame, seen
+
+
+async def open_socket(server: LiveServer, user, socket_class: type[Socket] = Socket) -> Socket:
+    """A logged-in socket (a real session cookie, an allowed origin) on ``server``."""
+    import websockets
+    from asgiref.sync import sync_to_async
+
+    from tests.fixtures.ws import _session_key
+
+    key = await sync_to_async(_session_key)(user)
+    connection = await websockets.connect(
+        server.ws_url, additional_headers={"Cookie": f"sessionid={key}", "Origin": server.url}, open_timeout=10
+    )
+    return socket_class(connection)

@@ -6,7 +6,6 @@ tests/test_scale_out.py.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import shutil
 import signal
@@ -21,8 +20,8 @@ from asgiref.sync import sync_to_async
 
 from conversations.models import Message
 from conversations.services import credits
+from tests import daphne
 from tests.daphne import ROOT, database_url, free_port, start_daphne
-from tests.fixtures.ws import _session_key
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -35,38 +34,16 @@ WORKER_ENV = {
 MODEL = "kimi-k2-turbo-preview"
 
 
-class Socket:
-    def __init__(self, connection):
-        self.connection = connection
-
-    async def send(self, **frame):
-        await self.connection.send(json.dumps(frame))
-
+class Socket(daphne.Socket):
     async def say(self, content: str, **extra) -> str:
         client_msg_id = str(uuid.uuid4())
         extra.setdefault("conversation_id", None)
         await self.send(type="send", content=content, client_msg_id=client_msg_id, model=MODEL, **extra)
         return client_msg_id
 
-    async def recv(self, timeout: float = 20) -> dict:
-        return json.loads(await asyncio.wait_for(self.connection.recv(), timeout))
-
-    async def until(self, predicate, timeout: float = 30) -> tuple[dict, list[dict]]:
-        seen = []
-        deadline = asyncio.get_running_loop().time() + timeout
-        while True:
-            frame = await self.recv(max(0.05, deadline - asyncio.get_running_loop().time()))
-            seen.append(frame)
-            if predicate(frame):
-                return frame, seen
-
 
 async def open_socket(server, user) -> Socket:
-    key = await sync_to_async(_session_key)(user)
-    connection = await websockets.connect(
-        server.ws_url, additional_headers={"Cookie": f"sessionid={key}", "Origin": server.url}, open_timeout=10
-    )
-    return Socket(connection)
+    return await daphne.open_socket(server, user, Socket)
 
 
 @pytest.fixture

@@ -5,20 +5,16 @@ Runs in the PostgreSQL + Redis pass of `make test` (skipped, with the reason pri
 
 from __future__ import annotations
 
-import asyncio
-import json
 import signal
 import uuid
 
 import pytest
-import websockets
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connection
 
 from conversations.models import Message
-from tests.daphne import start_daphne
-from tests.fixtures.ws import _session_key
+from tests.daphne import open_socket, start_daphne
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -34,36 +30,6 @@ WORKER_ENV = {
     "CHECKPOINT_SECONDS": "0.3",
     "KIMI_MAX_RETRIES": "0",
 }
-
-
-class Socket:
-    def __init__(self, connection):
-        self.connection = connection
-
-    async def send(self, **frame):
-        await self.connection.send(json.dumps(frame))
-
-    async def recv(self, timeout: float = 20) -> dict:
-        return json.loads(await asyncio.wait_for(self.connection.recv(), timeout))
-
-    async def until(self, predicate, timeout: float = 30) -> tuple[dict, list[dict]]:
-        seen = []
-        deadline = asyncio.get_running_loop().time() + timeout
-        while True:
-            frame = await self.recv(max(0.05, deadline - asyncio.get_running_loop().time()))
-            seen.append(frame)
-            if predicate(frame):
-                return frame, seen
-
-
-async def open_socket(server, user) -> Socket:
-    key = await sync_to_async(_session_key)(user)
-    connection = await websockets.connect(
-        server.ws_url,
-        additional_headers={"Cookie": f"sessionid={key}", "Origin": server.url},
-        open_timeout=10,
-    )
-    return Socket(connection)
 
 
 @pytest.fixture
