@@ -7,6 +7,7 @@ answer goes on when its tab closes.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import orjson
@@ -67,7 +68,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         if not self.registry.accepting:
             await self.close(code=CLOSE_SERVICE_RESTART)  # this worker is draining: reconnect to another one
             return
+        self.resyncing: set[int] = set()  # answers whose snapshot is being read again after a gap
+        self.background: set[asyncio.Task] = set()
+        self.joining: dict[int, list] = {}  # conversation id -> events that came while its snapshot was being read
         await self.registry.ensure_started()
+        self.registry.follow_user(self.user.pk, self)
         await self.channel_layer.group_add(user_group(self.user.pk), self.channel_name)
         await self.accept()
 
@@ -75,6 +80,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         user = getattr(self, "user", None)
         if user is None or not user.is_authenticated or not hasattr(self, "subscriptions"):
             return
+        self.registry.unfollow_user(user.pk, self)
+        for conversation_id in self.subscriptions:
+            self.registry.unfollow(conversation_id, self)
         await self.channel_layer.group_discard(user_group(user.pk), self.channel_name)
         for conversation_id in self.subscriptions:
             await self.channel_layer.group_discard(conversation_group(conversation_id), self.channel_name)
@@ -142,11 +150,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             ) from None
 
     async def _start(self, accepted: Accepted) -> None:
-        await self._join(accepted.conversation.pk)
         if accepted.duplicate:
             # A resend after a reconnect: show what was stored the first time; create and run nothing.
-            await self._send_snapshots(accepted.conversation.pk)
+            await self._join_with_snapshots(accepted.conversation.pk)
             return
+        await self._join(accepted.conversation.pk)
         await self.registry.launch(accepted)
 
     async def on_send(self, frame: frames.Send):
@@ -195,12 +203,12 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             raise SendRefused("not_found", "This conversation does not exist.", conversation_id=frame.conversation_id)
         if frame.conversation_id not in self.subscriptions and len(self.subscriptions) >= MAX_SUBSCRIPTIONS:
             raise SendRefused("bad_frame", f"A socket can follow at most {MAX_SUBSCRIPTIONS} conversations.")
-        await self._join(frame.conversation_id)
-        await self._send_snapshots(frame.conversation_id)
+        await self._join_with_snapshots(frame.conversation_id)
 
     async def on_unsubscribe(self, frame: frames.Unsubscribe):
         if frame.conversation_id in self.subscriptions:
             self.subscriptions.discard(frame.conversation_id)
+            self.registry.unfollow(frame.conversation_id, self)
             await self.channel_layer.group_discard(conversation_group(frame.conversation_id), self.channel_name)
 
     async def _join(self, conversation_id: int) -> None:
@@ -208,15 +216,26 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         if conversation_id not in self.subscriptions:
             self.subscriptions.add(conversation_id)
             await self.channel_layer.group_add(conversation_group(conversation_id), self.channel_name)
+            await self.registry.follow(conversation_id, self)
 
-    async def _send_snapshots(self, conversation_id: int) -> None:
-        for message in await database_sync_to_async(_latest_messages)(conversation_id):
-            await self._send_snapshot(message)
+    async def _join_with_snapshots(self, conversation_id: int) -> None:
+        """Join, then send the conversation's latest messages. Events of this process's answers that arrive while
+        the snapshots are read wait (``joining``) and follow them, as the channel layer's queue would have kept
+        them: a ``done`` is never overtaken by the snapshot of the answer it ends."""
+        waiting = self.joining.setdefault(conversation_id, [])
+        try:
+            await self._join(conversation_id)
+            for message in await database_sync_to_async(_latest_messages)(conversation_id):
+                await self._send_snapshot(message)
+        finally:
+            self.joining.pop(conversation_id, None)
+        for group, event, frame in waiting:
+            await self.deliver(group, event, frame)
 
     async def _send_snapshot(self, message: Message) -> None:
         data = message_to_dict(message)
         if not message.is_final:
-            snapshot = await self.registry.state.snapshot(message.pk)
+            snapshot = await self.registry.snapshot(message.pk)
             if snapshot is not None:  # else: only the last checkpoint survives (the reaper will finish it)
                 data.update(content=snapshot.content, reasoning=snapshot.reasoning, seq=snapshot.seq)
             self.last_seq[message.pk] = data["seq"]
@@ -237,13 +256,39 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         if self.bad_frames >= MAX_BAD_FRAMES:
             await self.close(code=CLOSE_TOO_MANY_BAD_FRAMES)
 
-    # --- events from the channel layer ----------------------------------------------------------------------------
+    # --- events of this process's answers (handed over directly by the relay) ---------------------------------
+
+    async def deliver(self, group: str, event: dict, frame: str | None) -> None:
+        """An event of an answer running in this process; ``frame``: a delta's JSON, encoded once for all sockets."""
+        kind = event["type"]
+        if kind == "chat.conversation":
+            await self.chat_conversation(event)
+            return
+        conversation_id = event["message"]["conversation_id"] if kind == "chat.message" else event["conversation_id"]
+        waiting = self.joining.get(conversation_id)
+        if waiting is not None:
+            waiting.append((group, event, frame))
+            return
+        if kind == "chat.delta":
+            last = self.last_seq.get(event["message_id"], 0)
+            if event["seq"] > last + 1:
+                # Not expected on this path (frames arrive in order, and a joining socket's wait in line): resync
+                # in a task of its own rather than hold up the relay, which serves every answer of the process.
+                self._resync_later(event["message_id"])
+                return
+            await self._send_delta(event, frame)
+        else:
+            await getattr(self, kind.replace(".", "_"))(event)
+
+    # --- events from the channel layer (other workers, the reaper) ------------------------------------------------
 
     async def dispatch(self, message):
+        origin = message.get("origin")
+        if origin is not None and origin == self.registry.origin:
+            return  # this process's own answer, sent to other workers' sockets: this socket had it directly
         # channels runs close_old_connections in the sync thread before every handler: a thread hop per frame, on
-        # the one thread that every database call of the process shares, so each delta to each socket queued behind
-        # other answers' writes (seconds at 100 streams). A delta reaches the database only on a gap, through
-        # database_sync_to_async, which closes old connections itself; it skips the hop.
+        # the one thread that every database call of the process shares. A delta reaches the database only on a
+        # gap, through database_sync_to_async, which closes old connections itself; it skips the hop.
         if message["type"] == "chat.delta":
             await self.chat_delta(message)
             return
@@ -258,7 +303,27 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             self.last_seq.setdefault(message["id"], message["seq"])
         await self.send_json({"type": "message", "message": message})
 
+    def _resync_later(self, message_id: int) -> None:
+        if message_id in self.resyncing:
+            return
+        self.resyncing.add(message_id)
+
+        async def resync():
+            try:
+                message = await database_sync_to_async(Message.objects.filter(pk=message_id).first)()
+                if message is not None:
+                    await self._send_snapshot(message)
+            finally:
+                self.resyncing.discard(message_id)
+
+        task = asyncio.ensure_future(resync())
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
     async def chat_delta(self, event):
+        await self._send_delta(event, None)
+
+    async def _send_delta(self, event: dict, frame: str | None) -> None:
         message_id, seq = event["message_id"], event["seq"]
         last = self.last_seq.get(message_id, 0)
         if seq <= last:
@@ -271,7 +336,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             if self.last_seq.get(message_id, 0) >= seq:
                 return
         self.last_seq[message_id] = seq
-        await self.send(text_data=orjson.dumps({**event, "type": "delta"}).decode())
+        await self.send(text_data=frame or orjson.dumps({**event, "type": "delta"}).decode())
 
     async def chat_done(self, event):
         self.last_seq.pop(event["message_id"], None)

@@ -218,6 +218,8 @@ KIMI_MAX_CONNECTIONS = env_int("KIMI_MAX_CONNECTIONS", 1000, minimum=1)
 KIMICHAT_MAX_MESSAGE_CHARS = env_int("MAX_MESSAGE_CHARS", 100_000, minimum=1)
 KIMICHAT_CHECKPOINT_SECONDS = env_float("CHECKPOINT_SECONDS", 3.0, minimum=0.1)
 KIMICHAT_COALESCE_MS = env_int("COALESCE_MS", 20, minimum=0, maximum=30)
+# Under load (the event loop lagging) pieces wait for company up to this long: fewer, larger frames (relay.py).
+KIMICHAT_COALESCE_MAX_MS = env_int("COALESCE_MAX_MS", 150, minimum=0, maximum=1000)
 KIMICHAT_GENERATION_TIME_LIMIT = env_float("GENERATION_TIME_LIMIT", 900.0, minimum=1)
 
 # Credits and limits (the credits issue); docs/credits.md describes each.

@@ -103,15 +103,15 @@ async def test_an_endless_stream_stops_at_the_conversations_max_tokens(connect, 
 async def test_a_failing_last_flush_still_stores_the_answer(connect, owner, monkeypatch):
     """The last flush (stream state + group_send: Redis when set) failing must not keep the answer from being stored:
     the whole text is in the worker's memory (found by the Redis-restart test, forced here)."""
-    from conversations.services import generation
+    from conversations.services.relay import Relayer
 
-    real_close = generation._Relay.close
+    real_close = Relayer.close
 
-    async def close_then_fail(self):
-        await real_close(self)
+    async def close_then_fail(self, relay):
+        await real_close(self, relay)
         raise ConnectionError("Redis went away during the last flush")
 
-    monkeypatch.setattr(generation._Relay, "close", close_then_fail)
+    monkeypatch.setattr(Relayer, "close", close_then_fail)
     tab = await connect(owner)
     await tab.say("all of it [[tokens:20]] [[rate:100]]", model=FAST_MODEL)
     first, frames = await tab.until_type("delta")

@@ -303,8 +303,9 @@ async def _redis_dies_mid_answer(workers, owner, own_redis):
 
 async def test_redis_restart_mid_session_loses_nothing_and_the_app_recovers(workers, owner, own_redis):
     d, first, row = await _redis_dies_mid_answer(workers, owner, own_redis)
-    # The answer that was running has a final status and keeps at least its last checkpoint's text.
-    assert row.status in ("error", "interrupted") and row.content
+    # The answer that was running does not need Redis: the relay hands its frames to its own process's sockets, and
+    # a failed stream-state write is logged, not fatal. It ends complete, with its whole text and usage.
+    assert row.status == "complete" and row.completion_tokens == 200, (row.status, row.error_code, d.log()[-3000:])
 
     # A browser reconnects (its old socket died with the channel layer), with backoff, and chats on. The first
     # attempt in the seconds after Redis returns may fail while the worker's connection pool recovers.

@@ -258,6 +258,7 @@ async def test_no_database_write_per_delta(connect, owner, monkeypatch, settings
     from django.db.backends import utils
 
     settings.KIMICHAT_COALESCE_MS = 0  # one frame per upstream piece: the worst case for per-delta costs
+    settings.KIMICHAT_COALESCE_MAX_MS = 0  # not even under load
     writes: list[str] = []
     original = utils.CursorWrapper._execute
 
@@ -344,3 +345,30 @@ async def test_settings_the_model_refuses_store_nothing(connect, owner, chat_set
     assert error["code"] == "invalid_parameter" and "fixed temperature" in error["message"]
     assert await count(Conversation) == 0 and await count(Message) == 0
     assert chat_settings.chat_count == 0
+
+
+async def test_a_done_that_comes_while_a_tab_joins_follows_its_snapshot(connect, owner, monkeypatch):
+    """A tab subscribes while the answer ends: its snapshot (read from the database, so still "streaming") must not
+    arrive after the ``done``, or the tab would show the answer as still being written. The relay hands frames to
+    this process's sockets directly, so the consumer holds them back until its snapshots are out."""
+    from conversations import consumers
+
+    one = await connect(owner)
+    await one.say("ending soon [[tokens:30]] [[rate:150]]", model="kimi-k2-turbo-preview")
+    first, _ = await one.until_type("delta")
+    message_id, conversation_id = first["message_id"], first["conversation_id"]
+    send_snapshot = consumers.ChatConsumer._send_snapshot
+
+    async def late_snapshot(self, message):
+        await asyncio.sleep(0.6)  # read from the database while the answer streams, sent after it has ended
+        await send_snapshot(self, message)
+
+    monkeypatch.setattr(consumers.ChatConsumer, "_send_snapshot", late_snapshot)
+    two = await connect(owner)
+    await two.send(type="subscribe", conversation_id=conversation_id)
+    done, frames = await two.answer()
+    snapshots = [f for f in frames if f["type"] == "message" and f["message"]["id"] == message_id]
+    assert snapshots and snapshots[0]["message"]["status"] == "streaming"  # the read really was before the end
+    assert frames[-1] is done and done["message"]["status"] == "complete"
+    assert await two.nothing()
+    await one.answer()

@@ -5,13 +5,15 @@ Layered as check → do → notify:
 - ``prepare_*`` (synchronous, one transaction) validates a send, regenerate or edit, stores the user message and an
   assistant placeholder in status ``streaming`` and reserves its credits; a refusal raises ``SendRefused`` and
   stores nothing.
-- ``GenerationRegistry.launch`` runs the upstream stream in a task of its own. Each relayed piece is written to the
-  stream state (``stream_state``) and then published to the conversation's channel-layer group; the database is
-  written only at checkpoints (every few seconds) and when the answer ends.
+- ``GenerationRegistry.launch`` runs the upstream stream in a task of its own. Its pieces go out through the relay
+  (``relay.py``: straight to this process's sockets, through the stream state and the channel layer to other
+  workers'); the database is written only at checkpoints (every few seconds, all answers at once) and when the
+  answer ends.
 - ``finish_message`` stores the final answer with its status and usage and settles its credits.
 
 Group names: ``conv.<id>`` reaches every socket showing a conversation, ``user.<id>`` every socket of a user,
-``genctl.<conversation id>`` the worker that runs that conversation's answer (to stop it from another worker).
+``genctl.<conversation id>`` the worker that runs that conversation's answer (to stop it from another worker, or to
+tell it that a socket there follows the conversation).
 """
 
 from __future__ import annotations
@@ -41,13 +43,10 @@ from conversations.models import Conversation, Message
 from conversations.serializers import conversation_to_dict, message_to_dict
 from conversations.services import credits
 from conversations.services.context import ContextTooLong, answer_budget, build_messages, check_fits, title_from
-from conversations.services.stream_state import get_stream_state, heartbeat_ttl
+from conversations.services.relay import Relay, Relayer, conversation_group
+from conversations.services.stream_state import Snapshot, get_stream_state, heartbeat_ttl
 
 logger = logging.getLogger(__name__)
-
-
-def conversation_group(conversation_id: int) -> str:
-    return f"conv.{conversation_id}"
 
 
 def user_group(user_id: int) -> str:
@@ -344,11 +343,15 @@ def prepare_edit(
     return accepted
 
 
-def checkpoint(message_id: int, content: str, reasoning: str, seq: int) -> None:
-    """Save the partial text of an answer in progress, so a crash loses at most a few seconds of it."""
-    Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(
-        content=content, reasoning=reasoning, seq=seq
-    )
+def checkpoint(rows: list[tuple[int, str, str, int]]) -> None:
+    """Save the partial text of answers in progress (message id, content, reasoning, seq), so a crash loses at most a
+    few seconds of them. One transaction for all the answers of a worker: one commit, one trip to the database
+    thread, however many are running. An answer that has ended meanwhile is left as it was stored."""
+    with transaction.atomic():
+        for message_id, content, reasoning, seq in rows:
+            Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(
+                content=content, reasoning=reasoning, seq=seq
+            )
 
 
 def finish_message(
@@ -420,6 +423,7 @@ class Generation:
     reservation: credits.Reservation | None
     prompt_tokens: int
     task: asyncio.Task | None = None
+    relay: Relay | None = None
     stop_requested: bool = False
     shutting_down: bool = False
     started: float = field(default_factory=time.monotonic)
@@ -439,164 +443,64 @@ class _Outcome:
         self.status, self.error_code, self.error_message = status, code, message
 
 
-class _Relay:
-    """One answer's text on its way out: kept whole, coalesced into frames, checkpointed now and then.
-
-    Coalescing is adaptive: a piece that arrives after a quiet spell of at least the window goes out at once; pieces
-    that arrive faster are batched and go out when the window closes, so a fast stream costs one frame per window
-    rather than one per token.
-    """
-
-    def __init__(self, registry: GenerationRegistry, generation: Generation) -> None:
-        self.registry = registry
-        self.message_id = generation.message_id
-        self.conversation_id = generation.conversation_id
-        self.group = conversation_group(generation.conversation_id)
-        self.window = settings.KIMICHAT_COALESCE_MS / 1000
-        self.checkpoint_every = settings.KIMICHAT_CHECKPOINT_SECONDS
-        self.content: list[str] = []
-        self.reasoning: list[str] = []
-        self.pending_content: list[str] = []
-        self.pending_reasoning: list[str] = []
-        self.seq = 0
-        self.last_flush = 0.0
-        self.last_checkpoint = time.monotonic()
-        self.lock = asyncio.Lock()
-        self.timer: asyncio.TimerHandle | None = None
-        self.timer_tasks: set[asyncio.Task] = set()
-        self.checkpointing: asyncio.Future | None = None  # the checkpoint being written, if any
-
-    def text(self) -> str:
-        return "".join(self.content)
-
-    def thought(self) -> str:
-        return "".join(self.reasoning)
-
-    async def add(self, piece: str, thought: str) -> None:
-        if not piece and not thought:
-            return
-        if piece:
-            self.content.append(piece)
-            self.pending_content.append(piece)
-        if thought:
-            self.reasoning.append(thought)
-            self.pending_reasoning.append(thought)
-        now = time.monotonic()
-        if now - self.last_flush >= self.window:
-            self._cancel_timer()
-            await self.flush()
-        elif self.timer is None:
-            self.timer = asyncio.get_running_loop().call_later(self.window - (now - self.last_flush), self._on_timer)
-        if now - self.last_checkpoint >= self.checkpoint_every and self.checkpointing is None:
-            self.last_checkpoint = now
-            await self.flush()
-            # Off the delta path: every answer of the process shares one database thread, and a piece must not wait
-            # behind other answers' writes (at 100 streams that queue held deltas back for seconds). Best-effort: a
-            # failed checkpoint is logged and skipped; the next one, or the final store, saves the text.
-            self.checkpointing = asyncio.ensure_future(self._checkpoint(self.text(), self.thought(), self.seq))
-
-    async def _checkpoint(self, content: str, reasoning: str, seq: int) -> None:
-        try:
-            await database_sync_to_async(checkpoint)(self.message_id, content, reasoning, seq)
-        except Exception:  # noqa: BLE001 - see add(): a checkpoint never ends an answer
-            logger.warning("checkpoint of answer %s failed; the next one will save the text", self.message_id)
-        finally:
-            self.checkpointing = None
-
-    def _on_timer(self) -> None:
-        self.timer = None
-        task = asyncio.ensure_future(self.flush())
-        self.timer_tasks.add(task)
-        task.add_done_callback(self.timer_tasks.discard)
-
-    def _cancel_timer(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-
-    async def flush(self) -> None:
-        async with self.lock:
-            if not self.pending_content and not self.pending_reasoning:
-                return
-            piece, thought = "".join(self.pending_content), "".join(self.pending_reasoning)
-            self.pending_content.clear()
-            self.pending_reasoning.clear()
-            self.seq += 1
-            self.last_flush = time.monotonic()
-            # State first, then the frame: a subscriber's snapshot never misses a published seq.
-            await self.registry.state.append(self.message_id, self.seq, piece, thought)
-            await self.registry.publish(
-                self.group,
-                {
-                    "type": "chat.delta",
-                    "message_id": self.message_id,
-                    "conversation_id": self.conversation_id,
-                    "seq": self.seq,
-                    "content": piece,
-                    "reasoning": thought,
-                },
-            )
-
-    async def close(self) -> None:
-        self._cancel_timer()
-        if self.timer_tasks:
-            await asyncio.gather(*self.timer_tasks, return_exceptions=True)
-        if self.checkpointing is not None:
-            await asyncio.gather(self.checkpointing, return_exceptions=True)  # before the final store, not after
-        await self.flush()
-
-
-def _sweep_in_memory_layer_once_a_second(layer) -> None:
-    """channels' InMemoryChannelLayer (4.3) sweeps every channel and group membership of the process for expired
-    entries on each ``receive``: every delta a socket takes cost O(sockets), the relay's largest cost at 100 streams.
-    Messages expire after a minute and memberships after a day, so sweeping once a second changes nothing else."""
-    if type(layer) is not InMemoryChannelLayer or getattr(layer, "sweeps_once_a_second", False):
-        return
-    sweep, last = layer._clean_expired, [0.0]
-
-    def sweep_once_a_second() -> None:
-        now = time.monotonic()
-        if now - last[0] >= 1.0:
-            last[0] = now
-            sweep()
-
-    layer._clean_expired = sweep_once_a_second
-    layer.sweeps_once_a_second = True
-
-
 class GenerationRegistry:
     """The answers running in this process (one registry per event loop). Owns their tasks."""
 
     def __init__(self) -> None:
         self.running: dict[int, Generation] = {}  # by conversation id
         self.layer = get_channel_layer()
-        _sweep_in_memory_layer_once_a_second(self.layer)
         self.state = get_stream_state()
+        self.origin = uuid.uuid4().hex
+        self.relayer = Relayer(self.layer, self.state, self.origin)
         self.control_channel: str | None = None
         self._background: list[asyncio.Task] = []
         self.accepting = True
 
-    async def publish(self, group: str, event: dict) -> None:
-        """``group_send``, without the in-memory layer's cost per call (the relay publishes every delta here).
+    # Sockets of this process (consumers call these).
+    def follow_user(self, user_id: int, subscriber) -> None:
+        self.relayer.follow(user_group(user_id), subscriber)
 
-        channels' InMemoryChannelLayer.group_send (4.3) first scans every channel and every group membership of the
-        process for expired entries, then starts a task and deep-copies the event for each member: O(sockets) per
-        delta, so the relay's cost grew with the square of the number of streams. That layer lives in this process,
-        so the event is put on each member's queue directly, as its ``send`` does, with the same capacity rule (a
-        full channel misses the frame; its consumer sees the seq gap and sends a snapshot). Consumers never mutate
-        an event, so members share one dict.
-        """
-        layer = self.layer
-        if type(layer) is not InMemoryChannelLayer:
-            await layer.group_send(group, event)
-            return
-        expires = time.time() + layer.expiry
-        for channel in list(layer.groups.get(group, ())):
-            queue = layer.channels.get(channel)
-            if queue is None:
-                queue = layer.channels[channel] = asyncio.Queue(maxsize=layer.get_capacity(channel))
-            with contextlib.suppress(asyncio.QueueFull):
-                queue.put_nowait((expires, event))
+    def unfollow_user(self, user_id: int, subscriber) -> None:
+        self.relayer.unfollow(user_group(user_id), subscriber)
+
+    async def follow(self, conversation_id: int, subscriber) -> None:
+        """``subscriber`` (a socket of this process) gets every event of the conversation's answers from now on."""
+        self.relayer.follow(conversation_group(conversation_id), subscriber)
+        if self.multi_process:
+            # An answer running on another worker sends its frames through the channel layer only once it knows a
+            # socket elsewhere follows it (launch checks the group; this covers a socket that arrives later).
+            await self.layer.group_send(
+                control_group(conversation_id),
+                {"type": "generation.follow", "conversation_id": conversation_id, "origin": self.origin},
+            )
+
+    def unfollow(self, conversation_id: int, subscriber) -> None:
+        self.relayer.unfollow(conversation_group(conversation_id), subscriber)
+
+    async def snapshot(self, message_id: int) -> Snapshot | None:
+        """An answer in progress as its frames so far carried it: this process's own, else the stream state's."""
+        snapshot = self.relayer.snapshot(message_id)
+        return snapshot if snapshot is not None else await self.state.snapshot(message_id)
+
+    @property
+    def multi_process(self) -> bool:
+        return type(self.layer) is not InMemoryChannelLayer  # the in-memory layer reaches this process only
+
+    async def _followed_elsewhere(self, conversation_id: int) -> bool:
+        """Does a socket of another worker follow this conversation? Read from channels-redis's group membership
+        (a sorted set of channel names; this process's names start with its client prefix). If it cannot be read,
+        assume so: frames then also go through the layer, which is slower but never wrong."""
+        if not self.multi_process:
+            return False
+        group = conversation_group(conversation_id)
+        try:
+            connection = self.layer.connection(self.layer.consistent_hash(group))
+            members = await connection.zrange(self.layer._group_key(group), 0, -1)
+            mine = f"specific.{self.layer.client_prefix}!".encode()
+            return any(not member.startswith(mine) for member in members)
+        except Exception:  # noqa: BLE001 - see the docstring
+            logger.warning("could not read the followers of conversation %s", conversation_id, exc_info=True)
+            return True
 
     # Background work: the control channel (stop from other workers), heartbeats and the reaper.
     async def ensure_started(self) -> None:
@@ -608,7 +512,9 @@ class GenerationRegistry:
         self._background = [
             asyncio.create_task(self._listen_control(), name="kimichat-genctl"),
             asyncio.create_task(self._heartbeat_and_reap(), name="kimichat-reaper"),
+            asyncio.create_task(self._checkpoint_every_few_seconds(), name="kimichat-checkpoints"),
         ]
+        self.relayer.start()
         install_shutdown_hook(self)
 
     async def _listen_control(self) -> None:
@@ -621,8 +527,13 @@ class GenerationRegistry:
                 logger.exception("control channel receive failed; retrying")
                 await asyncio.sleep(1)
                 continue
-            if event.get("type") == "generation.stop":
+            kind = event.get("type")
+            if kind == "generation.stop":
                 self.stop_local(event.get("conversation_id"))
+            elif kind == "generation.follow" and event.get("origin") != self.origin:
+                generation = self.running.get(event.get("conversation_id"))
+                if generation is not None and generation.relay is not None:
+                    generation.relay.remote = True
 
     async def _heartbeat_and_reap(self) -> None:
         # Beats three times per TTL, so one late beat never makes a live answer look dead.
@@ -631,8 +542,7 @@ class GenerationRegistry:
         last_reap = 0.0
         while True:
             try:
-                for generation in list(self.running.values()):
-                    await self.state.heartbeat(generation.message_id)
+                await self.state.heartbeat([g.message_id for g in self.running.values()])
                 if time.monotonic() - last_reap >= reap_every:
                     last_reap = time.monotonic()
                     await self.reap()
@@ -641,6 +551,32 @@ class GenerationRegistry:
             except Exception:  # noqa: BLE001 - keep beating: a failed round is retried on the next
                 logger.exception("heartbeat/reaper round failed")
             await asyncio.sleep(min(beat_every, reap_every))
+
+    async def _checkpoint_every_few_seconds(self) -> None:
+        """Every CHECKPOINT_SECONDS, the text of every answer that moved, in one transaction (``checkpoint``).
+
+        Off the delta path: every database call of the process shares one thread, and a piece must never wait
+        behind a write. Best-effort: a failed round is logged; the next one, or the final store, saves the text."""
+        while True:
+            await asyncio.sleep(settings.KIMICHAT_CHECKPOINT_SECONDS)
+            rows, relays = [], []
+            for generation in list(self.running.values()):
+                relay = generation.relay
+                if relay is not None and relay.seq != relay.checkpointed_seq:
+                    snapshot = relay.snapshot()
+                    rows.append((relay.message_id, snapshot.content, snapshot.reasoning, snapshot.seq))
+                    relays.append(relay)
+            if not rows:
+                continue
+            try:
+                await database_sync_to_async(checkpoint)(rows)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - see the docstring
+                logger.warning("checkpoint of %d answer(s) failed; the next round will save the text", len(rows))
+                continue
+            for relay, row in zip(relays, rows, strict=True):
+                relay.checkpointed_seq = row[3]
 
     async def reap(self, *, grace: float | None = None) -> int:
         """Mark answers whose worker died as interrupted, keeping their checkpointed text. Returns how many."""
@@ -655,7 +591,8 @@ class GenerationRegistry:
                 continue
             reaped += 1
             await self.state.finish(message_id)
-            await self._publish_done(message, balance)
+            # No answer of this process: to every socket that shows it, here or elsewhere, through the layer.
+            await self.layer.group_send(conversation_group(message.conversation_id), _done_event(message, balance))
         return reaped
 
     async def close(self) -> None:
@@ -667,21 +604,13 @@ class GenerationRegistry:
             await asyncio.wait(self._background, timeout=2)
         self._background = []
         self.control_channel = None
+        await self.relayer.stop()
 
     # Launch, stop, shutdown.
     async def launch(self, accepted: Accepted) -> Generation:
         """Announce the stored messages and start the answer's task."""
         await self.ensure_started()
         conversation = accepted.conversation
-        if accepted.created_conversation:
-            await self.layer.group_send(
-                user_group(conversation.owner_id),
-                {"type": "chat.conversation", "conversation": conversation_to_dict(conversation)},
-            )
-        group = conversation_group(conversation.pk)
-        for message in [*accepted.superseded, *([accepted.user_message] if accepted.user_message else [])]:
-            await self.layer.group_send(group, {"type": "chat.message", "message": message_to_dict(message)})
-        await self.layer.group_send(group, {"type": "chat.message", "message": message_to_dict(accepted.assistant)})
         generation = Generation(
             conversation_id=conversation.pk,
             message_id=accepted.assistant.pk,
@@ -693,8 +622,20 @@ class GenerationRegistry:
         )
         # The state exists before the task runs, so a subscriber arriving at once finds a snapshot.
         await self.state.start(generation.message_id)
+        relay = generation.relay = self.relayer.open(conversation.pk, generation.message_id)
         self.running[conversation.pk] = generation
+        # Joined before asking who follows: a socket elsewhere that joins the group after the question is asked
+        # announces itself on this control group (``follow``), so none is missed.
         await self.layer.group_add(control_group(conversation.pk), self.control_channel)
+        relay.remote = await self._followed_elsewhere(conversation.pk)
+        if accepted.created_conversation:
+            event = {"type": "chat.conversation", "conversation": conversation_to_dict(conversation)}
+            await self.relayer.deliver(user_group(conversation.owner_id), event)
+            if self.multi_process:  # the user's tabs on other workers add it to their sidebar too
+                await self.layer.group_send(user_group(conversation.owner_id), {**event, "origin": self.origin})
+        for message in [*accepted.superseded, *([accepted.user_message] if accepted.user_message else [])]:
+            await self.relayer.publish(relay, {"type": "chat.message", "message": message_to_dict(message)})
+        await self.relayer.publish(relay, {"type": "chat.message", "message": message_to_dict(accepted.assistant)})
         generation.task = asyncio.create_task(self._run(generation), name=f"kimichat-answer-{generation.message_id}")
         return generation
 
@@ -729,7 +670,7 @@ class GenerationRegistry:
 
     # The answer itself.
     async def _run(self, generation: Generation) -> None:
-        relay = _Relay(self, generation)
+        relay, relayer = generation.relay, self.relayer
         outcome = _Outcome()
         # A piece carries at least one token, so more pieces than the max_tokens we sent means the upstream ignored
         # it: end the answer as the provider should have, with "length". Without max_tokens none is sent and the
@@ -754,9 +695,9 @@ class GenerationRegistry:
                             break
                         pieces += 1
                     if isinstance(event, ContentDelta):
-                        await relay.add(event.text, "")
+                        await relayer.add(relay, event.text, "")
                     elif isinstance(event, ReasoningDelta):
-                        await relay.add("", event.text)
+                        await relayer.add(relay, "", event.text)
                     elif isinstance(event, Finish):
                         outcome.finish_reason = event.reason
                     elif isinstance(event, Usage):
@@ -794,11 +735,11 @@ class GenerationRegistry:
         # Shielded: a second cancel (shutdown during a stop) must not leave the answer unstored.
         await asyncio.shield(self._finish(generation, relay, outcome))
 
-    async def _finish(self, generation: Generation, relay: _Relay, outcome: _Outcome) -> None:
+    async def _finish(self, generation: Generation, relay: Relay, outcome: _Outcome) -> None:
         message_id = generation.message_id
         try:
             try:
-                await relay.close()  # the last coalesced piece goes out before `done`
+                await self.relayer.close(relay)  # the last coalesced piece goes out before `done`
             except Exception:  # noqa: BLE001 - the whole text is in memory: store it even if Redis is away
                 logger.warning("last flush of answer %s failed; storing the answer anyway", message_id, exc_info=True)
             text, thought = relay.text(), relay.thought()
@@ -824,8 +765,8 @@ class GenerationRegistry:
             return
         try:
             if outcome.error_code:
-                await self.layer.group_send(
-                    conversation_group(generation.conversation_id),
+                await self.relayer.publish(
+                    relay,
                     {
                         "type": "chat.error",
                         "code": outcome.error_code,
@@ -835,7 +776,7 @@ class GenerationRegistry:
                         "retryable": outcome.error_code in RETRYABLE_CODES,
                     },
                 )
-            await self._publish_done(message, balance)
+            await self.relayer.publish(relay, _done_event(message, balance))
         except Exception:  # noqa: BLE001 - stored already; open tabs catch up when they resubscribe
             logger.warning("answer %s is stored but its last frames were not published", message_id, exc_info=True)
         finally:
@@ -843,6 +784,8 @@ class GenerationRegistry:
 
     async def _forget(self, generation: Generation) -> None:
         self.running.pop(generation.conversation_id, None)
+        if generation.relay is not None:
+            self.relayer.forget(generation.relay)
         with contextlib.suppress(Exception):
             await self.layer.group_discard(control_group(generation.conversation_id), self.control_channel)
         with contextlib.suppress(Exception):
@@ -864,23 +807,21 @@ class GenerationRegistry:
                 delay *= 2
         return None, None
 
-    async def _publish_done(self, message: Message, balance: Decimal | None) -> None:
-        data = message_to_dict(message)
-        await self.layer.group_send(
-            conversation_group(message.conversation_id),
-            {
-                "type": "chat.done",
-                "message_id": message.pk,
-                "conversation_id": message.conversation_id,
-                "status": message.status,
-                "finish_reason": message.finish_reason,
-                "usage": data["usage"],
-                "cost": data["cost"],
-                "balance": str(balance) if balance is not None else None,
-                "error": data["error"],
-                "message": data,
-            },
-        )
+
+def _done_event(message: Message, balance: Decimal | None) -> dict:
+    data = message_to_dict(message)
+    return {
+        "type": "chat.done",
+        "message_id": message.pk,
+        "conversation_id": message.conversation_id,
+        "status": message.status,
+        "finish_reason": message.finish_reason,
+        "usage": data["usage"],
+        "cost": data["cost"],
+        "balance": str(balance) if balance is not None else None,
+        "error": data["error"],
+        "message": data,
+    }
 
 
 RETRYABLE_CODES = {

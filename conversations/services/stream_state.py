@@ -1,9 +1,10 @@
 """Where an answer in progress lives while it streams: its text so far and the seq of its last frame.
 
 The channel layer alone can drop messages and only reaches sockets that were listening at the time, so a socket
-that subscribes late (a reload, another tab, another worker) reads a snapshot from here and then takes only the
-deltas with a higher seq. The generation always writes here *before* it publishes a frame, and a subscriber joins
-the group *before* it reads the snapshot, which together give "no gap, no duplicate".
+of another worker that subscribes late reads a snapshot from here and then takes only the deltas with a higher seq.
+The relay writes a frame here *before* it sends it through the layer, and a subscriber joins the group *before* it
+reads the snapshot, which together give "no gap, no duplicate". (Sockets of the answer's own process take their
+snapshot from the relay itself, which holds exactly what its frames carried: ``relay.py``.)
 
 Two stores behind one interface: in process memory (the embedded default: one daphne process) and Redis (when
 ``REDIS_URL`` is set: any worker can read any generation). Each generation also keeps a heartbeat here; the reaper
@@ -33,6 +34,8 @@ class Snapshot:
 
 
 class MemoryStreamState:
+    batched = False  # appends are cheap: made at once, in the relay's own step
+
     def __init__(self) -> None:
         self._content: dict[int, list[str]] = {}
         self._reasoning: dict[int, list[str]] = {}
@@ -45,12 +48,18 @@ class MemoryStreamState:
         self._seq[message_id] = 0
         self._beats[message_id] = time.monotonic()
 
-    async def append(self, message_id: int, seq: int, content: str, reasoning: str) -> None:
+    def append_now(self, message_id: int, seq: int, content: str, reasoning: str) -> None:
+        if message_id not in self._seq:
+            return  # finished meanwhile
         if content:
             self._content[message_id].append(content)
         if reasoning:
             self._reasoning[message_id].append(reasoning)
         self._seq[message_id] = seq
+
+    async def append_many(self, frames: list[tuple[int, int, str, str]]) -> None:
+        for frame in frames:
+            self.append_now(*frame)
 
     async def snapshot(self, message_id: int) -> Snapshot | None:
         if message_id not in self._seq:
@@ -62,8 +71,10 @@ class MemoryStreamState:
         self._reasoning[message_id] = [reasoning] if reasoning else []
         return Snapshot(content, reasoning, self._seq[message_id])
 
-    async def heartbeat(self, message_id: int) -> None:
-        self._beats[message_id] = time.monotonic()
+    async def heartbeat(self, message_ids: list[int]) -> None:
+        now = time.monotonic()
+        for message_id in message_ids:
+            self._beats[message_id] = now
 
     async def alive(self, message_id: int) -> bool:
         beat = self._beats.get(message_id)
@@ -81,7 +92,11 @@ class RedisStreamState:
     """Three keys per answer: content and reasoning (APPENDed strings), and a hash with the seq.
 
     Appends and the seq move together in one MULTI, so a snapshot never sees text without its seq or the reverse.
+    The relay writes the frames of all its answers in one such pipeline per round (``append_many``): one round trip
+    however many answers are running.
     """
+
+    batched = True
 
     def __init__(self, url: str) -> None:
         import redis.asyncio as redis_asyncio
@@ -115,14 +130,16 @@ class RedisStreamState:
             pipe.set(alive, 1, px=int(heartbeat_ttl() * 1000))
             await pipe.execute()
 
-    async def append(self, message_id: int, seq: int, content: str, reasoning: str) -> None:
-        content_key, reasoning_key, seq_key, _ = self._keys(message_id)
+    async def append_many(self, frames: list[tuple[int, int, str, str]]) -> None:
+        """Frames (message id, seq, content, reasoning) of any answers, in order, in one transaction."""
         async with self._redis.pipeline(transaction=True) as pipe:
-            if content:
-                pipe.append(content_key, content.encode())
-            if reasoning:
-                pipe.append(reasoning_key, reasoning.encode())
-            pipe.set(seq_key, seq, ex=STATE_TTL)
+            for message_id, seq, content, reasoning in frames:
+                content_key, reasoning_key, seq_key, _ = self._keys(message_id)
+                if content:
+                    pipe.append(content_key, content.encode())
+                if reasoning:
+                    pipe.append(reasoning_key, reasoning.encode())
+                pipe.set(seq_key, seq, ex=STATE_TTL)
             await pipe.execute()
 
     async def snapshot(self, message_id: int) -> Snapshot | None:
@@ -132,8 +149,13 @@ class RedisStreamState:
             return None
         return Snapshot((content or b"").decode(), (reasoning or b"").decode(), int(seq))
 
-    async def heartbeat(self, message_id: int) -> None:
-        await self._redis.set(self._keys(message_id)[3], 1, px=int(heartbeat_ttl() * 1000))
+    async def heartbeat(self, message_ids: list[int]) -> None:
+        if not message_ids:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for message_id in message_ids:
+                pipe.set(self._keys(message_id)[3], 1, px=int(heartbeat_ttl() * 1000))
+            await pipe.execute()
 
     async def alive(self, message_id: int) -> bool:
         return bool(await self._redis.exists(self._keys(message_id)[3]))

@@ -118,6 +118,10 @@ class ChatApp {
     this.socket.connect();
     this.ready = true;
     document.documentElement.dataset.ready = "1";
+    if (this.submitWhenReady) {
+      this.submitWhenReady = false;
+      this.submit();
+    }
   }
 
   // --- header: user, balance, models ------------------------------------------------------------------------
@@ -832,6 +836,11 @@ class ChatApp {
   }
 
   submit() {
+    if (!this.ready) {
+      // Sent before the page finished opening its chat: opening it would drop the message from view. Send it then.
+      this.submitWhenReady = true;
+      return;
+    }
     if (this.isStreaming() || this.sendPending()) return;
     const text = this.prompt.value;
     if (!text.trim()) return;
