@@ -7,11 +7,12 @@ event loop (owned by the generation registry) sends them:
   handed each frame as a call: no channel-layer queue, no task per frame, and a delta's JSON is encoded once for all
   the sockets that show it. Every event of a running answer (its messages, deltas, error and ``done``) takes this
   path, so a socket sees them in the order they happened.
-- **Coalesced adaptively.** An answer's first piece, and while the event loop keeps up every piece, goes out at once (at most one frame per
-  ``COALESCE_MS`` per answer). When the loop falls behind (its lag, sampled every 25 ms, passes ``LOADED_LAG``),
-  pieces wait for one shared tick whose period follows the lag, up to ``COALESCE_MAX_MS``: a frame then carries
-  several pieces, so a loaded process pays its per-frame costs (JSON, websocket framing, a write per socket) per
-  window rather than per token, and sheds work exactly when it has too much.
+- **Coalesced adaptively.** An answer's first piece goes out at once, and so does every piece while the event loop
+  keeps up (at most one frame per ``COALESCE_MS`` per answer). When the loop falls behind (its lag, sampled every
+  25 ms, passes ``LOADED_LAG``), the window follows the lag, up to ``COALESCE_MAX_MS``, and waiting pieces go out
+  on one shared tick: a frame then carries several pieces, so a loaded process pays its per-frame costs (JSON,
+  websocket framing, a write per socket) per window rather than per token, and sheds work exactly when it has
+  too much.
 - **To the stream state and other workers, in batches.** The stream state (Redis when set) gets every frame's text in
   one pipeline per round for all answers, before any other worker can see the frame; a frame goes through the channel
   layer only for an answer that a socket of another worker follows (``Relay.remote``).
