@@ -21,7 +21,6 @@ from conversations.services.generation import (
     RETRYABLE_CODES,
     Accepted,
     SendRefused,
-    abalance,
     aprepare_edit,
     aprepare_regenerate,
     aprepare_send,
@@ -30,7 +29,6 @@ from conversations.services.generation import (
     known_models,
     user_group,
 )
-from conversations.services.ratelimit import RateLimited, acheck_rate_limit
 
 logger = logging.getLogger(__name__)
 
@@ -135,19 +133,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def on_ping(self, frame: frames.Ping):
         await self.send_json({"type": "pong"})
 
-    async def _check_limits(self) -> None:
+    def _check_accepting(self) -> None:
         if not self.registry.accepting:
             raise SendRefused("server_shutdown", "The server is restarting. Try again in a moment.", retryable=True)
-        try:
-            await acheck_rate_limit(self.user, await abalance(self.user))
-        except RateLimited as exc:
-            raise SendRefused(
-                "rate_limited",
-                f"You have reached your limit of {exc.limit} requests per {exc.window}. "
-                f"Try again in {exc.retry_after} seconds.",
-                retryable=True,
-                retry_after=exc.retry_after,
-            ) from None
 
     async def _start(self, accepted: Accepted) -> None:
         if accepted.duplicate:
@@ -158,7 +146,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await self.registry.launch(accepted)
 
     async def on_send(self, frame: frames.Send):
-        await self._check_limits()
+        self._check_accepting()
         accepted = await aprepare_send(
             self.user,
             conversation_id=frame.conversation_id,
@@ -171,7 +159,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await self._start(accepted)
 
     async def on_regenerate(self, frame: frames.Regenerate):
-        await self._check_limits()
+        self._check_accepting()
         accepted = await aprepare_regenerate(
             self.user,
             conversation_id=frame.conversation_id,
@@ -182,7 +170,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await self._start(accepted)
 
     async def on_edit(self, frame: frames.Edit):
-        await self._check_limits()
+        self._check_accepting()
         accepted = await aprepare_edit(
             self.user,
             conversation_id=frame.conversation_id,

@@ -542,3 +542,25 @@ def test_shared_pool_follows_the_event_loop():
         return pool
 
     assert asyncio.run(close()).is_closed
+
+
+async def test_the_model_list_is_also_kept_in_process(make_kimi_client, offline_kimi, monkeypatch):
+    """Sends check their model against the list: within MODELS_MEMO_SECONDS it comes from the client itself, with
+    no trip to Django's cache; after it, from the cache again (shared by workers)."""
+    from conversations.kimi import client as client_module
+
+    client = make_kimi_client(models_cache_seconds=300)
+    models = await client.list_models()
+    reads = []
+    real_aget = client_module.cache.aget
+
+    async def counting_aget(key, *args, **kwargs):
+        reads.append(key)
+        return await real_aget(key, *args, **kwargs)
+
+    monkeypatch.setattr(client_module.cache, "aget", counting_aget)
+    assert await client.list_models() == models and reads == []
+    later = time.monotonic() + client_module.MODELS_MEMO_SECONDS + 1
+    monkeypatch.setattr(client_module.time, "monotonic", lambda: later)
+    assert await client.list_models() == models and len(reads) == 1
+    assert sum(r.path.endswith("/models") for r in offline_kimi.log.records) == 1

@@ -177,3 +177,13 @@ def test_when_several_windows_are_full_retry_after_is_the_longest(clock, setting
     with pytest.raises(RateLimited) as info:
         check_rate_limit(user, D(1))
     assert (info.value.window, info.value.limit, info.value.retry_after) == ("day", 2, 86400 - 30)
+
+
+def test_a_thousand_users_keep_their_counters(clock):
+    """The embedded cache holds three counters per user: none may be evicted while its window runs (LocMem's
+    default of 300 entries evicted them past 100 users, resetting limits and failing sends)."""
+    cache.clear()
+    for pk in range(1, 1_001):
+        check_rate_limit(User(pk), D(0))
+    counters = cache.get_many([key for _name, key, *_rest in ratelimit._windows(1, ratelimit.tier_for(D(0)), T0)])
+    assert list(counters.values()) == [1, 1, 1]

@@ -27,7 +27,6 @@ import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.conf import settings
@@ -43,6 +42,7 @@ from conversations.models import Conversation, Message
 from conversations.serializers import conversation_to_dict, message_to_dict
 from conversations.services import credits
 from conversations.services.context import ContextTooLong, answer_budget, build_messages, check_fits, title_from
+from conversations.services.ratelimit import RateLimited, check_rate_limit
 from conversations.services.relay import Relay, Relayer, conversation_group
 from conversations.services.stream_state import Snapshot, get_stream_state, heartbeat_ttl
 
@@ -919,7 +919,31 @@ async def known_models() -> list[str]:
     return models if default in models else [*models, default]
 
 
-aprepare_send = database_sync_to_async(prepare_send)
-aprepare_regenerate = database_sync_to_async(prepare_regenerate)
-aprepare_edit = database_sync_to_async(prepare_edit)
-abalance = sync_to_async(credits.get_balance)
+def admit(user) -> None:
+    """Count the request against the user's rate limits (their tier follows the balance); ``SendRefused`` if over."""
+    try:
+        check_rate_limit(user, credits.get_balance(user))
+    except RateLimited as exc:
+        raise SendRefused(
+            "rate_limited",
+            f"You have reached your limit of {exc.limit} requests per {exc.window}. "
+            f"Try again in {exc.retry_after} seconds.",
+            retryable=True,
+            retry_after=exc.retry_after,
+        ) from None
+
+
+def _admitted(prepare):
+    """``prepare`` after ``admit``, in one trip to the database thread: every database and cache call of a process's
+    sockets shares that one thread, and under load each trip waits in its queue (a send made seven of them)."""
+
+    def admit_then_prepare(user, **kwargs) -> Accepted:
+        admit(user)
+        return prepare(user, **kwargs)
+
+    return database_sync_to_async(admit_then_prepare)
+
+
+aprepare_send = _admitted(prepare_send)
+aprepare_regenerate = _admitted(prepare_regenerate)
+aprepare_edit = _admitted(prepare_edit)
