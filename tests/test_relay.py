@@ -78,9 +78,11 @@ async def test_every_socket_gets_each_delta_once_encoded(coalescing):
     await relayer.state.start(10)
     relay = relayer.open(1, 10)
     await relayer.add(relay, "Hello", "")
-    assert one.deltas() == two.deltas() == [
-        {"type": "delta", "message_id": 10, "conversation_id": 1, "seq": 1, "content": "Hello", "reasoning": ""}
-    ]
+    assert (
+        one.deltas()
+        == two.deltas()
+        == [{"type": "delta", "message_id": 10, "conversation_id": 1, "seq": 1, "content": "Hello", "reasoning": ""}]
+    )
     assert one.frames[0][2] is two.frames[0][2]  # one JSON string for all the sockets
     assert elsewhere.frames == []
     await relayer.stop()
