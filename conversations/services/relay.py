@@ -124,6 +124,9 @@ class Relayer:
         self.relays: dict[int, Relay] = {}  # by message id
         self.local: dict[str, set] = {}  # group name (conv.<id>, user.<id>) -> this process's sockets in it
         self.lag = 0.0  # smoothed event-loop lag, seconds
+        # Read once: settings are a lazy object, and these are read for every piece.
+        self.base_window = settings.KIMICHAT_COALESCE_MS / 1000
+        self.max_window = max(self.base_window, settings.KIMICHAT_COALESCE_MAX_MS / 1000)
         self._dirty: dict[int, Relay] = {}
         self._wake = asyncio.Event()
         self._outbox: list[tuple[Relay, dict]] = []  # frames for the stream state (Redis) and other workers
@@ -233,16 +236,11 @@ class Relayer:
                         logger.warning("a frame of answer %s did not reach other workers", relay.message_id)
 
     # Coalescing.
-    @property
-    def base_window(self) -> float:
-        return settings.KIMICHAT_COALESCE_MS / 1000
-
     def window(self) -> float:
         """How long a piece may wait for company: the base window, stretched by the loop's lag under load."""
-        base = self.base_window
         if self.lag < LOADED_LAG:
-            return base
-        return min(max(base, settings.KIMICHAT_COALESCE_MAX_MS / 1000), max(base, self.lag * LAG_TO_WINDOW))
+            return self.base_window
+        return min(self.max_window, max(self.base_window, self.lag * LAG_TO_WINDOW))
 
     def start(self) -> None:
         if not self._tasks:
