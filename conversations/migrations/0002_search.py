@@ -9,8 +9,9 @@ text), kept in step with conversations_message by three triggers.
 Raw SQL chosen by vendor, so the model state does not change and each database only gets its own objects.
 
 SQLite caveat: Django rebuilds a table (create new, copy, drop old, rename) for many ALTERs on SQLite, and dropping
-conversations_message drops these triggers. A later migration that alters Message must run ``forward`` again (import
-it from here); tests/test_search.py checks the triggers exist after all migrations so that cannot go unseen.
+conversations_message drops these triggers. A later migration that alters Message must create them again (0003's
+``forward`` holds the current ones); tests/test_search.py checks the triggers exist after all migrations so that
+cannot go unseen.
 """
 
 from django.db import migrations
