@@ -205,11 +205,10 @@ def _terminate_worker_backends() -> int:
     reason="pg_terminate_backend is PostgreSQL's (the SQLite variant, a held lock, is in test_reliability_faults.py)",
 )
 async def test_database_connections_killed_mid_answer_are_replaced(workers, owner):
-    # Persistent connections (DATABASE_CONN_MAX_AGE), as production may run: the worker keeps them open between
+    # Pooled connections (DATABASE_POOL_SIZE, the default on PostgreSQL): the worker keeps them open between
     # queries, so a failover or an operator's pg_terminate_backend kills connections the worker still holds.
     e = workers(
         "e",
-        DATABASE_CONN_MAX_AGE="600",
         CHECKPOINT_SECONDS="0.2",
         DATABASE_URL=f"{database_url()}?application_name={WORKER_APPLICATION_NAME}",
     )

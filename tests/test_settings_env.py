@@ -134,3 +134,33 @@ def test_load_dotenv_sets_only_what_the_environment_lacks(monkeypatch, tmp_path)
     dotenv.write_text("not a pair\n")
     with pytest.raises(ImproperlyConfigured, match=":1 is not a NAME=value line"):
         env.load_dotenv(dotenv)
+
+
+def _database_settings(**env_vars) -> tuple[int, str]:
+    """DATABASES["default"] as a fresh process with this environment builds it (settings are read once)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env_ = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_URL"))}
+    env_.update(DJANGO_SETTINGS_MODULE="kimichat.settings", **env_vars)
+    code = (
+        "import json, django; from django.conf import settings; django.setup(); "
+        "db = settings.DATABASES['default']; "
+        "print(json.dumps({'pool': db.get('OPTIONS', {}).get('pool'), 'age': db['CONN_MAX_AGE']}))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=env_, capture_output=True, text=True, check=False)  # noqa: S603
+    return done.returncode, (json.loads(done.stdout) if done.returncode == 0 else done.stderr)
+
+
+def test_postgres_connections_are_pooled_per_worker_by_default():
+    url = "postgres://kc@127.0.0.1:5432/kc"
+    assert _database_settings(DATABASE_URL=url) == (0, {"pool": {"min_size": 1, "max_size": 10}, "age": 0})
+    assert _database_settings(DATABASE_URL=url, DATABASE_POOL_SIZE="3")[1]["pool"]["max_size"] == 3
+    assert _database_settings(DATABASE_URL=url, DATABASE_POOL_SIZE="0", DATABASE_CONN_MAX_AGE="60")[1] == {
+        "pool": None,
+        "age": 60,
+    }
+    code, error = _database_settings(DATABASE_URL=url, DATABASE_CONN_MAX_AGE="60")
+    assert code != 0 and "DATABASE_CONN_MAX_AGE must be 0 with DATABASE_POOL_SIZE" in error
