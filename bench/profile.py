@@ -69,10 +69,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ramp", type=float, default=5.0)
     parser.add_argument("--seconds", type=float, default=8.0, help="how long py-spy samples")
     parser.add_argument("--raw", help="keep py-spy's raw stacks in this file")
+    parser.add_argument("--database-url", default=None, help="default: a scratch SQLite file")
+    parser.add_argument("--redis-url", default=None, help="a Redis database of the bench's own (flushed)")
     args = parser.parse_args(argv)
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
 
-    with harness.Bench() as bench, tempfile.TemporaryDirectory() as tmp:
+    if args.database_url and args.database_url.startswith("postgres"):
+        harness.recreate_pg_database(args.database_url)  # the bench's own database: dropped and created afresh
+    bench_setup = harness.Bench(database_url=args.database_url, redis_url=args.redis_url)
+    with bench_setup as bench, tempfile.TemporaryDirectory() as tmp:
         bench.ensure_users(args.streams)
         bench.start_workers(1)
         bench.run_level(1, rate=0, tokens=20, ramp=0, clients=1)  # warm-up

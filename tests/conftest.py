@@ -12,10 +12,15 @@ PASSWORD = "correct horse battery staple"
 
 @pytest.fixture(autouse=True)
 def _clear_cache():
-    """Rate-limit counters and cached model lists live in the cache: each test starts from none."""
+    """Rate-limit counters and cached model lists live in the cache (and the model list in the client module's
+    own copy too): each test starts from none."""
+    from conversations.kimi import client
+
     cache.clear()
+    client._models_memo.clear()
     yield
     cache.clear()
+    client._models_memo.clear()
 
 
 @pytest.fixture

@@ -549,8 +549,10 @@ async def test_the_model_list_is_also_kept_in_process(make_kimi_client, offline_
     no trip to Django's cache; after it, from the cache again (shared by workers)."""
     from conversations.kimi import client as client_module
 
+    client_module._models_memo.clear()
     client = make_kimi_client(models_cache_seconds=300)
     models = await client.list_models()
+    client = make_kimi_client(models_cache_seconds=300)  # get_client() makes a client per call: the copy outlives it
     reads = []
     real_aget = client_module.cache.aget
 

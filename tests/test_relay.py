@@ -218,3 +218,30 @@ async def test_the_lag_sample_rises_when_the_loop_is_blocked(coalescing, monkeyp
         await asyncio.sleep(0.011)
     assert relayer.lag > max(quiet, relay_module.LOADED_LAG), (quiet, relayer.lag)
     await relayer.stop()
+
+
+async def test_redis_state_takes_a_round_of_frames_in_one_transaction():
+    """The Redis store joins a round's frames per answer (one APPEND, one SET of the last seq each)."""
+    import os
+
+    import redis
+
+    from conversations.services.stream_state import RedisStreamState, Snapshot
+
+    url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/13"
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+    except redis.RedisError:
+        pytest.skip(f"no Redis at {url}")
+    state = RedisStreamState(url)
+    one, two = 900_000_001, 900_000_002
+    await state.start(one)
+    await state.start(two)
+    await state.append_many([(one, 1, "a", ""), (two, 1, "x", "r"), (one, 2, "b", "t"), (one, 3, "c", "")])
+    await state.append_many([(two, 2, "y", "")])
+    assert await state.snapshot(one) == Snapshot("abc", "t", 3)
+    assert await state.snapshot(two) == Snapshot("xy", "r", 2)
+    await state.finish(one)
+    await state.finish(two)
+    assert await state.snapshot(one) is None
+    await state.close()

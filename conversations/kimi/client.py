@@ -45,6 +45,7 @@ logger = logging.getLogger("conversations.kimi")
 
 T = TypeVar("T")
 MODELS_MEMO_SECONDS = 30  # the longest this process trusts its own copy of the model list (see list_models)
+_models_memo: dict[str, tuple[float, list[str]]] = {}  # cache key -> (until, model ids); clients are made per call
 
 _shared_http: httpx.AsyncClient | None = None
 _shared_loop: asyncio.AbstractEventLoop | None = None
@@ -140,7 +141,6 @@ class KimiClient:
         self.retry_base_delay = retry_base_delay
         self.retry_max_delay = retry_max_delay
         self.models_cache_seconds = models_cache_seconds
-        self._models_memo: tuple[float, list[str]] | None = None  # (until, ids): see list_models
         self.fallback_models = list(fallback_models)
         self.record_snapshots = record_snapshots
         self._http_override = http
@@ -313,13 +313,13 @@ class KimiClient:
         """Model ids from GET /models, cached; the configured fallback list when the endpoint is missing or fails."""
         # Every send checks its model against this list: a copy in this process spares each send a trip to the cache
         # (which, for Django's caches, runs in the thread that all database calls share).
-        memo = self._models_memo
+        key = "kimi:models:" + hashlib.sha256(self.base_url.encode()).hexdigest()[:16]
+        memo = _models_memo.get(key)
         if memo is not None and time.monotonic() < memo[0]:
             return list(memo[1])
-        key = "kimi:models:" + hashlib.sha256(self.base_url.encode()).hexdigest()[:16]
         cached = await cache.aget(key)
         if cached:
-            self._remember_models(cached)
+            self._remember_models(key, cached)
             return list(cached)
         try:
             response = await self._http().get(self.base_url + "/models", headers=self._auth(), timeout=self._short())
@@ -328,7 +328,7 @@ class KimiClient:
                 ids = [m["id"] for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
                 if ids:
                     await cache.aset(key, ids, self.models_cache_seconds)
-                    self._remember_models(ids)
+                    self._remember_models(key, ids)
                     return ids
             else:
                 logger.warning("GET /models answered %s; using the fallback model list", response.status_code)
@@ -336,9 +336,10 @@ class KimiClient:
             logger.warning("GET /models failed; using the fallback model list", exc_info=True)
         return list(self.fallback_models)
 
-    def _remember_models(self, ids) -> None:
+    def _remember_models(self, key: str, ids) -> None:
         seconds = min(self.models_cache_seconds, MODELS_MEMO_SECONDS)
-        self._models_memo = (time.monotonic() + seconds, list(ids)) if seconds > 0 else None
+        if seconds > 0:
+            _models_memo[key] = (time.monotonic() + seconds, list(ids))
 
     async def fetch_balance(self):
         """Record and return a ProviderSnapshot: Moonshot's balance endpoint when it exists, else the last

@@ -131,15 +131,22 @@ class RedisStreamState:
             await pipe.execute()
 
     async def append_many(self, frames: list[tuple[int, int, str, str]]) -> None:
-        """Frames (message id, seq, content, reasoning) of any answers, in order, in one transaction."""
+        """Frames (message id, seq, content, reasoning) of any answers, in order, in one transaction: per answer one
+        APPEND of its frames' text joined and one SET of its last seq, however many of its frames the round holds."""
+        answers: dict[int, tuple[list[str], list[str], list[int]]] = {}
+        for message_id, seq, content, reasoning in frames:
+            texts, thoughts, last = answers.setdefault(message_id, ([], [], [0]))
+            texts.append(content)
+            thoughts.append(reasoning)
+            last[0] = seq
         async with self._redis.pipeline(transaction=True) as pipe:
-            for message_id, seq, content, reasoning in frames:
+            for message_id, (texts, thoughts, last) in answers.items():
                 content_key, reasoning_key, seq_key, _ = self._keys(message_id)
-                if content:
+                if content := "".join(texts):
                     pipe.append(content_key, content.encode())
-                if reasoning:
+                if reasoning := "".join(thoughts):
                     pipe.append(reasoning_key, reasoning.encode())
-                pipe.set(seq_key, seq, ex=STATE_TTL)
+                pipe.set(seq_key, last[0], ex=STATE_TTL)
             await pipe.execute()
 
     async def snapshot(self, message_id: int) -> Snapshot | None:
