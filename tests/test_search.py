@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conversations.models import Conversation, Message
+from conversations.services import search as search_service
 from conversations.services.search import SearchQueryError, parse_query, snippet_html
 
 pytestmark = pytest.mark.django_db
@@ -193,7 +194,60 @@ def test_anonymous_gets_401(client):
     assert response.status_code == 401 and response.json()["error"]["code"] == "not_authenticated"
 
 
-def test_query_count_is_constant(owner_client, owner, django_assert_num_queries):
+@pytest.fixture(params=["default", "small"])
+def thresholds(request, monkeypatch):
+    """Run a test with the search's own thresholds, and with thresholds so small that every query takes the other
+    way (SQLite: LIKE over the user's messages instead of the FTS matches; PostgreSQL: the search of all the user's
+    messages instead of the newest few)."""
+    if request.param == "small":
+        monkeypatch.setattr(search_service, "FTS_RARE_MATCHES", 3)
+        monkeypatch.setattr(search_service, "RECENT_WINDOW", 4)
+    return request.param
+
+
+def test_same_hits_whichever_way_the_search_goes(owner_client, owner, outsider, thresholds):
+    mine, other = make_conversation(owner, "Mine"), make_conversation(owner, "Other")
+    oldest = say(mine, "Latency budget for the socket", minutes_ago=60)
+    relay = say(other, "latency of the relay", minutes_ago=59)
+    say(mine, "nothing to see", minutes_ago=58)
+    shouting = say(other, "SOCKET LATENCY spikes", minutes_ago=57)
+    current = say(mine, "latency new version", minutes_ago=55)
+    say(mine, "latency old version", minutes_ago=56, superseded_by=current)
+    say(other, "", role="assistant", status="pending", minutes_ago=54)
+    rare = say(mine, "zephyrine once", minutes_ago=53)
+    # Other users' newer rows with the same words, then my newest messages without them.
+    theirs = make_conversation(outsider, "latency")
+    Message.objects.bulk_create(
+        Message(conversation=theirs, role="user", content="socket latency and more latency") for _ in range(10)
+    )
+    say(theirs, "zephyrine too")
+    for n in range(6):
+        say(other, f"filler message {n}", minutes_ago=10 - n)
+
+    def hits(q, **params):
+        return [h["message_id"] for h in results(owner_client, q, **params) if h["message_id"]]
+
+    assert hits("latency") == [current.pk, shouting.pk, relay.pk, oldest.pk]
+    assert hits("latency", limit=2) == [current.pk, shouting.pk]
+    assert hits("LATENCY socket") == [shouting.pk, oldest.pk]
+    assert hits('"socket latency"') == [shouting.pk]
+    assert hits("latency -socket") == [current.pk, relay.pk]
+    assert hits("zephyrine or relay") == [rare.pk, relay.pk]
+    assert hits("zephyrine") == [rare.pk]
+    assert hits("filler message 5 or nowhere") == [Message.objects.get(content="filler message 5").pk]
+
+
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite's LIKE and FTS5 trigram index")
+def test_words_with_non_ascii_letters_stay_case_insensitive(owner_client, owner, outsider, thresholds):
+    # LIKE folds only ASCII case, so these words must keep the trigram index even when they are common.
+    mine = say(make_conversation(owner), "ПРИВЕТ, Straße", minutes_ago=30)
+    theirs = make_conversation(outsider)
+    Message.objects.bulk_create(Message(conversation=theirs, role="user", content="привет strasse") for _ in range(5))
+    assert [h["message_id"] for h in results(owner_client, "привет")] == [mine.pk]
+    assert [h["message_id"] for h in results(owner_client, "STRAßE")] == [mine.pk]
+
+
+def test_query_count_is_constant(owner_client, owner, django_assert_num_queries, thresholds):
     conversations = Conversation.objects.bulk_create(
         Conversation(owner=owner, title=f"report {i}", model="m") for i in range(30)
     )

@@ -10,6 +10,10 @@ How the text is indexed (created by migration 0002_search; see docs/api.md, "Sea
 - SQLite: an FTS5 table with the trigram tokenizer (substring matching, CJK included). Trigrams need at least three
   characters, so a query with a shorter word falls back to ``LIKE`` over the user's own messages.
 
+Both indexes cover every user's messages, so a search that walks them newest first pays for other users' newer rows
+before it reaches an old user's hits. Each message search therefore starts from the user's own conversations
+(``_postgres_ids``, ``_sqlite_ids``): its cost follows the user's history, not the table's.
+
 Titles are short and few per user: they are always matched with ``LIKE`` over the user's own conversations.
 """
 
@@ -32,6 +36,11 @@ MAX_LIMIT = 50
 SNIPPET_CHARS = 160
 SNIPPET_LEAD = 50  # characters of context shown before the first match
 TRIGRAM_MIN_CHARS = 3
+# SQLite: a query with fewer matches than this in the whole FTS table picks the user's hits from all of them;
+# one with more is answered by LIKE over the user's own messages (see _sqlite_ids).
+FTS_RARE_MATCHES = 2000
+# PostgreSQL: how many of the user's newest messages are checked first, one by one (see _postgres_ids).
+RECENT_WINDOW = 2000
 
 # Han, kana and Hangul: scripts written without spaces between words.
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af\uff66-\uff9f]")
@@ -109,28 +118,116 @@ def _fts5_expression(query: ParsedQuery) -> str:
     return " OR ".join("(" + " AND ".join(quote(t) for t in group) + ")" for group in query.groups)
 
 
-def _sqlite_fts_ids(user, query: ParsedQuery, limit: int) -> RawSQL:
-    """The ids of the user's newest ``limit`` matching messages, driven by the FTS5 table in rowid order.
+def _like_is_exact(term: str) -> bool:
+    """Whether SQLite's ``LIKE`` finds exactly what the trigram index finds for ``term``.
 
-    The FTS table is the outer loop, newest rowid first, and the owner is checked per row, so the walk stops after
-    ``limit`` hits: a common word costs about as much as a rare one. Everything that filters (owner, current thread,
-    exclusions) is inside, or the LIMIT would cut before it.
+    Both match substrings; the index folds the case of every letter, ``LIKE`` only of ASCII ones. So the two agree
+    when every letter of the term is ASCII or has no case (CJK, digits, punctuation).
+    """
+    return all(ch.isascii() or ch.lower() == ch.upper() for ch in term)
+
+
+def _sqlite_like(query: ParsedQuery) -> tuple[str, list]:
+    """``_like`` as SQL over ``m.content``: every term of some group, none of the excluded ones."""
+    pattern = "m.content LIKE %s ESCAPE '\\'"
+    groups = ["(" + " AND ".join([pattern] * len(group)) + ")" for group in query.groups]
+    params = [f"%{_escape_like(term)}%" for group in query.groups for term in group]
+    sql = "(" + " OR ".join(groups) + ")"
+    for term in query.excluded:
+        sql += " AND m.content NOT LIKE %s ESCAPE '\\'"
+        params.append(f"%{_escape_like(term)}%")
+    return sql, params
+
+
+def _sqlite_owned_walk(user, query: ParsedQuery, limit_sql: str, limit_params: list) -> tuple[str, list]:
+    """The user's newest matching messages by ``LIKE``, reading only the user's messages.
+
+    For each of the user's conversations SQLite walks msg_conversation_id newest first and, once it holds ``limit``
+    hits, leaves a conversation at its first row too old to make the cut (its ORDER BY ... LIMIT over an IN list).
+    So a word the user writes often costs a few rows per conversation; a rare one reads all of the user's messages
+    (about 1 ms per thousand), never another user's.
+    """
+    like_sql, like_params = _sqlite_like(query)
+    sql = [
+        "SELECT m.id FROM conversations_message m",
+        "WHERE m.conversation_id IN (SELECT id FROM conversations_conversation WHERE owner_id = %s)",
+        "AND m.superseded_by_id IS NULL AND m.content <> '' AND",
+        like_sql,
+        "ORDER BY m.id DESC LIMIT",
+        limit_sql,
+    ]
+    return " ".join(sql), [user.pk, *like_params, *limit_params]
+
+
+def _sqlite_fts_walk(
+    user, query: ParsedQuery, source: str, match: list, limit_sql: str, limit_params: list
+) -> tuple[str, list]:
+    """The user's newest matching messages among the rowids of ``source`` (the FTS table or ``fts_hits``), newest
+    rowid first, with the owner checked per row. ``match``: the FTS5 expression when ``source`` is the FTS table.
+
+    Everything that filters (owner, current thread, exclusions) is inside, or the LIMIT would cut before it.
     """
     sql = [
-        "SELECT f.rowid FROM conversations_message_fts f",
+        "SELECT f.rowid AS id FROM",
+        source,
+        "f",
         "JOIN conversations_message m ON m.id = f.rowid",
         "JOIN conversations_conversation c ON c.id = m.conversation_id",
-        "WHERE conversations_message_fts MATCH %s AND c.owner_id = %s",
-        "AND m.superseded_by_id IS NULL AND m.content <> ''",
+        "WHERE c.owner_id = %s AND m.superseded_by_id IS NULL AND m.content <> ''",
     ]
-    params: list = [_fts5_expression(query), user.pk]
+    params: list = [user.pk]
+    if match:
+        sql.append("AND conversations_message_fts MATCH %s")
+        params += match
     for term in query.excluded:
         sql.append("AND m.content NOT LIKE %s ESCAPE '\\'")
         params.append(f"%{_escape_like(term)}%")
-    sql.append("ORDER BY f.rowid DESC LIMIT %s")
-    params.append(limit)
-    # Table and column names are constants; the user's text only ever travels as bound parameters.
-    return RawSQL(" ".join(sql), params)  # noqa: S611
+    sql += ["ORDER BY f.rowid DESC LIMIT", limit_sql]
+    return " ".join(sql), [*params, *limit_params]
+
+
+def _sqlite_ids(user, query: ParsedQuery, limit: int) -> RawSQL:
+    """The ids of the user's newest ``limit`` matching messages on SQLite, in one statement.
+
+    The FTS5 table indexes every user's messages, so walking its matches costs as many rows as the *table* has
+    matches newer than the user's hits: for a user whose messages are old, every other user's newer use of a common
+    word. And it cannot be asked about a single row cheaply (a MATCH with ``rowid = ?`` costs about 0.5 ms, because
+    each trigram's doclist is spread over many segments). So:
+
+    - A query shorter than a trigram: ``LIKE`` over the user's own messages (``_sqlite_owned_walk``).
+    - Otherwise the statement first takes the table's newest ``FTS_RARE_MATCHES`` matches (FTS5 reads them lazily,
+      so this costs at most that many rows). Fewer than that means it holds *all* matches, and the user's hits are
+      picked from them: a rare word costs as little as before. Otherwise the word is common and ``LIKE`` over the
+      user's own messages answers (the branch not taken has ``LIMIT 0`` and never runs). Its cost follows the
+      user's data, not the table's.
+    - ``LIKE`` folds only ASCII case, so a term with other cased letters (``Straße``, ``Привет``) keeps the FTS walk
+      over all matches: correct for any case, but its cost follows the table's matches.
+    """
+    if not all(len(term) >= TRIGRAM_MIN_CHARS for term in query.terms):
+        sql, params = _sqlite_owned_walk(user, query, "%s", [limit])
+        return RawSQL(sql, params)  # noqa: S611 - constant SQL, the user's text only travels as bound parameters
+    expression = _fts5_expression(query)
+    if not all(_like_is_exact(term) for term in query.terms):
+        sql, params = _sqlite_fts_walk(user, query, "conversations_message_fts", [expression], "%s", [limit])
+        return RawSQL(sql, params)  # noqa: S611 - as above
+    counted = "(SELECT count(*) FROM fts_hits)"
+    rare_sql, rare_params = _sqlite_fts_walk(
+        user, query, "fts_hits", [], f"CASE WHEN {counted} < %s THEN %s ELSE 0 END", [FTS_RARE_MATCHES, limit]
+    )
+    common_sql, common_params = _sqlite_owned_walk(
+        user, query, f"CASE WHEN {counted} < %s THEN 0 ELSE %s END", [FTS_RARE_MATCHES, limit]
+    )
+    sql = [
+        "WITH fts_hits AS (SELECT rowid FROM conversations_message_fts WHERE conversations_message_fts MATCH %s",
+        "ORDER BY rowid DESC LIMIT %s)",
+        "SELECT id FROM (",
+        rare_sql,
+        ") UNION ALL SELECT id FROM (",
+        common_sql,
+        ")",
+    ]
+    params = [expression, FTS_RARE_MATCHES, *rare_params, *common_params]
+    return RawSQL(" ".join(sql), params)  # noqa: S611 - as above
 
 
 def _escape_like(term: str) -> str:
@@ -149,6 +246,45 @@ def _owned_by(user) -> RawSQL:
         [user.pk],
         output_field=BooleanField(),
     )
+
+
+def _postgres_ids(user, query: ParsedQuery, limit: int) -> RawSQL:
+    """The ids of the user's newest ``limit`` matching messages on PostgreSQL, in one statement.
+
+    Asked plainly ("the user's current messages matching the tsquery, newest first"), the planner walks the primary
+    key backwards and tests every row: as many rows as the *table* has newer than the user's hits, a second for an
+    old user in a million-row table. Both parts here start from the user's conversation ids instead
+    (``= ANY(ARRAY(...))``, as in ``_owned_by``), so they read only the user's own messages:
+
+    - ``recent``: the user's newest ``RECENT_WINDOW`` message ids (msg_conversation_id, index only, a bounded sort),
+      each tested by primary key, newest first, stopping at ``limit`` hits. A word the user writes often is
+      answered here after a few dozen rows. ``OFFSET 0`` keeps that a loop over ids: flattened, the planner may
+      instead read every match in the whole table from the GIN index.
+    - Fewer hits than ``limit`` there means the answer may be older: the second part searches all of the user's
+      messages, and only then runs (a one-time filter). For a rare word the planner ANDs the GIN index
+      msg_content_fts with the user's rows of the conversation index; for a commoner one it reads the user's rows.
+    """
+    owned = "conversation_id = ANY(ARRAY(SELECT id FROM conversations_conversation WHERE owner_id = %s))"
+    matches = (
+        "m.superseded_by_id IS NULL AND m.content <> '' "
+        "AND m.content_search @@ websearch_to_tsquery('simple'::regconfig, %s)"
+    )
+    sql = [
+        "WITH recent AS (SELECT w.id FROM (SELECT id FROM conversations_message WHERE",
+        owned,
+        "ORDER BY id DESC LIMIT %s) w",
+        "CROSS JOIN LATERAL (SELECT 1 FROM conversations_message m WHERE m.id = w.id AND",
+        matches,
+        "OFFSET 0) hit ORDER BY w.id DESC LIMIT %s)",
+        "SELECT id FROM recent WHERE (SELECT count(*) FROM recent) >= %s",
+        "UNION ALL (SELECT m.id FROM conversations_message m WHERE",
+        owned,
+        "AND",
+        matches,
+        "AND (SELECT count(*) FROM recent) < %s ORDER BY m.id DESC LIMIT %s)",
+    ]
+    params = [user.pk, RECENT_WINDOW, query.raw, limit, limit, user.pk, query.raw, limit, limit]
+    return RawSQL(" ".join(sql), params)  # noqa: S611 - constant SQL, the user's text only travels as bound parameters
 
 
 def _cjk_aware_like(field: str, query: ParsedQuery) -> Q:
@@ -175,16 +311,11 @@ def _message_hits(user, query: ParsedQuery, vendor: str, limit: int) -> list[Mes
     messages = Message.objects.for_user(user).current().exclude(content="").select_related("conversation")
     if vendor == "postgresql" and not query.has_cjk:
         # content_search is the stored to_tsvector('simple', content) with the GIN index msg_content_fts.
-        fts = RawSQL(  # noqa: S611 - constant SQL, the query is a bound parameter
-            '"conversations_message"."content_search" @@ websearch_to_tsquery(\'simple\'::regconfig, %s)',
-            [query.raw],
-            output_field=BooleanField(),
-        )
-        messages = messages.filter(fts)
+        messages = messages.filter(id__in=_postgres_ids(user, query, limit))
     elif vendor == "postgresql":
         messages = messages.filter(_owned_by(user)).filter(_cjk_aware_like("content", query))
-    elif vendor == "sqlite" and all(len(term) >= TRIGRAM_MIN_CHARS for term in query.terms):
-        messages = messages.filter(id__in=_sqlite_fts_ids(user, query, limit))
+    elif vendor == "sqlite":
+        messages = messages.filter(id__in=_sqlite_ids(user, query, limit))
     else:
         messages = messages.filter(_like("content", query))
     # By id, not created_at: it is the FTS table's order on SQLite and the primary key everywhere. The two differ
