@@ -69,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ramp", type=float, default=5.0)
     parser.add_argument("--seconds", type=float, default=8.0, help="how long py-spy samples")
     parser.add_argument("--raw", help="keep py-spy's raw stacks in this file")
+    parser.add_argument("--from-start", action="store_true", help="sample from the level's start (its sends)")
+    parser.add_argument("--idle", action="store_true", help="also sample threads that wait (py-spy --idle)")
     parser.add_argument("--database-url", default=None, help="default: a scratch SQLite file")
     parser.add_argument("--redis-url", default=None, help="a Redis database of the bench's own (flushed)")
     args = parser.parse_args(argv)
@@ -89,10 +91,11 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         runner.start()
-        time.sleep(args.ramp + 2)
+        time.sleep(0.5 if args.from_start else args.ramp + 2)
         subprocess.run(  # noqa: S603
             [py_spy, "record", "--pid", str(bench.workers[0].pid), "--duration", str(int(args.seconds))]
-            + ["--rate", "250", "--format", "raw", "--nonblocking", "-o", str(raw)],
+            + ["--rate", "250", "--format", "raw", "--nonblocking", "-o", str(raw)]
+            + (["--idle"] if args.idle else []),
             check=True,
             capture_output=True,
         )
