@@ -216,6 +216,28 @@ def test_send_during_a_drop_is_delivered_once_after_reconnect(live_daphne, open_
     no_js_errors(page)
 
 
+def test_stop_during_a_drop_stops_the_answer_after_reconnect(live_daphne, open_page):
+    """Stop clicked while the socket is down is not lost: it goes out once the socket is back."""
+    page = open_page("/")
+    send(page, "A long one [[tokens:3000]] [[rate:60]]")
+    conversation_id = conversation_id_from_url(page)
+    wait_text(page, 10)
+    page.evaluate(
+        "() => { const s = window.kimichat.socket; s.connect = ((orig) => function () {"
+        " if (window.__hold) { this.retryTimer = null; this.scheduleReconnect(); return; }"
+        " return orig.call(this); })(s.connect);"
+        " window.__hold = true; s.simulateDrop(); }"
+    )
+    page.wait_for_selector("#banner:not([hidden])")
+    page.click("#stop")
+    page.wait_for_timeout(300)
+    assert Message.objects.get(conversation_id=conversation_id, role="assistant").status == "streaming"
+    page.evaluate("() => { window.__hold = false; }")
+    assert wait_status(page) == "stopped"
+    assert Message.objects.get(conversation_id=conversation_id, role="assistant").status == "stopped"
+    no_js_errors(page)
+
+
 def test_rename_pin_search_and_delete(live_daphne, browser_user, open_page):
     old = make_conversation(browser_user, "Gardening notes", ("user", "How deep do tulip bulbs go?"))
     other = make_conversation(browser_user, "Sourdough", ("user", "What hydration for a rye loaf?"))

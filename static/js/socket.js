@@ -19,6 +19,7 @@ export class ChatSocket extends EventTarget {
     this.lastFrameAt = 0;
     this.subscribed = null; // conversation id the tab is looking at
     this.unacked = new Map(); // client_msg_id -> frame, in send order
+    this.stops = new Set(); // conversations whose answer the user stopped while the socket was down
     this.closedByUs = false;
     this.everConnected = false;
     window.addEventListener("online", () => this.reconnectNow());
@@ -48,6 +49,8 @@ export class ChatSocket extends EventTarget {
       this.startHeartbeat();
       if (this.subscribed !== null) this.raw({ type: "subscribe", conversation_id: this.subscribed });
       for (const frame of this.unacked.values()) this.raw(frame);
+      for (const id of this.stops) this.raw({ type: "stop", conversation_id: id });
+      this.stops.clear();
       this.emit("status", { state: "open", reconnect });
     });
     ws.addEventListener("message", (event) => {
@@ -127,10 +130,13 @@ export class ChatSocket extends EventTarget {
     return true;
   }
 
-  /** Send a frame; one with a client_msg_id is remembered until acknowledged and re-sent after reconnects. */
+  /** Send a frame; one with a client_msg_id is remembered until acknowledged and re-sent after reconnects. A stop
+   * asked for while the socket is down goes out once it is back (the answer runs on the server meanwhile). */
   send(frame) {
     if (frame.client_msg_id) this.unacked.set(frame.client_msg_id, frame);
-    return this.raw(frame);
+    const sent = this.raw(frame);
+    if (!sent && frame.type === "stop") this.stops.add(frame.conversation_id);
+    return sent;
   }
 
   /** The server refused or failed a send: stop re-sending it. */
