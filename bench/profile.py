@@ -101,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         runner.join()
         total, parts, leaves = summarize(raw)
+    if args.database_url and args.database_url.startswith("postgres"):
+        harness.drop_pg_database(args.database_url)
     level = result[0]
     print(f"{args.streams} streams × {args.rate:g} tokens/s; p50 {level.p(50):.1f} ms, p99 {level.p(99):.1f} ms")
     print(f"py-spy: {total} samples of daphne's threads over {args.seconds:g} s (load {harness.load()})\n")
