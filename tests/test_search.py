@@ -194,13 +194,16 @@ def test_anonymous_gets_401(client):
     assert response.status_code == 401 and response.json()["error"]["code"] == "not_authenticated"
 
 
-@pytest.fixture(params=["default", "small"])
+@pytest.fixture(params=["default", "small", "small-window"])
 def thresholds(request, monkeypatch):
     """Run a test with the search's own thresholds, and with thresholds so small that every query takes the other
     way (SQLite: LIKE over the user's messages instead of the FTS matches; PostgreSQL: the search of all the user's
-    messages instead of the newest few)."""
+    messages instead of the newest few). "small-window" (PostgreSQL): the user's newest few do not answer, and the
+    table's matches are few enough to pick from."""
     if request.param == "small":
         monkeypatch.setattr(search_service, "FTS_RARE_MATCHES", 3)
+        monkeypatch.setattr(search_service, "RECENT_WINDOW", 4)
+    elif request.param == "small-window":
         monkeypatch.setattr(search_service, "RECENT_WINDOW", 4)
     return request.param
 

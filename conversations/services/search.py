@@ -36,8 +36,8 @@ MAX_LIMIT = 50
 SNIPPET_CHARS = 160
 SNIPPET_LEAD = 50  # characters of context shown before the first match
 TRIGRAM_MIN_CHARS = 3
-# SQLite: a query with fewer matches than this in the whole FTS table picks the user's hits from all of them;
-# one with more is answered by LIKE over the user's own messages (see _sqlite_ids).
+# A query with fewer matches than this in the whole table picks the user's hits from all of them (SQLite: the FTS
+# table; PostgreSQL: the GIN index, when the user's newest messages did not answer). See _sqlite_ids, _postgres_ids.
 FTS_RARE_MATCHES = 2000
 # PostgreSQL: how many of the user's newest messages are checked first, one by one (see _postgres_ids).
 RECENT_WINDOW = 2000
@@ -260,9 +260,14 @@ def _postgres_ids(user, query: ParsedQuery, limit: int) -> RawSQL:
       each tested by primary key, newest first, stopping at ``limit`` hits. A word the user writes often is
       answered here after a few dozen rows. ``OFFSET 0`` keeps that a loop over ids: flattened, the planner may
       instead read every match in the whole table from the GIN index.
-    - Fewer hits than ``limit`` there means the answer may be older: the second part searches all of the user's
-      messages, and only then runs (a one-time filter). For a rare word the planner ANDs the GIN index
-      msg_content_fts with the user's rows of the conversation index; for a commoner one it reads the user's rows.
+    - Fewer hits than ``limit`` there means the answer may be older. ``table``: the whole table's newest
+      ``FTS_RARE_MATCHES`` matches (the planner reads a rare word's few rows from the GIN index, or walks the newest
+      rows for a common one). Fewer than that means they are all the matches: the user's hits are picked from them
+      (a word rare everywhere: a few hundred rows, not the user's 100,000 through the conversation index).
+    - Otherwise (a word common in the table but not in the user's recent messages) the last part searches all of
+      the user's messages: the planner ANDs the GIN index msg_content_fts with the user's rows of the conversation
+      index, or reads the user's rows. Each later part runs only when the earlier ones did not answer (one-time
+      filters).
     """
     owned = "conversation_id = ANY(ARRAY(SELECT id FROM conversations_conversation WHERE owner_id = %s))"
     matches = (
@@ -275,15 +280,26 @@ def _postgres_ids(user, query: ParsedQuery, limit: int) -> RawSQL:
         "ORDER BY id DESC LIMIT %s) w",
         "CROSS JOIN LATERAL (SELECT 1 FROM conversations_message m WHERE m.id = w.id AND",
         matches,
-        "OFFSET 0) hit ORDER BY w.id DESC LIMIT %s)",
+        "OFFSET 0) hit ORDER BY w.id DESC LIMIT %s),",
+        "tab AS (SELECT m.id, m.conversation_id FROM conversations_message m WHERE",
+        matches,
+        "AND (SELECT count(*) FROM recent) < %s ORDER BY m.id DESC LIMIT %s)",
         "SELECT id FROM recent WHERE (SELECT count(*) FROM recent) >= %s",
+        "UNION ALL (SELECT t.id FROM tab t JOIN conversations_conversation c ON c.id = t.conversation_id",
+        "WHERE c.owner_id = %s AND (SELECT count(*) FROM tab) < %s ORDER BY t.id DESC LIMIT %s)",
         "UNION ALL (SELECT m.id FROM conversations_message m WHERE",
         owned,
         "AND",
         matches,
-        "AND (SELECT count(*) FROM recent) < %s ORDER BY m.id DESC LIMIT %s)",
+        "AND (SELECT count(*) FROM recent) < %s AND (SELECT count(*) FROM tab) >= %s ORDER BY m.id DESC LIMIT %s)",
     ]
-    params = [user.pk, RECENT_WINDOW, query.raw, limit, limit, user.pk, query.raw, limit, limit]
+    params = [
+        *(user.pk, RECENT_WINDOW, query.raw, limit),  # recent
+        *(query.raw, limit, FTS_RARE_MATCHES),  # tab
+        limit,
+        *(user.pk, FTS_RARE_MATCHES, limit),
+        *(user.pk, query.raw, limit, FTS_RARE_MATCHES, limit),
+    ]
     return RawSQL(" ".join(sql), params)  # noqa: S611 - constant SQL, the user's text only travels as bound parameters
 
 
