@@ -196,9 +196,8 @@ def test_network_drop_reconnects_and_catches_up(live_daphne, open_page):
     no_js_errors(page)
 
 
-def test_send_during_a_drop_is_delivered_once_after_reconnect(live_daphne, open_page):
-    page = open_page("/")
-    # Block the socket from reconnecting for a moment, send meanwhile: the send waits and goes out once.
+def drop_and_hold_the_socket(page) -> None:
+    """Drop the page's socket and keep it from reconnecting until ``let_the_socket_reconnect``."""
     page.evaluate(
         "() => { const s = window.kimichat.socket; s.connect = ((orig) => function () {"
         " if (window.__hold) { this.retryTimer = null; this.scheduleReconnect(); return; }"
@@ -206,9 +205,19 @@ def test_send_during_a_drop_is_delivered_once_after_reconnect(live_daphne, open_
         " window.__hold = true; s.simulateDrop(); }"
     )
     page.wait_for_selector("#banner:not([hidden])")
+
+
+def let_the_socket_reconnect(page) -> None:
+    page.evaluate("() => { window.__hold = false; }")
+
+
+def test_send_during_a_drop_is_delivered_once_after_reconnect(live_daphne, open_page):
+    page = open_page("/")
+    # Block the socket from reconnecting for a moment, send meanwhile: the send waits and goes out once.
+    drop_and_hold_the_socket(page)
     send(page, "sent while offline [[tokens:20]]")
     assert page.is_disabled("#send") or page.is_hidden("#send")
-    page.evaluate("() => { window.__hold = false; }")
+    let_the_socket_reconnect(page)
     assert wait_status(page) == "complete"
     conversation_id = conversation_id_from_url(page)
     assert Message.objects.filter(conversation_id=conversation_id, role="user").count() == 1
@@ -222,17 +231,11 @@ def test_stop_during_a_drop_stops_the_answer_after_reconnect(live_daphne, open_p
     send(page, "A long one [[tokens:3000]] [[rate:60]]")
     conversation_id = conversation_id_from_url(page)
     wait_text(page, 10)
-    page.evaluate(
-        "() => { const s = window.kimichat.socket; s.connect = ((orig) => function () {"
-        " if (window.__hold) { this.retryTimer = null; this.scheduleReconnect(); return; }"
-        " return orig.call(this); })(s.connect);"
-        " window.__hold = true; s.simulateDrop(); }"
-    )
-    page.wait_for_selector("#banner:not([hidden])")
+    drop_and_hold_the_socket(page)
     page.click("#stop")
     page.wait_for_timeout(300)
     assert Message.objects.get(conversation_id=conversation_id, role="assistant").status == "streaming"
-    page.evaluate("() => { window.__hold = false; }")
+    let_the_socket_reconnect(page)
     assert wait_status(page) == "stopped"
     assert Message.objects.get(conversation_id=conversation_id, role="assistant").status == "stopped"
     no_js_errors(page)

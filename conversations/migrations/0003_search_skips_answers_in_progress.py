@@ -65,31 +65,31 @@ POSTGRES_BACKWARD = [
 ]
 
 
-def _run(schema_editor, statements):
-    with schema_editor.connection.cursor() as cursor:
-        for statement in statements:
-            cursor.execute(statement)
+def _search_0002():
+    return importlib.import_module("conversations.migrations.0002_search")  # its name starts with a digit: no import statement can name it
 
 
 def forward(apps, schema_editor):
+    run = _search_0002()._run
     vendor = schema_editor.connection.vendor
     if vendor == "sqlite":
-        _run(schema_editor, SQLITE_FORWARD)
+        run(schema_editor, SQLITE_FORWARD)
     elif vendor == "postgresql":
-        _run(schema_editor, POSTGRES_FORWARD)
+        run(schema_editor, POSTGRES_FORWARD)
 
 
 def backward(apps, schema_editor):
-    search_0002 = importlib.import_module("conversations.migrations.0002_search")
+    search_0002 = _search_0002()
+    run = search_0002._run
     vendor = schema_editor.connection.vendor
     if vendor == "sqlite":
-        _run(schema_editor, SQLITE_BACKWARD)
-        _run(schema_editor, [s for s in search_0002.SQLITE_CREATE if "VIRTUAL TABLE" not in s])
-        _run(schema_editor, ["INSERT INTO conversations_message_fts(conversations_message_fts) VALUES ('delete-all')"])
-        _run(schema_editor, ["INSERT INTO conversations_message_fts(conversations_message_fts) VALUES ('rebuild')"])
+        run(schema_editor, SQLITE_BACKWARD)
+        run(schema_editor, [s for s in search_0002.SQLITE_CREATE if "VIRTUAL TABLE" not in s])
+        run(schema_editor, ["INSERT INTO conversations_message_fts(conversations_message_fts) VALUES ('delete-all')"])
+        run(schema_editor, ["INSERT INTO conversations_message_fts(conversations_message_fts) VALUES ('rebuild')"])
     elif vendor == "postgresql":
-        _run(schema_editor, POSTGRES_BACKWARD)
-        _run(schema_editor, search_0002.POSTGRES_CREATE)
+        run(schema_editor, POSTGRES_BACKWARD)
+        run(schema_editor, search_0002.POSTGRES_CREATE)
 
 
 class Migration(migrations.Migration):
