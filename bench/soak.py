@@ -172,7 +172,7 @@ def make_users(count: int) -> list[tuple[int, str]]:
     from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
     from django.contrib.sessions.backends.db import SessionStore
 
-    from conversations.services import credits
+    from conversations.services.billing import credits
 
     run = uuid.uuid4().hex[:6]
     users = []
@@ -203,7 +203,7 @@ class Send:
 
 def verify(sends: list[Send]) -> dict:
     from conversations.models import Message
-    from conversations.services import credits
+    from conversations.services.billing import credits
 
     ids = [s.client_msg_id for s in sends]
     users = {str(m.client_msg_id): m for m in Message.objects.filter(client_msg_id__in=ids)}

@@ -145,7 +145,7 @@ class Message(models.Model):
 
 
 class CreditAccount(models.Model):
-    """A user's credit balance. Changed only by ``conversations.services.credits``; equals the ledger's sum."""
+    """A user's credit balance. Changed only by ``conversations.services.billing.credits``; equals the ledger's sum."""
 
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="credit_account")
     balance = models.DecimalField(default=ZERO, **CREDIT_DIGITS)

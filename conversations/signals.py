@@ -4,7 +4,7 @@ from django.conf import settings
 from django.db.models.signals import post_save
 from django.dispatch import receiver
 
-from conversations.services import credits
+from conversations.services.billing import credits
 
 
 @receiver(post_save, sender=settings.AUTH_USER_MODEL, dispatch_uid="conversations.open_credit_account")

@@ -1,10 +1,10 @@
 from django.urls import path
 
-from conversations import views, views_shared, views_usage
+from conversations.views import chat, shared, usage
 
 urlpatterns = [
-    path("", views.chat, name="chat"),
-    path("c/<int:conversation_id>/", views.chat, name="conversation"),
-    path("s/<str:token>/", views_shared.shared_conversation, name="shared-conversation"),
-    path("usage/", views_usage.usage, name="usage"),
+    path("", chat.chat, name="chat"),
+    path("c/<int:conversation_id>/", chat.chat, name="conversation"),
+    path("s/<str:token>/", shared.shared_conversation, name="shared-conversation"),
+    path("usage/", usage.usage, name="usage"),
 ]

@@ -51,9 +51,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "conversations.middleware.RequestIdMiddleware",
+    "kimichat.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    "conversations.middleware.ContentSecurityPolicyMiddleware",
+    "kimichat.middleware.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
@@ -62,8 +62,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "conversations.middleware.LoginRequiredMiddleware",
-    "conversations.middleware.ApiMethodNotAllowedMiddleware",
+    "kimichat.middleware.LoginRequiredMiddleware",
+    "kimichat.middleware.ApiMethodNotAllowedMiddleware",
 ]
 
 ROOT_URLCONF = "kimichat.urls"
@@ -81,7 +81,7 @@ TEMPLATES = [
                 "django.template.context_processors.i18n",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
-                "conversations.context_processors.kimichat",
+                "conversations.views.context_processors.kimichat",
             ],
         },
     },
@@ -187,7 +187,7 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 5 * 1024 * 1024, minimum=1024)
 # The API's clients parse every answer as JSON, so a CSRF failure under /api/ is JSON too (pages keep Django's).
-CSRF_FAILURE_VIEW = "conversations.views_errors.csrf_failure"
+CSRF_FAILURE_VIEW = "conversations.views.errors.csrf_failure"
 
 # Password guessing: failed log-ins allowed per account and per client address within the window (seconds), counted
 # in the cache (shared by every worker when REDIS_URL is set). Over either limit: 429 until the window ends.
@@ -256,7 +256,7 @@ KIMICHAT_DEFAULT_PRICE_PER_MILLION_COMPLETION = Decimal(
 )
 KIMICHAT_DEFAULT_PRICE_PER_MILLION_CACHED = Decimal(str(env_float("DEFAULT_PRICE_PER_MILLION_CACHED", 0.0, minimum=0)))
 # Requests per minute/hour/day by balance (seed 003); a tier applies when the balance is above its "above".
-# RATE_LIMIT_TIERS takes the same list as JSON; conversations.services.ratelimit validates it.
+# RATE_LIMIT_TIERS takes the same list as JSON; conversations.services.billing.ratelimit validates it.
 KIMICHAT_RATE_LIMIT_TIERS = [
     {"above": 0, "per_minute": 20, "per_hour": 600, "per_day": 5_000},
     {"above": 100, "per_minute": 60, "per_hour": 2_000, "per_day": 20_000},

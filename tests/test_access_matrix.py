@@ -18,7 +18,8 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
 from conversations.models import Conversation, Message, SharedLink
-from conversations.services import frames, shares
+from conversations.services.chat import frames
+from conversations.services.history import shares
 
 pytestmark = pytest.mark.django_db
 

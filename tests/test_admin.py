@@ -18,7 +18,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from conversations.models import Conversation, CreditAccount, CreditTransaction, Message, ModelPrice, ProviderSnapshot
-from conversations.services import credits
+from conversations.services.billing import credits
 
 pytestmark = pytest.mark.django_db
 

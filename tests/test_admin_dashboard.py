@@ -1,4 +1,4 @@
-"""The operators' dashboard: its figures (conversations.admin_dashboard, at a fixed "now"), its chart geometry, the
+"""The operators' dashboard: its figures (conversations.admin.dashboard, at a fixed "now"), its chart geometry, the
 page at /admin/dashboard/ with its permission, its query count, and a headless-Chromium screenshot."""
 
 import re
@@ -13,8 +13,8 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from conversations import admin_dashboard
-from conversations.admin_dashboard import DayUsage, bar_chart, format_number, nice_ceiling, tidy_credits
+from conversations.admin import dashboard as admin_dashboard
+from conversations.admin.dashboard import DayUsage, bar_chart, format_number, nice_ceiling, tidy_credits
 from conversations.models import Conversation, Message, ProviderSnapshot
 
 pytestmark = pytest.mark.django_db

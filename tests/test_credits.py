@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 from conversations.kimi.events import Usage
 from conversations.models import Conversation, CreditAccount, CreditTransaction, Message, ModelPrice
-from conversations.services import credits, pricing
-from conversations.services.credits import InsufficientCredits, InvalidAmount, ReservationClosed
+from conversations.services.billing import credits, pricing
+from conversations.services.billing.credits import InsufficientCredits, InvalidAmount, ReservationClosed
 
 D = Decimal
 Kind = CreditTransaction.Kind

@@ -11,7 +11,7 @@ from django.test import Client
 from django.utils import timezone
 
 from conversations.models import Conversation, Message
-from conversations.services import exports
+from conversations.services.history import exports
 
 pytestmark = pytest.mark.django_db
 

@@ -14,7 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conversations.models import Conversation, Message, SharedLink
-from conversations.services import credits, shares
+from conversations.services.billing import credits
+from conversations.services.history import shares
 from tests.conftest import PASSWORD
 
 pytestmark = pytest.mark.django_db

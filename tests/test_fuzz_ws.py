@@ -20,9 +20,10 @@ from asgiref.sync import sync_to_async
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conversations.consumers import MAX_FRAME_BYTES
+from conversations.consumers.chat import MAX_FRAME_BYTES
 from conversations.models import Conversation, Message
-from conversations.services import credits, frames
+from conversations.services.billing import credits
+from conversations.services.chat import frames
 from tests.daphne import start_daphne
 from tests.fixtures.ws import _session_key
 

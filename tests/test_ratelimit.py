@@ -8,8 +8,8 @@ import pytest
 from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
 
-from conversations.services import ratelimit
-from conversations.services.ratelimit import RateLimited, acheck_rate_limit, check_rate_limit
+from conversations.services.billing import ratelimit
+from conversations.services.billing.ratelimit import RateLimited, acheck_rate_limit, check_rate_limit
 
 D = Decimal
 DAY_START = 1_700_006_400  # a UTC midnight, so minute, hour and day windows all start here

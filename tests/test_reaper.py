@@ -8,8 +8,8 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from conversations.models import Conversation, Message
-from conversations.services import credits
-from conversations.services.generation import get_registry
+from conversations.services.billing import credits
+from conversations.services.chat.registry import get_registry
 
 
 def orphan(owner, content="partial answer so far", **fields):

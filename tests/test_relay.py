@@ -1,4 +1,5 @@
-"""The relay's hot path (conversations/services/relay.py): direct delivery, adaptive coalescing, batched state writes.
+"""The relay's hot path (conversations/services/chat/relay.py): direct delivery, adaptive coalescing, batched
+state writes.
 
 The unit tests drive a ``Relayer`` with sockets and a stream state of their own (the seam: what a socket does with a
 frame is the consumer's business, tested through the real websocket in test_ws_chat.py and below).
@@ -12,9 +13,9 @@ import time
 import orjson
 import pytest
 
-from conversations.services import relay as relay_module
-from conversations.services.relay import Relayer
-from conversations.services.stream_state import MemoryStreamState
+from conversations.services.chat import relay as relay_module
+from conversations.services.chat.relay import Relayer
+from conversations.services.chat.stream_state import MemoryStreamState
 
 
 class Socket:
@@ -226,7 +227,7 @@ async def test_redis_state_takes_a_round_of_frames_in_one_transaction():
 
     import redis
 
-    from conversations.services.stream_state import RedisStreamState, Snapshot
+    from conversations.services.chat.stream_state import RedisStreamState, Snapshot
 
     url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/13"
     try:

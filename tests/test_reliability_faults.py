@@ -18,7 +18,7 @@ from asgiref.sync import sync_to_async
 from django.db import connection
 
 from conversations.models import Conversation, Message
-from conversations.services import credits
+from conversations.services.billing import credits
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -103,7 +103,7 @@ async def test_an_endless_stream_stops_at_the_conversations_max_tokens(connect, 
 async def test_a_failing_last_flush_still_stores_the_answer(connect, owner, monkeypatch):
     """The last flush (stream state + group_send: Redis when set) failing must not keep the answer from being stored:
     the whole text is in the worker's memory (found by the Redis-restart test, forced here)."""
-    from conversations.services.relay import Relayer
+    from conversations.services.chat.relay import Relayer
 
     real_close = Relayer.close
 

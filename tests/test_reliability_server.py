@@ -19,7 +19,7 @@ import websockets
 from asgiref.sync import sync_to_async
 
 from conversations.models import Message
-from conversations.services import credits
+from conversations.services.billing import credits
 from tests import daphne
 from tests.daphne import ROOT, database_url, free_port, start_daphne
 

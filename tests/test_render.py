@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conversations.services.render import ALLOWED_ATTRIBUTES, ALLOWED_TAGS, highlight_css, render_markdown
+from conversations.services.history.render import ALLOWED_ATTRIBUTES, ALLOWED_TAGS, highlight_css, render_markdown
 
 PAYLOADS = [
     "<script>alert(1)</script>",

@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conversations.models import Conversation, Message
-from conversations.services import search as search_service
-from conversations.services.search import SearchQueryError, parse_query, snippet_html
+from conversations.services.history import search as search_service
+from conversations.services.history.search import SearchQueryError, parse_query, snippet_html
 
 pytestmark = pytest.mark.django_db
 

@@ -7,7 +7,8 @@ import pytest
 from django.db import connection
 
 from conversations.models import Conversation, Message
-from conversations.services.generation import checkpoint, finish_message, reap_message
+from conversations.services.chat.reaper import reap_message
+from conversations.services.chat.storing import checkpoint, finish_message
 
 pytestmark = pytest.mark.django_db
 

@@ -8,7 +8,7 @@ import pytest
 from django.test import Client, override_settings
 
 from conversations.models import Conversation, Message
-from conversations.services import shares
+from conversations.services.history import shares
 from tests.conftest import PASSWORD
 from tests.test_access_matrix import ROUTES
 
@@ -112,7 +112,7 @@ def test_unknown_api_address_and_server_errors_are_json(owner_client, monkeypatc
         raise RuntimeError("secret internals")
 
     owner_client.raise_request_exception = False
-    monkeypatch.setattr("conversations.api_usage.usage_summary", boom)
+    monkeypatch.setattr("conversations.api.usage.usage_summary", boom)
     response = owner_client.get("/api/usage/")
     assert response.status_code == 500
     assert response.json()["error"]["code"] == "server_error"

@@ -12,7 +12,8 @@ import pytest
 from django.utils import timezone
 
 from conversations.models import Conversation, CreditTransaction, Message
-from conversations.services import credits, shares
+from conversations.services.billing import credits
+from conversations.services.history import shares
 from tests.fixtures.browser import session_cookie_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]

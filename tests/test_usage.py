@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
-from conversations.charts import bar_chart, nice_ceiling
 from conversations.kimi.events import Usage
 from conversations.models import Message, ProviderSnapshot
-from conversations.services import credits, ratelimit
-from conversations.services.usage import usage_summary
+from conversations.services.billing import credits, ratelimit
+from conversations.services.billing.charts import bar_chart, nice_ceiling
+from conversations.services.billing.usage import usage_summary
 from conversations.templatetags.credits_format import credits as format_credits
 
 D = Decimal

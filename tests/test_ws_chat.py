@@ -351,7 +351,7 @@ async def test_a_done_that_comes_while_a_tab_joins_follows_its_snapshot(connect,
     """A tab subscribes while the answer ends: its snapshot (read from the database, so still "streaming") must not
     arrive after the ``done``, or the tab would show the answer as still being written. The relay hands frames to
     this process's sockets directly, so the consumer holds them back until its snapshots are out."""
-    from conversations import consumers
+    from conversations.consumers import chat as consumers
 
     one = await connect(owner)
     await one.say("ending soon [[tokens:30]] [[rate:150]]", model="kimi-k2-turbo-preview")

@@ -10,7 +10,7 @@ from asgiref.sync import sync_to_async
 from django.db import connection
 
 from conversations.models import Conversation, CreditTransaction, Message
-from conversations.services import credits
+from conversations.services.billing import credits
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 

@@ -6,7 +6,7 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from conversations.models import CreditTransaction, Message
-from conversations.services import credits
+from conversations.services.billing import credits
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 

@@ -3,7 +3,7 @@
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from conversations.services import credits
+from conversations.services.billing import credits
 
 
 class Command(BaseCommand):

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from conversations.services.generation import reap_all_sync
+from conversations.services.chat.reaper import reap_all_sync
 
 
 class Command(BaseCommand):

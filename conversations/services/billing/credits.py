@@ -27,7 +27,7 @@ from django.utils import timezone
 
 from conversations.kimi.events import Usage
 from conversations.models import CreditAccount, CreditTransaction, Message
-from conversations.services import pricing
+from conversations.services.billing import pricing
 
 ZERO = Decimal(0)
 MAX_AMOUNT = Decimal(10) ** 12  # the credit columns hold 12 digits before the point

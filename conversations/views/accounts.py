@@ -12,9 +12,9 @@ from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
-from conversations.forms import SignupForm
-from conversations.services import login_throttle
-from conversations.services.accounts import create_account
+from conversations.services.accounts import login_throttle
+from conversations.services.accounts.signup import create_account
+from conversations.views.forms import SignupForm
 
 
 class ThrottledLoginView(auth_views.LoginView):

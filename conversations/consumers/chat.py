@@ -16,18 +16,16 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from conversations.models import Conversation, Message
 from conversations.serializers import message_to_dict
-from conversations.services import frames
-from conversations.services.generation import (
-    RETRYABLE_CODES,
+from conversations.services.chat import frames
+from conversations.services.chat.registry import RETRYABLE_CODES, get_registry
+from conversations.services.chat.relay import conversation_group, user_group
+from conversations.services.chat.sending import (
     Accepted,
     SendRefused,
     aprepare_edit,
     aprepare_regenerate,
     aprepare_send,
-    conversation_group,
-    get_registry,
     known_models,
-    user_group,
 )
 
 logger = logging.getLogger(__name__)

@@ -3,8 +3,8 @@
 from django.http import JsonResponse
 from django.views.decorators.http import require_GET
 
-from conversations.services.ratelimit import rate_limit_status
-from conversations.services.usage import summary_to_dict, usage_summary
+from conversations.services.billing.ratelimit import rate_limit_status
+from conversations.services.billing.usage import summary_to_dict, usage_summary
 
 
 @require_GET

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 
-from conversations.services.history import InvalidChange, check_changes
+from conversations.services.history.changes import InvalidChange, check_changes
 
 MAX_ID = 2**63 - 1
 MAX_MODEL_NAME = 100

@@ -7,7 +7,7 @@ from django.core.exceptions import PermissionDenied
 from django.template.response import TemplateResponse
 from django.utils.translation import gettext as _
 
-from conversations import admin_dashboard
+from conversations.admin import dashboard as admin_dashboard
 
 # The dashboard shows usage and spending per user (no message content): the ledger's view permission is the key.
 DASHBOARD_PERMISSION = "conversations.view_credittransaction"
@@ -18,7 +18,8 @@ def can_view_dashboard(user) -> bool:
 
 
 def dashboard(request):
-    """Wrapped in ``admin.site.admin_view`` (staff login) by conversations.admin; needs DASHBOARD_PERMISSION too."""
+    """Wrapped in ``admin.site.admin_view`` (staff login) by conversations.admin.site; also needs
+    DASHBOARD_PERMISSION."""
     if not can_view_dashboard(request.user):
         raise PermissionDenied
     data = admin_dashboard.dashboard_data()

@@ -27,7 +27,7 @@ import time
 import orjson
 from django.conf import settings
 
-from conversations.services.stream_state import Snapshot
+from conversations.services.chat.stream_state import Snapshot
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,14 @@ LAG_TO_WINDOW = 4  # under load, the coalescing window is this many times the la
 
 def conversation_group(conversation_id: int) -> str:
     return f"conv.{conversation_id}"
+
+
+def user_group(user_id: int) -> str:
+    return f"user.{user_id}"
+
+
+def control_group(conversation_id: int) -> str:
+    return f"genctl.{conversation_id}"
 
 
 class Relay:

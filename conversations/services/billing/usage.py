@@ -16,7 +16,7 @@ from django.db.models.functions import Coalesce, TruncDate, TruncHour
 from django.utils import timezone
 
 from conversations.models import CreditAccount, CreditTransaction, Message, ProviderSnapshot
-from conversations.services.pricing import quantize
+from conversations.services.billing.pricing import quantize
 
 DAYS = 30
 HOURS = 48

@@ -2,9 +2,9 @@
 
 from django.shortcuts import render
 
-from conversations.charts import usage_charts
-from conversations.services.ratelimit import rate_limit_status, tier_for
-from conversations.services.usage import usage_summary
+from conversations.services.billing.charts import usage_charts
+from conversations.services.billing.ratelimit import rate_limit_status, tier_for
+from conversations.services.billing.usage import usage_summary
 
 
 def usage(request):

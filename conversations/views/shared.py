@@ -5,8 +5,8 @@ from django.http import Http404
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from conversations.services import render as markdown
-from conversations.services import shares
+from conversations.services.history import render as markdown
+from conversations.services.history import shares
 
 
 @login_not_required

@@ -1,0 +1,10 @@
+"""Django admin for operators: users and their credits, conversations (behind a privacy permission), the ledger,
+prices and the dashboard.
+
+Every changelist runs a fixed number of queries whatever its length: related rows come through
+``list_select_related`` and per-row figures are subquery annotations added in ``get_queryset``.
+
+Importing the modules registers their ModelAdmins (Django autodiscovers ``conversations.admin``).
+"""
+
+from conversations.admin import billing, conversations, site, users  # noqa: F401

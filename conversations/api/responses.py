@@ -1,0 +1,55 @@
+"""What every JSON API view shares: the error body, query parameters, and reading a conversation as its owner."""
+
+from __future__ import annotations
+
+from django.http import HttpResponse, JsonResponse
+from django.utils.http import content_disposition_header
+
+from conversations.models import Conversation
+
+NOT_FOUND_MESSAGE = "No such conversation."
+
+
+def error(code: str, message: str, status: int, *, field: str | None = None, **extra) -> JsonResponse:
+    body = {"code": code, "message": message, **extra}
+    if field:
+        body["field"] = field
+    return JsonResponse({"error": body}, status=status)
+
+
+def not_found(message: str = NOT_FOUND_MESSAGE) -> JsonResponse:
+    return error("not_found", message, 404)
+
+
+def own_conversation(request, conversation_id: int) -> Conversation | None:
+    """The one ownership check of the API: another user's id is answered exactly like a missing one."""
+    return Conversation.objects.for_user(request.user).filter(pk=conversation_id).first()
+
+
+def as_attachment(response: HttpResponse, filename: str) -> HttpResponse:
+    response["Content-Disposition"] = content_disposition_header(True, filename)
+    return response
+
+
+def int_param(request, name: str, default: int | None, *, minimum: int, maximum: int) -> int | None:
+    raw = request.GET.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"'{name}' must be a whole number, got {raw[:40]!r}") from None
+    if not minimum <= value <= maximum:
+        raise ValueError(f"'{name}' must be between {minimum} and {maximum}, got {value}")
+    return value
+
+
+def bool_param(request, name: str) -> bool | None:
+    raw = request.GET.get(name)
+    if raw is None or raw == "":
+        return None
+    if raw in {"1", "true"}:
+        return True
+    if raw in {"0", "false"}:
+        return False
+    raise ValueError(f"'{name}' must be 1/true or 0/false, got {raw[:40]!r}")

@@ -1,0 +1,22 @@
+"""GET /api/search/: full-text search over the user's own conversations."""
+
+from __future__ import annotations
+
+from django.http import JsonResponse
+from django.views.decorators.http import require_GET
+
+from conversations.api.responses import error, int_param
+from conversations.services.history import search
+
+
+@require_GET
+def search_view(request):
+    try:
+        limit = int_param(request, "limit", 20, minimum=1, maximum=search.MAX_LIMIT)
+    except ValueError as exc:
+        return error("bad_parameter", str(exc), 400, field="limit")
+    try:
+        results = search.search(request.user, request.GET.get("q", ""), limit=limit)
+    except search.SearchQueryError as exc:
+        return error("bad_parameter", str(exc), 400, field="q")
+    return JsonResponse({"results": results})

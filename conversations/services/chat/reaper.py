@@ -1,0 +1,49 @@
+"""Reaping: answers whose worker died are marked interrupted with their last checkpoint's text, and charged for
+what was written. Run by every worker's registry on a timer and by ``manage.py reapgenerations`` at start-up."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.db import transaction
+from django.utils import timezone
+
+from conversations.models import Message
+from conversations.services.billing import credits
+from conversations.services.chat.storing import usage_estimate
+
+
+def in_progress_ids(grace: float) -> list[int]:
+    cutoff = timezone.now() - timezone.timedelta(seconds=grace)
+    return list(Message.objects.in_progress().filter(created_at__lt=cutoff).values_list("id", flat=True))
+
+
+def reap_message(message_id: int) -> tuple[Message | None, Decimal | None]:
+    """Mark an orphaned answer interrupted with the text of its last checkpoint, and settle what it generated."""
+    with transaction.atomic():
+        message = Message.objects.select_for_update().filter(pk=message_id).first()
+        if message is None or message.is_final:
+            return None, None
+        message.status = Message.Status.INTERRUPTED
+        message.error_code = "worker_lost"
+        message.error_message = "The server stopped while this answer was being written; it was cut off."
+        message.completed_at = timezone.now()
+        message.save(update_fields=["status", "error_code", "error_message", "completed_at"])
+        balance = None
+        reservation = credits.open_reservation_for(message)
+        if reservation is not None:
+            if message.content or message.reasoning:
+                usage = usage_estimate(message.prompt_tokens, message.content, message.reasoning)
+                balance = credits.settle(reservation, message=message, usage=usage, estimated=True).balance
+            else:
+                balance = credits.release(reservation, message=message, note="worker_lost")
+    return message, balance
+
+
+def reap_all_sync() -> int:
+    """For ``manage.py reapgenerations`` at start-up, when no worker is running: every answer left is orphaned."""
+    count = 0
+    for message_id in in_progress_ids(0):
+        message, _balance = reap_message(message_id)
+        count += message is not None
+    return count

@@ -1,0 +1,350 @@
+"""The send path: check and do, in one transaction, before an answer runs.
+
+``prepare_send``, ``prepare_regenerate`` and ``prepare_edit`` validate a request, store the user message and an
+assistant placeholder in status ``streaming`` and reserve its credits; a refusal raises ``SendRefused`` and stores
+nothing. ``aprepare_*`` run the rate limit and the preparation in one trip to the database thread. The accepted
+answer is then started by ``registry.GenerationRegistry.launch``.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from conversations.kimi import errors as kimi_errors
+from conversations.kimi.client import get_client
+from conversations.kimi.params import ChatRequest, resolve_params
+from conversations.models import Conversation, Message
+from conversations.services.billing import credits
+from conversations.services.billing.ratelimit import RateLimited, check_rate_limit
+from conversations.services.chat.context import ContextTooLong, answer_budget, build_messages, check_fits, title_from
+
+logger = logging.getLogger(__name__)
+
+
+class SendRefused(Exception):
+    """A send (or regenerate/edit) that was not accepted. Nothing was stored."""
+
+    def __init__(self, code: str, message: str, *, retryable: bool = False, conversation_id=None, **extra):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.retryable = retryable
+        self.conversation_id = conversation_id
+        self.extra = extra
+
+
+@dataclass
+class Accepted:
+    conversation: Conversation
+    assistant: Message
+    user_message: Message | None = None  # None for a regenerate
+    created_conversation: bool = False
+    duplicate: bool = False  # a resend of a client_msg_id already stored: nothing new was created
+    superseded: list[Message] = field(default_factory=list)  # earlier versions this send replaced
+    request: ChatRequest | None = None
+    reservation: credits.Reservation | None = None
+
+
+# --- check and do (synchronous, one transaction each) -----------------------------------------------------------
+
+
+def _refuse_not_found(conversation_id) -> SendRefused:
+    return SendRefused("not_found", "This conversation does not exist.", conversation_id=conversation_id)
+
+
+def _existing(user, client_msg_id: uuid.UUID) -> Accepted | None:
+    """The messages a client_msg_id already produced, for an idempotent resend."""
+    stored = Message.objects.for_user(user).select_related("conversation").filter(client_msg_id=client_msg_id).first()
+    if stored is None:
+        return None
+    conversation = stored.conversation
+    if stored.role == Message.Role.ASSISTANT:  # a regenerate carries its id on the new answer
+        return Accepted(conversation=conversation, assistant=stored, duplicate=True)
+    answer = (
+        Message.objects.filter(conversation=conversation, role=Message.Role.ASSISTANT, id__gt=stored.pk)
+        .order_by("id")
+        .first()
+    )
+    return Accepted(conversation=conversation, assistant=answer, user_message=stored, duplicate=True)
+
+
+def _after_duplicate_id(user, client_msg_id: uuid.UUID) -> Accepted:
+    """The client_msg_id hit its unique constraint: a concurrent resend of ours committed first (answer with what it
+    stored), or the id belongs to someone else's message (refuse: retrying with it can never succeed)."""
+    duplicate = _existing(user, client_msg_id)
+    if duplicate is None:
+        raise SendRefused("bad_frame", "'client_msg_id' is already in use; send with a new one.")
+    return duplicate
+
+
+def _locked_conversation(user, conversation_id: int) -> Conversation:
+    # The row lock serializes sends in one conversation (two tabs at once): the second sees the first's answer.
+    conversation = Conversation.objects.for_user(user).select_for_update().filter(pk=conversation_id).first()
+    if conversation is None:
+        raise _refuse_not_found(conversation_id)
+    return conversation
+
+
+def _check_not_busy(conversation: Conversation) -> None:
+    if conversation.messages.in_progress().exists():
+        raise SendRefused(
+            "busy",
+            "An answer is still being written in this conversation. Wait for it or stop it first.",
+            retryable=True,
+            conversation_id=conversation.pk,
+        )
+
+
+def _check_concurrency(user, conversation_id) -> None:
+    limit = settings.KIMICHAT_MAX_CONCURRENT_ANSWERS
+    if Message.objects.for_user(user).in_progress().count() > limit:  # the new placeholder is counted already
+        raise SendRefused(
+            "too_many_answers",
+            f"You already have {limit} answers being written at once. Wait for one to finish.",
+            retryable=True,
+            conversation_id=conversation_id,
+            limit=limit,
+        )
+
+
+def _chat_request(conversation: Conversation, model: str, thread: list[Message]) -> tuple[ChatRequest, int]:
+    request = ChatRequest(
+        model=model,
+        messages=[{"role": "user", "content": "-"}],  # replaced below, once the thinking mode is known
+        temperature=conversation.temperature,
+        top_p=conversation.top_p,
+        max_tokens=conversation.max_tokens,
+        json_mode=conversation.json_mode,
+        thinking=conversation.thinking,
+    )
+    try:
+        params = resolve_params(request)
+        request.messages, prompt_tokens = build_messages(
+            thread,
+            model=model,
+            system_prompt=conversation.system_prompt,
+            max_tokens=conversation.max_tokens,
+            thinks=params.thinks,
+        )
+    except kimi_errors.InvalidParameter as exc:
+        raise SendRefused("invalid_parameter", exc.message, conversation_id=conversation.pk) from None
+    except ContextTooLong as exc:
+        raise SendRefused(
+            "context_too_long", str(exc), conversation_id=conversation.pk, tokens=exc.tokens, window=exc.window
+        ) from None
+    return request, prompt_tokens
+
+
+def _start_answer(user, conversation: Conversation, model: str, thread: list[Message], **fields) -> Accepted:
+    """Store the assistant placeholder, reserve its credits, check the per-user cap. Inside the caller's atomic."""
+    request, prompt_tokens = _chat_request(conversation, model, thread)
+    assistant = Message.objects.create(
+        conversation=conversation, role=Message.Role.ASSISTANT, status=Message.Status.STREAMING, model=model, **fields
+    )
+    try:
+        # Locks the user's credit account row until commit: concurrent sends of one user queue here, which also
+        # makes the concurrency cap below exact.
+        reservation = credits.reserve(
+            user,
+            model=model,
+            prompt_tokens=prompt_tokens,
+            max_completion_tokens=answer_budget(conversation.max_tokens),
+            message=assistant,
+        )
+    except credits.InsufficientCredits as exc:
+        raise SendRefused(
+            "insufficient_credits",
+            f"This answer may cost up to {exc.estimated_cost.normalize():f} credits and you have "
+            f"{exc.balance.normalize():f}. Ask an administrator for more credits.",
+            conversation_id=conversation.pk,
+            balance=str(exc.balance),
+            estimated_cost=str(exc.estimated_cost),
+        ) from None
+    _check_concurrency(user, conversation.pk)
+    assistant.prompt_tokens = prompt_tokens
+    conversation.updated_at = timezone.now()
+    conversation.save(update_fields=["updated_at"])
+    return Accepted(conversation=conversation, assistant=assistant, request=request, reservation=reservation)
+
+
+def _check_model(model: str, known_models: list[str], conversation_id) -> None:
+    if model not in known_models:
+        raise SendRefused(
+            "unknown_model", f"The model {model[:100]!r} is not available.", conversation_id=conversation_id
+        )
+
+
+def _user_message(conversation: Conversation, content: str, client_msg_id: uuid.UUID) -> Message:
+    return Message.objects.create(
+        conversation=conversation,
+        role=Message.Role.USER,
+        content=content,
+        client_msg_id=client_msg_id,
+        status=Message.Status.COMPLETE,
+        completed_at=timezone.now(),
+    )
+
+
+def _thread(conversation: Conversation) -> list[Message]:
+    return list(conversation.messages.current().order_by("id"))
+
+
+def prepare_send(
+    user,
+    *,
+    conversation_id: int | None,
+    content: str,
+    client_msg_id: uuid.UUID,
+    model: str | None,
+    known_models: list[str],
+    new_conversation: dict | None = None,
+) -> Accepted:
+    """``new_conversation``: validated field values (system prompt, settings) for a conversation this send creates."""
+    duplicate = _existing(user, client_msg_id)
+    if duplicate is not None:
+        return duplicate
+    try:
+        with transaction.atomic():
+            created = conversation_id is None
+            if created:
+                conversation = Conversation.objects.create(
+                    owner=user,
+                    model=model or settings.KIMI_DEFAULT_MODEL,
+                    title=title_from(content),
+                    **(new_conversation or {}),
+                )
+            else:
+                conversation = _locked_conversation(user, conversation_id)
+                _check_not_busy(conversation)
+            chosen = model or conversation.model or settings.KIMI_DEFAULT_MODEL
+            _check_model(chosen, known_models, conversation_id)
+            try:
+                check_fits(
+                    content, model=chosen, system_prompt=conversation.system_prompt, max_tokens=conversation.max_tokens
+                )
+            except ContextTooLong as exc:
+                raise SendRefused(
+                    "context_too_long", str(exc), conversation_id=conversation_id, tokens=exc.tokens, window=exc.window
+                ) from None
+            thread = [] if created else _thread(conversation)
+            user_message = _user_message(conversation, content, client_msg_id)
+            if not created and not conversation.title:
+                conversation.title = title_from(content)
+                conversation.save(update_fields=["title"])
+            accepted = _start_answer(user, conversation, chosen, [*thread, user_message])
+    except IntegrityError:
+        return _after_duplicate_id(user, client_msg_id)
+    accepted.user_message = user_message
+    accepted.created_conversation = created
+    return accepted
+
+
+def _last_turn(conversation: Conversation) -> tuple[list[Message], Message, Message | None]:
+    """The live thread, its last user message, and the answer to it (if any)."""
+    thread = _thread(conversation)
+    users = [m for m in thread if m.role == Message.Role.USER]
+    if not users:
+        raise SendRefused("not_found", "There is no message to answer again.", conversation_id=conversation.pk)
+    last_user = users[-1]
+    answers = [m for m in thread if m.role == Message.Role.ASSISTANT and m.pk > last_user.pk]
+    return thread, last_user, (answers[-1] if answers else None)
+
+
+def prepare_regenerate(
+    user, *, conversation_id: int, client_msg_id: uuid.UUID, model: str | None, known_models: list[str]
+) -> Accepted:
+    duplicate = _existing(user, client_msg_id)
+    if duplicate is not None:
+        return duplicate
+    try:
+        with transaction.atomic():
+            conversation = _locked_conversation(user, conversation_id)
+            _check_not_busy(conversation)
+            chosen = model or conversation.model
+            _check_model(chosen, known_models, conversation_id)
+            thread, last_user, old_answer = _last_turn(conversation)
+            upto = [m for m in thread if m.pk <= last_user.pk]
+            accepted = _start_answer(user, conversation, chosen, upto, client_msg_id=client_msg_id)
+            if old_answer is not None:
+                old_answer.superseded_by = accepted.assistant
+                old_answer.save(update_fields=["superseded_by"])
+                accepted.superseded = [old_answer]
+    except IntegrityError:
+        return _after_duplicate_id(user, client_msg_id)
+    return accepted
+
+
+def prepare_edit(
+    user, *, conversation_id: int, message_id: int, content: str, client_msg_id: uuid.UUID, known_models: list[str]
+) -> Accepted:
+    duplicate = _existing(user, client_msg_id)
+    if duplicate is not None:
+        return duplicate
+    try:
+        with transaction.atomic():
+            conversation = _locked_conversation(user, conversation_id)
+            _check_not_busy(conversation)
+            thread, last_user, old_answer = _last_turn(conversation)
+            if last_user.pk != message_id:
+                raise SendRefused(
+                    "not_found", "Only the last message you sent can be edited.", conversation_id=conversation_id
+                )
+            chosen = conversation.model
+            _check_model(chosen, known_models, conversation_id)
+            new_user = _user_message(conversation, content, client_msg_id)
+            upto = [m for m in thread if m.pk < last_user.pk] + [new_user]
+            accepted = _start_answer(user, conversation, chosen, upto)
+            last_user.superseded_by = new_user
+            last_user.save(update_fields=["superseded_by"])
+            accepted.superseded = [last_user]
+            if old_answer is not None:
+                old_answer.superseded_by = accepted.assistant
+                old_answer.save(update_fields=["superseded_by"])
+                accepted.superseded.append(old_answer)
+        accepted.user_message = new_user
+    except IntegrityError:
+        return _after_duplicate_id(user, client_msg_id)
+    return accepted
+
+
+async def known_models() -> list[str]:
+    models = await get_client().list_models()
+    default = settings.KIMI_DEFAULT_MODEL
+    return models if default in models else [*models, default]
+
+
+def admit(user) -> None:
+    """Count the request against the user's rate limits (their tier follows the balance); ``SendRefused`` if over."""
+    try:
+        check_rate_limit(user, credits.get_balance(user))
+    except RateLimited as exc:
+        raise SendRefused(
+            "rate_limited",
+            f"You have reached your limit of {exc.limit} requests per {exc.window}. "
+            f"Try again in {exc.retry_after} seconds.",
+            retryable=True,
+            retry_after=exc.retry_after,
+        ) from None
+
+
+def _admitted(prepare):
+    """``prepare`` after ``admit``, in one trip to the database thread: every database and cache call of a process's
+    sockets shares that one thread, and under load each trip waits in its queue (a send made seven of them)."""
+
+    def admit_then_prepare(user, **kwargs) -> Accepted:
+        admit(user)
+        return prepare(user, **kwargs)
+
+    return database_sync_to_async(admit_then_prepare)
+
+
+aprepare_send = _admitted(prepare_send)
+aprepare_regenerate = _admitted(prepare_regenerate)
+aprepare_edit = _admitted(prepare_edit)

@@ -1,0 +1,81 @@
+"""An answer's row while and after it runs: checkpoints of the text so far, and the final store with its
+credits settled."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.db import transaction
+from django.utils import timezone
+
+from conversations.kimi.events import Usage
+from conversations.kimi.tokens import estimate_tokens_locally
+from conversations.models import Conversation, Message
+from conversations.services.billing import credits
+
+
+def checkpoint(rows: list[tuple[int, str, str, int]]) -> None:
+    """Save the partial text of answers in progress (message id, content, reasoning, seq), so a crash loses at most a
+    few seconds of them. One transaction for all the answers of a worker: one commit, one trip to the database
+    thread, however many are running. An answer that has ended meanwhile is left as it was stored."""
+    with transaction.atomic():
+        for message_id, content, reasoning, seq in rows:
+            Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(
+                content=content, reasoning=reasoning, seq=seq
+            )
+
+
+def finish_message(
+    message_id: int,
+    *,
+    status: str,
+    content: str,
+    reasoning: str,
+    seq: int,
+    finish_reason: str = "",
+    usage: Usage | None = None,
+    usage_estimated: bool = False,
+    error_code: str = "",
+    error_message: str = "",
+    request_id: str = "",
+    reservation: credits.Reservation | None = None,
+) -> tuple[Message, Decimal | None]:
+    """Store the answer's final state and settle its credits; returns the message and the balance after."""
+    with transaction.atomic():
+        message = Message.objects.select_for_update().get(pk=message_id)
+        message.status = status
+        message.content = content
+        message.reasoning = reasoning
+        message.seq = seq
+        message.finish_reason = finish_reason
+        message.error_code = error_code
+        message.error_message = error_message
+        message.upstream_request_id = request_id[:128]
+        message.completed_at = timezone.now()
+        message.save(
+            update_fields=[
+                "status",
+                "content",
+                "reasoning",
+                "seq",
+                "finish_reason",
+                "error_code",
+                "error_message",
+                "upstream_request_id",
+                "completed_at",
+            ]
+        )
+        balance = None
+        if reservation is not None:
+            if not content and not reasoning and status != Message.Status.COMPLETE:
+                # Nothing was generated (a failed request, or stopped before the first token): it costs nothing.
+                balance = credits.release(reservation, message=message, note=error_code or status)
+            else:
+                balance = credits.settle(reservation, message=message, usage=usage, estimated=usage_estimated).balance
+        Conversation.objects.filter(pk=message.conversation_id).update(updated_at=timezone.now())
+    return message, balance
+
+
+def usage_estimate(prompt_tokens: int, content: str, reasoning: str) -> Usage:
+    completion = estimate_tokens_locally(content) + estimate_tokens_locally(reasoning)
+    return Usage(prompt_tokens=prompt_tokens, completion_tokens=completion, total_tokens=prompt_tokens + completion)
