@@ -1,5 +1,8 @@
 // Small DOM helpers shared by the chat page. Text always goes in through textContent.
 
+/** The chat page addresses its fixed parts by id, many times over. */
+export const $ = (id) => document.getElementById(id);
+
 /** el("div.a.b", {attrs}, children...) — strings become text nodes, never markup. */
 export function el(spec, attrs = {}, ...children) {
   const [tag, ...classes] = spec.split(".");

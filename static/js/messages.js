@@ -1,0 +1,258 @@
+// The message list: rendering each message, its footer and status, and keeping the thread scrolled while it streams.
+import { renderMarkdown } from "./markdown.js";
+import { errorText } from "./texts.js";
+import { $, copyText, el, formatDateTime, icon, iconButton, toast } from "./ui.js";
+
+export const ACTIVE = new Set(["pending", "streaming"]);
+const STICK_PX = 80; // "at the bottom" tolerance for auto-scroll while streaming
+
+export const MessageList = (Base) => class extends Base {
+  upsertMessage(m, { render = true } = {}) {
+    const existing = this.messages.get(m.id);
+    let merged = m;
+    if (existing && ACTIVE.has(m.status) && (existing.seq || 0) > (m.seq || 0)) {
+      // An older snapshot (the history GET raced the live deltas): keep the longer text we already show.
+      merged = { ...m, content: existing.content, reasoning: existing.reasoning, seq: existing.seq };
+    }
+    this.messages.set(m.id, merged);
+    if (!render) return merged;
+    if (!existing) this.renderThread();
+    else this.updateMessageEl(merged);
+    return merged;
+  }
+
+  renderThread() {
+    const slots = this.currentThread();
+    const nodes = [];
+    if (this.hasMore) {
+      nodes.push(
+        el("div.load-earlier", {}, el("button.btn.ghost.small", {
+          type: "button",
+          text: gettext("Load earlier messages"),
+          on: { click: () => this.loadEarlier().catch((err) => toast(err.message, { kind: "error" })) },
+        })),
+      );
+    }
+    const lastUser = [...slots].reverse().find((s) => s.head.role === "user");
+    const lastAssistant = [...slots].reverse().find((s) => s.head.role === "assistant");
+    this.lastUserId = lastUser ? lastUser.head.id : null;
+    this.lastAssistantId = lastAssistant && slots[slots.length - 1] === lastAssistant ? lastAssistant.head.id : null;
+    for (const slot of slots) {
+      if (slot.head.role === "system") continue;
+      const shownId = this.versionView.get(slot.head.id) ?? slot.head.id;
+      const index = slot.versions.findIndex((v) => v.id === shownId);
+      const shown = index >= 0 ? slot.versions[index] : slot.head;
+      const node = this.elementFor(shown);
+      node.threadSlot = { head: slot.head, versions: slot.versions, index: index >= 0 ? index : slot.versions.length - 1 };
+      this.updateMessageEl(shown, node);
+      nodes.push(node);
+    }
+    const empty = slots.length === 0;
+    $("empty").hidden = !empty || this.convId !== null;
+    this.messagesEl.replaceChildren(...nodes);
+    this.root.classList.toggle("is-empty", empty && this.convId === null);
+    this.updateComposer();
+  }
+
+  elementFor(m) {
+    let node = this.elements.get(m.id);
+    if (node) return node;
+    if (m.role === "user") {
+      node = el(
+        "article.msg.msg-user",
+        { id: "m-" + m.id },
+        el("div.msg-body", {}, el("div.msg-content.plain")),
+        el("div.msg-foot"),
+      );
+    } else {
+      const thinking = el(
+        "details.thinking",
+        { hidden: true },
+        el("summary", {}, icon("spark"), el("span.thinking-label")),
+        el("div.thinking-text"),
+      );
+      thinking.addEventListener("toggle", () => {
+        if (node.userToggledThinking === undefined && !node.autoToggling) node.userToggledThinking = true;
+      });
+      node = el(
+        "article.msg.msg-assistant",
+        { id: "m-" + m.id },
+        el("div.avatar", { "aria-hidden": "true" }, "K"),
+        el("div.msg-body", {}, thinking, el("div.msg-content.markdown"), el("div.msg-error", { hidden: true })),
+        el("div.msg-foot"),
+      );
+    }
+    node.rendered = { content: null, reasoning: null, footKey: null };
+    this.elements.set(m.id, node);
+    return node;
+  }
+
+  /** Bring a message's element up to date; cheap when nothing changed. */
+  updateMessageEl(m, node = this.elements.get(m.id)) {
+    if (!node) return;
+    this.renderContent(m, node);
+    this.renderFoot(m, node);
+  }
+
+  renderContent(m, node) {
+    const active = ACTIVE.has(m.status);
+    node.classList.toggle("streaming", active);
+    node.dataset.status = m.status;
+    const content = node.querySelector(".msg-content");
+    if (node.rendered.content !== m.content) {
+      if (m.role === "user") content.textContent = m.content;
+      else content.innerHTML = renderMarkdown(m.content); // the one sanitizer
+      node.rendered.content = m.content;
+    }
+    if (m.role !== "assistant") return;
+    const thinking = node.querySelector(".thinking");
+    const reasoning = m.reasoning || "";
+    if (node.rendered.reasoning !== reasoning) {
+      thinking.querySelector(".thinking-text").textContent = reasoning;
+      node.rendered.reasoning = reasoning;
+    }
+    thinking.hidden = !reasoning;
+    const thinkingNow = active && reasoning && !m.content;
+    thinking.querySelector(".thinking-label").textContent = thinkingNow ? gettext("Thinking…") : gettext("Reasoning");
+    thinking.classList.toggle("live", Boolean(thinkingNow));
+    if (!node.userToggledThinking) {
+      // Open while the model thinks, folded away once the answer starts.
+      const shouldOpen = Boolean(thinkingNow);
+      if (thinking.open !== shouldOpen) {
+        node.autoToggling = true;
+        thinking.open = shouldOpen;
+        setTimeout(() => {
+          node.autoToggling = false;
+        }, 0);
+      }
+    }
+    const waiting = active && !m.content && !reasoning;
+    node.classList.toggle("waiting", waiting);
+  }
+
+  renderFoot(m, node) {
+    const slot = node.threadSlot || { versions: [m], index: 0, head: m };
+    const streamingHere = this.isStreaming();
+    const isLastUser = m.role === "user" && slot.head.id === this.lastUserId && slot.index === slot.versions.length - 1;
+    const isLastAssistant =
+      m.role === "assistant" && slot.head.id === this.lastAssistantId && slot.index === slot.versions.length - 1;
+    const key = JSON.stringify([
+      m.status, m.cost, m.usage, m.error, m.model, slot.index, slot.versions.length, isLastUser, isLastAssistant,
+      streamingHere, typeof m.id,
+    ]);
+    if (node.rendered.footKey === key) return;
+    node.rendered.footKey = key;
+    const foot = node.querySelector(".msg-foot");
+    const parts = [];
+    if (slot.versions.length > 1) {
+      parts.push(
+        el(
+          "span.versions",
+          { "aria-label": gettext("Versions") },
+          iconButton("chevron-left", gettext("Previous version"), () => this.showVersion(slot, -1)),
+          el("span.version-count", { text: slot.index + 1 + " / " + slot.versions.length }),
+          iconButton("chevron-right", gettext("Next version"), () => this.showVersion(slot, 1)),
+        ),
+      );
+      parts[0].querySelectorAll("button")[0].disabled = slot.index === 0;
+      parts[0].querySelectorAll("button")[1].disabled = slot.index === slot.versions.length - 1;
+    }
+    if (m.role === "assistant") {
+      const badge = this.statusBadge(m);
+      if (badge) parts.push(badge);
+    }
+    const actions = el("span.msg-actions");
+    if (typeof m.id === "number" && m.content) {
+      actions.append(iconButton("copy", gettext("Copy"), () => copyText(m.content)));
+    }
+    if (isLastUser && !streamingHere && typeof m.id === "number") {
+      actions.append(iconButton("edit", gettext("Edit"), () => this.startEdit(m, node)));
+    }
+    if (isLastAssistant && !ACTIVE.has(m.status)) {
+      actions.append(iconButton("refresh", gettext("Regenerate"), () => this.regenerate()));
+    }
+    const u = m.usage || {};
+    if (m.role === "assistant" && !ACTIVE.has(m.status) && (u.total_tokens > 0 || Number(m.cost) > 0)) {
+      const tip = [
+        interpolate(gettext("Model: %s"), [m.model || "—"]),
+        interpolate(gettext("Tokens: %(prompt)s in, %(completion)s out, %(total)s total"), {
+          prompt: u.prompt_tokens ?? 0, completion: u.completion_tokens ?? 0, total: u.total_tokens ?? 0,
+        }, true),
+        u.cached_tokens ? interpolate(gettext("Cached: %s"), [u.cached_tokens]) : null,
+        u.estimated ? gettext("(estimated)") : null,
+        interpolate(gettext("Cost: %s credits"), [m.cost ?? "0"]),
+        m.completed_at ? formatDateTime(m.completed_at) : null,
+      ].filter(Boolean).join("\n");
+      actions.append(
+        el("span.usage", { tabindex: "0", "data-tip": tip, "aria-label": tip }, icon("info"),
+          el("span.usage-short", { text: (u.total_tokens ?? 0) + " " + gettext("tokens") })),
+      );
+    }
+    parts.push(actions);
+    foot.replaceChildren(...parts);
+
+    const errorBox = node.querySelector(".msg-error");
+    if (errorBox) {
+      const failed = m.status === "error" || m.status === "interrupted";
+      errorBox.hidden = !failed;
+      if (failed) {
+        const reason = (m.error && errorText(m.error.code, m.error.message)) || (m.status === "interrupted"
+          ? gettext("The answer was interrupted before it finished.")
+          : gettext("The answer failed."));
+        const children = [icon("alert"), el("span", { text: reason })];
+        if (isLastAssistant) {
+          children.push(el("button.btn.small", { type: "button", text: gettext("Retry"), on: { click: () => this.regenerate() } }));
+        }
+        errorBox.replaceChildren(...children);
+      }
+    }
+  }
+
+  statusBadge(m) {
+    const labels = {
+      pending: gettext("Waiting…"),
+      streaming: gettext("Writing…"),
+      stopped: gettext("Stopped"),
+      error: gettext("Error"),
+      interrupted: gettext("Interrupted"),
+    };
+    if (!labels[m.status]) return null;
+    return el("span.badge.badge-" + m.status, { text: labels[m.status] });
+  }
+
+  // A streaming answer re-renders only its own element, at most once per animation frame.
+  scheduleRender(m) {
+    this.dirty.add(m.id);
+    if (this.rafId === null) this.rafId = requestAnimationFrame(() => this.flush());
+  }
+
+  flush() {
+    this.rafId = null;
+    const stick = this.nearBottom();
+    for (const id of this.dirty) {
+      const m = this.messages.get(id);
+      const node = this.elements.get(id);
+      if (m && node) this.renderContent(m, node);
+    }
+    this.dirty.clear();
+    if (stick) this.scrollToBottom();
+  }
+
+  nearBottom() {
+    return this.thread.scrollHeight - this.thread.scrollTop - this.thread.clientHeight < STICK_PX;
+  }
+
+  scrollToBottom() {
+    this.thread.scrollTop = this.thread.scrollHeight;
+  }
+
+  isStreaming() {
+    for (const m of this.messages.values()) if (ACTIVE.has(m.status) && m.role === "assistant") return true;
+    return false;
+  }
+
+  sendPending() {
+    for (const p of this.pending.values()) if (p.convId === this.convId) return true;
+    return false;
+  }
+};

@@ -1,0 +1,54 @@
+// What the user reads for an error code, and how credit amounts are written.
+
+/** What to tell the user for an error code, in their language, with the details the server sent as fields. */
+export function errorText(code, fallback, details = {}) {
+  const seconds = details.retry_after;
+  const known = {
+    empty_message: gettext("Type a message first."),
+    message_too_long: details.limit
+      ? interpolate(gettext("The message is too long (the limit is %s characters)."), [details.limit])
+      : gettext("The message is too long."),
+    unknown_model: gettext("That model is not available."),
+    not_found: gettext("This chat no longer exists."),
+    busy: gettext("An answer is still being written in this chat."),
+    too_many_answers: gettext("Too many answers are being written at once. Wait for one to finish."),
+    context_too_long: gettext("The message is too long for this model."),
+    insufficient_credits: details.estimated_cost !== undefined
+      ? interpolate(
+        gettext("Not enough credits: this message may cost up to %(cost)s and you have %(balance)s."),
+        { cost: formatCredits(details.estimated_cost), balance: formatCredits(details.balance) }, true)
+      : gettext("Not enough credits for this message."),
+    rate_limited: seconds
+      ? interpolate(gettext("Too many requests. Try again in %s seconds."), [seconds])
+      : gettext("Too many requests. Try again in a moment."),
+    invalid_parameter: gettext("A setting of this chat is not accepted by the chosen model."),
+    server_error: gettext("Something went wrong on our side. Try again."),
+    server_shutdown: gettext("The server restarted while this answer was being written."),
+    worker_lost: gettext("The server stopped while this answer was being written; it was cut off."),
+    time_limit: gettext("The answer took longer than the server allows and was cut off."),
+    bad_request: gettext("Kimi rejected the request as invalid."),
+    content_filtered: gettext("Kimi declined this request because of its content policy."),
+    model_not_found: gettext("This model is not available. Pick another model."),
+    upstream_auth_failed: gettext("The server's Kimi API key was rejected. Please contact the administrator."),
+    upstream_quota_exceeded: gettext("The Kimi account of this server is out of quota. Please contact the administrator."),
+    upstream_rate_limited: gettext("Kimi is receiving too many requests right now. Please try again shortly."),
+    upstream_overloaded: gettext("Kimi is overloaded right now. Please try again shortly."),
+    upstream_server_error: gettext("Kimi had an internal error. Please try again."),
+    upstream_timeout: gettext("Kimi took too long to answer."),
+    upstream_connection_error: gettext("Could not reach the Kimi service."),
+    upstream_interrupted: gettext("The answer was cut off before it finished."),
+    upstream_bad_response: gettext("Kimi sent a response this server could not read."),
+  };
+  return known[code] || fallback || gettext("Something went wrong.");
+}
+
+export function formatCredits(value) {
+  if (value === null || value === undefined || value === "") return "—";
+  const n = Number(value);
+  if (!Number.isFinite(n)) return String(value);
+  const digits = Math.abs(n) > 0 && Math.abs(n) < 1 ? 4 : 2;
+  return n.toLocaleString(document.documentElement.lang || undefined, {
+    minimumFractionDigits: 2,
+    maximumFractionDigits: digits,
+  });
+}
