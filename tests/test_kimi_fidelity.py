@@ -7,9 +7,11 @@ import time
 import httpx
 import pytest
 
-from conversations.kimi import anthropic_format, errors, openai_format
+from conversations.kimi import anthropic_format, errors, openai_format, provider_state
+from conversations.kimi import client as client_module
 from conversations.kimi.client import meta_from_headers
 from conversations.kimi.error_mapping import error_from_response, parse_retry_after
+from conversations.kimi.events import ContentDelta, Finish, ReasoningDelta, ResponseMeta, Usage
 from conversations.kimi.params import (
     ChatRequest,
     budget_margin,
@@ -19,6 +21,7 @@ from conversations.kimi.params import (
     rules_for,
 )
 from conversations.kimi.providers import provider_for_url
+from conversations.kimi.tokens import estimate_messages_locally
 
 USER = [{"role": "user", "content": "hi"}]
 HISTORY = [
@@ -254,3 +257,122 @@ def test_request_id_from_trace_headers():
     assert meta_from_headers(httpx.Headers({"x-msh-trace-id": "m-1", "x-request-id": "r"})).request_id == "m-1"
     exc = error_from_response(500, {"error": {"type": "server_error", "message": "x"}}, {"x-msh-trace-id": "m-2"})
     assert exc.request_id == "m-2"
+
+
+# --- against the strict offline server -------------------------------------------------------------------------------
+
+
+async def collect(client, request: ChatRequest) -> list:
+    return [event async for event in client.stream_chat(request)]
+
+
+def text_of(events) -> str:
+    return "".join(e.text for e in events if isinstance(e, ContentDelta))
+
+
+async def test_continue_from_yields_only_the_new_text(make_kimi_client, offline_kimi):
+    request = ChatRequest(
+        "kimi-k2-0905-preview", [{"role": "user", "content": "[[echo]] Hello wonderful world"}], continue_from="Hello"
+    )
+    events = await collect(make_kimi_client(), request)
+    assert text_of(events) == " wonderful world"
+    assert offline_kimi.last_request_body["messages"][-1] == {"role": "assistant", "content": "Hello", "partial": True}
+
+
+async def test_seed_003_profile_with_the_apps_budget_is_not_cut_at_1024(make_kimi_client, offline_kimi_profile):
+    """The acceptance case: kimi-k2.ai applies max_tokens=1024 when none is sent [S003]; output_budget() sends
+    enough, in the field that gateway reads."""
+    k2ai = offline_kimi_profile("kimi-k2.ai")
+    client = make_kimi_client(base_url=k2ai.base_url, provider="kimi-k2.ai")
+    messages = [{"role": "user", "content": "a long story [[tokens:3000]]"}]
+    cut = await collect(client, ChatRequest("kimi-k2", messages))
+    assert Finish("length") in cut and len(text_of(cut).split()) < 1100
+    budget = output_budget("kimi-k2", None, estimate_messages_locally(messages), "kimi-k2.ai")
+    events = await collect(client, ChatRequest("kimi-k2", messages, max_tokens=budget))
+    assert Finish("stop") in events
+    assert next(e for e in events if isinstance(e, Usage)).completion_tokens == 3000
+    assert k2ai.last_request_body["max_tokens"] == budget == 8192
+
+
+@pytest.mark.parametrize("model", ["kimi-k3", "kimi-k2.7-code"])
+async def test_preserved_thinking_history_is_accepted(make_kimi_client, offline_kimi, model):
+    events = await collect(make_kimi_client(), ChatRequest(model, HISTORY, reasoning_effort=None))
+    assert text_of(events) and offline_kimi.log.last_chat.status == 200
+
+
+async def test_k3_reasoning_effort_and_k27_reach_the_strict_server(make_kimi_client, offline_kimi):
+    client = make_kimi_client()
+    await collect(client, ChatRequest("kimi-k3", USER, reasoning_effort="high", temperature=1.0))
+    assert offline_kimi.last_request_body["reasoning_effort"] == "high"
+    assert "temperature" not in offline_kimi.last_request_body
+    await collect(client, ChatRequest("kimi-k2.7-code", USER, thinking=True, top_p=0.95, n=1))
+    assert {"thinking", "top_p", "n"}.isdisjoint(offline_kimi.last_request_body)
+
+
+async def test_model_info_comes_from_the_models_endpoint(make_kimi_client, offline_kimi, offline_kimi_profile):
+    client_module._models_memo.clear()
+    info = await make_kimi_client().model_info()
+    assert info["kimi-k3"]["context_length"] == 1_000_000 and info["kimi-k3"]["supports_reasoning"] is True
+    caps = model_capabilities("moonshot-v1-8k-vision-preview", info["moonshot-v1-8k-vision-preview"])
+    assert caps["image_in"] is True and caps["source"] == "models_endpoint"
+    gateway = offline_kimi_profile("kimi-k2.ai")
+    assert await make_kimi_client(base_url=gateway.base_url).model_info() == {}
+
+
+async def test_a_failed_models_request_is_remembered(make_kimi_client, offline_kimi_profile):
+    client_module._models_memo.clear()
+    acedata = offline_kimi_profile("acedata")  # documents no /models
+    for _ in range(3):
+        assert await make_kimi_client(base_url=acedata.base_url).list_models() == ["fallback-a", "fallback-b"]
+    assert sum(r.path.endswith("/models") for r in acedata.log.records) == 1
+
+
+async def test_a_wrong_base_url_is_an_endpoint_error_not_a_model_error(make_kimi_client, offline_kimi):
+    with pytest.raises(errors.EndpointNotFound) as caught:
+        await collect(make_kimi_client(base_url=offline_kimi.base_url + "/v1"), ChatRequest("kimi-k2", USER))
+    assert caught.value.code == "upstream_not_found"
+    assert [r.status for r in offline_kimi.log.records] == [404]  # not retried
+
+
+async def test_json_answer_to_a_stream_keeps_the_headers(make_kimi_client, offline_kimi_profile):
+    acedata = offline_kimi_profile("acedata")
+    client = make_kimi_client(base_url=acedata.base_url)
+    events = await collect(
+        client, ChatRequest("kimi-k2-turbo-preview", [{"role": "user", "content": "hi [[fault:json_for_stream]]"}])
+    )
+    assert isinstance(events[0], ResponseMeta)
+    assert events[0].request_id == acedata.log.last_chat.headers.get("x-trace-id", events[0].request_id) != ""
+    assert text_of(events) == acedata.log.last_chat.sent_text != ""
+    assert not any(isinstance(e, Usage) for e in events)  # Ace Data's JSON reply carries no usage
+
+
+async def test_json_fallback_remembers_rate_limit_headers(make_kimi_client, offline_kimi):
+    events = await collect(
+        make_kimi_client(), ChatRequest("kimi-k2", [{"role": "user", "content": "hi [[fault:json_for_stream]]"}])
+    )
+    meta = events[0]
+    assert isinstance(meta, ResponseMeta) and meta.request_id and meta.rate_limit
+    assert provider_state.last_meta() == meta
+
+
+async def test_cached_tokens_reach_the_usage_event(make_kimi_client, offline_kimi):
+    client = make_kimi_client()
+    system = {"role": "system", "content": "Stay on topic and be exact. " * 80}
+    for question in ("one", "two"):
+        events = await collect(
+            client,
+            ChatRequest("kimi-k2.6", [system, {"role": "user", "content": question}], prompt_cache_key="conv-7"),
+        )
+    usage = events[-1]
+    assert isinstance(usage, Usage) and 256 < usage.cached_tokens < usage.prompt_tokens
+    assert offline_kimi.last_request_body["prompt_cache_key"] == "conv-7"
+
+
+async def test_gateway_thinking_off_for_k25_is_accepted(make_kimi_client, offline_kimi_profile):
+    acedata = offline_kimi_profile("acedata")
+    client = make_kimi_client(base_url=acedata.base_url, provider="acedata")
+    on = await collect(client, ChatRequest("kimi-k2.5", USER))
+    assert "thinking" not in acedata.last_request_body and any(isinstance(e, ReasoningDelta) for e in on)
+    off = await collect(client, ChatRequest("kimi-k2.5", USER, thinking=False))
+    assert acedata.last_request_body["thinking"] == {"type": "disabled"}
+    assert not any(isinstance(e, ReasoningDelta) for e in off)
