@@ -376,3 +376,12 @@ async def test_gateway_thinking_off_for_k25_is_accepted(make_kimi_client, offlin
     off = await collect(client, ChatRequest("kimi-k2.5", USER, thinking=False))
     assert acedata.last_request_body["thinking"] == {"type": "disabled"}
     assert not any(isinstance(e, ReasoningDelta) for e in off)
+
+
+async def test_continue_from_in_the_anthropic_format_is_a_prefill(make_kimi_client, offline_kimi):
+    request = ChatRequest(
+        "kimi-k2-0905-preview", [{"role": "user", "content": "[[echo]] Hello wonderful world"}], continue_from="Hello"
+    )
+    events = await collect(make_kimi_client(api_format="anthropic"), request)
+    assert text_of(events) == " wonderful world"
+    assert offline_kimi.last_request_body["messages"][-1] == {"role": "assistant", "content": "Hello"}

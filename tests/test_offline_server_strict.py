@@ -276,3 +276,10 @@ def test_partial_mode_continues_without_the_prefix(offline_kimi_profile):
     events = _stream(moonshot, {"model": "kimi-k2-0905-preview", "messages": messages})
     text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events if e["choices"])
     assert text == "ful world"
+
+
+def test_command_takes_a_profile():
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="invalid choice"):
+        call_command("offlinekimi", "--profile", "openai-proper", "--port", "0")
