@@ -107,7 +107,7 @@ async def test_max_tokens_cuts_with_finish_length(make_kimi_client, offline_kimi
     events = await collect(make_kimi_client(), ask("hello", max_tokens=7))
     assert sum(isinstance(e, ContentDelta) for e in events) == 7
     assert Finish("length") in events
-    assert offline_kimi.last_request_body["max_tokens"] == 7
+    assert offline_kimi.last_request_body["max_completion_tokens"] == 7  # Moonshot's name [notes §3]
 
 
 async def test_thinking_off_for_k26_streams_no_reasoning(make_kimi_client, offline_kimi):
@@ -144,7 +144,8 @@ NOT_RETRIED = [
     ("context_too_long", errors.ContextTooLong, "context_too_long", 400),
     ("content_filter", errors.ContentFiltered, "content_filtered", 400),
     ("status:401", errors.AuthenticationFailed, "upstream_auth_failed", 401),
-    ("status:403", errors.PermissionDenied, "upstream_quota_exceeded", 403),
+    # Moonshot's 403 is permission_denied_error ("The API you are accessing is not open"), not a balance problem.
+    ("status:403", errors.AccessDenied, "upstream_access_denied", 403),
     ("quota", errors.PermissionDenied, "upstream_quota_exceeded", 429),
     ("status:404", errors.ModelNotFound, "model_not_found", 404),
     ("acedata:token_mismatched", errors.BadRequest, "bad_request", 400),

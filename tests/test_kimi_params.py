@@ -19,8 +19,9 @@ def body(request: ChatRequest, fmt=openai_format, stream=True) -> dict:
     [
         ("kimi-k2.6", "toggle", {"fixed": 1.0, "fixed_without_thinking": 0.6}, {"fixed": 0.95}, 262_144),
         ("kimi-k2.5", "toggle", {"fixed": 1.0, "fixed_without_thinking": 0.6}, {"fixed": 0.95}, 262_144),
-        ("kimi-k2.7-code", "toggle", {"fixed": 1.0}, {"min": 0.0, "max": 1.0}, 262_144),
-        ("kimi-k3", "always", {"fixed": 1.0}, {"min": 0.0, "max": 1.0}, 1_000_000),
+        # k2.7 always thinks and, like k3, has top_p fixed at 0.95 [notes §3]; both were wrong before issue 17.
+        ("kimi-k2.7-code", "always", {"fixed": 1.0}, {"fixed": 0.95}, 262_144),
+        ("kimi-k3", "always", {"fixed": 1.0}, {"fixed": 0.95}, 1_000_000),
         ("kimi-k2-thinking-turbo", "always", {"min": 0.0, "max": 1.0}, {"min": 0.0, "max": 1.0}, 262_144),
         ("kimi-k2-0905-preview", "none", {"min": 0.0, "max": 1.0}, {"min": 0.0, "max": 1.0}, 262_144),
         ("kimi-k2", "none", {"min": 0.0, "max": 1.0}, {"min": 0.0, "max": 1.0}, 131_072),
@@ -101,7 +102,7 @@ def test_openai_body_fields():
         "temperature": 0.3,
         "top_p": 0.9,
         "n": 2,
-        "max_tokens": 100,
+        "max_completion_tokens": 100,  # Moonshot deprecates max_tokens [notes §3]; gateways: see test_kimi_fidelity
         "response_format": {"type": "json_object"},
     }
     assert "stream_options" not in body(ChatRequest("kimi-k2", USER), stream=False)

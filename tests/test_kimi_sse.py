@@ -2,10 +2,12 @@
 bytes with LF, CR and CRLF line endings, must always decode to the same events."""
 
 import json
+import time
 
 import pytest
 
-from conversations.kimi.sse import SSEDecoder, SSEEvent
+from conversations.kimi import errors
+from conversations.kimi.sse import MAX_LINE_BYTES, SSEDecoder, SSEEvent
 
 CHINESE = "你好，世界！这是一个测试。"
 PAYLOADS = [
@@ -100,3 +102,43 @@ def test_end_delivers_a_complete_event_missing_its_blank_line_but_not_a_cut_line
 def test_retry_must_be_digits_and_id_persists():
     events = decode(b"id: 7\nretry: soon\ndata: a\n\ndata: b\n\n", [])
     assert events == [SSEEvent(data="a", id="7"), SSEEvent(data="b", id="7")]
+
+
+# --- SSE bounds (security issue item 16) -------------------------------------------------------------------------
+
+
+def test_an_endless_line_is_refused_at_the_limit():
+    decoder = SSEDecoder()
+    piece = b"x" * 65536
+    with pytest.raises(errors.BadResponse) as caught:
+        for _ in range(MAX_LINE_BYTES // len(piece) + 2):
+            decoder.feed(piece)
+    assert "longer than" in caught.value.detail
+
+
+def test_a_large_line_decodes_in_linear_time():
+    """48 MB took 25 s of CPU when every read copied and rescanned the buffer; 7 MB in 8 KB reads must be quick,
+    and twice the data must cost about twice the time, not four times."""
+
+    def feed(total: int) -> float:
+        decoder = SSEDecoder()
+        started = time.process_time()
+        decoder.feed(b"data: ")
+        chunk = b"y" * 8192
+        for _ in range(total // len(chunk)):
+            assert decoder.feed(chunk) == []
+        events = decoder.feed(b"\n\n")
+        elapsed = time.process_time() - started
+        assert len(events) == 1 and len(events[0].data) == total // len(chunk) * len(chunk)
+        return elapsed
+
+    small, large = feed(3_500_000), feed(7_000_000)
+    assert large < 0.5
+    assert large < 3 * small + 0.05
+
+
+def test_many_data_lines_are_bounded_too():
+    decoder = SSEDecoder(max_line_bytes=1000)
+    with pytest.raises(errors.BadResponse):
+        decoder.feed(b"data: " + b"z" * 100 + b"\n" * 1 + (b"data: " + b"z" * 100 + b"\n") * 20)
+    assert SSEDecoder(max_line_bytes=1000).feed(b"data: ok\n\n") == [SSEEvent("ok")]

@@ -319,7 +319,7 @@ async def test_a_new_conversation_can_start_with_its_settings(connect, owner, ch
     assert frames[0]["conversation"]["settings"]["temperature"] == 0.2
     sent = chat_settings.last_request_body
     assert sent["messages"][0] == {"role": "system", "content": "Answer in French."}
-    assert sent["temperature"] == 0.2 and sent["max_tokens"] == 300
+    assert sent["temperature"] == 0.2 and sent["max_completion_tokens"] == 300  # Moonshot's field name
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ FAULTS = [
     ("[[fault:context_too_long]]", "error", "context_too_long", False),
     ("[[fault:content_filter]]", "error", "content_filtered", False),
     ("[[fault:status:401]]", "error", "upstream_auth_failed", False),
-    ("[[fault:status:403]]", "error", "upstream_quota_exceeded", False),
+    ("[[fault:status:403]]", "error", "upstream_access_denied", False),  # permission_denied_error, not quota
     ("[[fault:quota]]", "error", "upstream_quota_exceeded", False),
     ("[[fault:status:404]]", "error", "model_not_found", False),
     ("[[fault:status:429]]", "error", "upstream_rate_limited", False),

@@ -15,6 +15,9 @@ from conversations.kimi.sse import SSEEvent
 
 PATH = "/messages"
 DEFAULT_MAX_TOKENS = 4096  # the format requires max_tokens
+# Anthropic's Messages API refuses thinking.budget_tokens below 1,024 or not below max_tokens; Kimi's /messages
+# endpoints do not document their own floor [notes §17 ?], so the stricter rule is kept.
+THINKING_BUDGET_MIN = 1024
 ANTHROPIC_VERSION = "2023-06-01"
 STOP_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls"}
 
@@ -31,9 +34,12 @@ def build_body(request: ChatRequest, params: ResolvedParams, *, stream: bool) ->
         raise InvalidParameter("Several answers per request (n > 1) are not available with the Anthropic-format API.")
     system = [str(m.get("content") or "") for m in request.messages if m.get("role") == "system"]
     max_tokens = params.max_tokens or DEFAULT_MAX_TOKENS
+    messages = [_message(m) for m in request.messages if m.get("role") != "system"]
+    if params.continue_from is not None:
+        messages.append({"role": "assistant", "content": params.continue_from})  # the format's prefill
     body: dict = {
         "model": request.model,
-        "messages": [_message(m) for m in request.messages if m.get("role") != "system"],
+        "messages": messages,
         "max_tokens": max_tokens,
         "stream": stream,
     }
@@ -43,10 +49,11 @@ def build_body(request: ChatRequest, params: ResolvedParams, *, stream: bool) ->
         body["temperature"] = params.temperature
     if params.top_p is not None:
         body["top_p"] = params.top_p
-    if params.thinking is not None:
-        body["thinking"] = (
-            {"type": "enabled", "budget_tokens": max(1, max_tokens // 2)} if params.thinking else {"type": "disabled"}
-        )
+    if params.thinking is False:
+        body["thinking"] = {"type": "disabled"}
+    elif params.thinking and max_tokens > THINKING_BUDGET_MIN:
+        # With no room for the minimum budget the field is left out: these models think by default anyway.
+        body["thinking"] = {"type": "enabled", "budget_tokens": max(THINKING_BUDGET_MIN, max_tokens // 2)}
     body.update(request.extra)
     return body
 

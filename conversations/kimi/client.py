@@ -29,7 +29,7 @@ from django.conf import settings
 from django.core.cache import cache
 
 from conversations.kimi import anthropic_format, openai_format, provider_state
-from conversations.kimi.error_mapping import error_from_response, redact
+from conversations.kimi.error_mapping import error_from_response, redact, request_id_from
 from conversations.kimi.errors import (
     BadResponse,
     ConnectionFailed,
@@ -39,13 +39,18 @@ from conversations.kimi.errors import (
 )
 from conversations.kimi.events import ContentDelta, Event, Finish, ReasoningDelta, ResponseMeta, Usage
 from conversations.kimi.params import ChatRequest, resolve_params
+from conversations.kimi.providers import Provider, provider_for_url, provider_named
 from conversations.kimi.sse import SSEDecoder
 
 logger = logging.getLogger("conversations.kimi")
 
 T = TypeVar("T")
 MODELS_MEMO_SECONDS = 30  # the longest this process trusts its own copy of the model list (see list_models)
-_models_memo: dict[str, tuple[float, list[str]]] = {}  # cache key -> (until, model ids); clients are made per call
+# A failed GET /models is not asked again on every send: the fallback list stands for this long.
+MODELS_FAILURE_SECONDS = 60
+# cache key -> (until, model ids, per-model info from /models); clients are made per call, the memo outlives them
+_models_memo: dict[str, tuple[float, list[str], dict[str, dict]]] = {}
+MODEL_INFO_FIELDS = ("context_length", "supports_image_in", "supports_video_in", "supports_reasoning")
 
 _shared_http: httpx.AsyncClient | None = None
 _shared_loop: asyncio.AbstractEventLoop | None = None
@@ -104,7 +109,7 @@ def meta_from_headers(headers: httpx.Headers) -> ResponseMeta:
         if name.lower().startswith("x-ratelimit-"):
             rate_limit[name] = raw_value.decode("latin-1")
     return ResponseMeta(
-        request_id=headers.get("msh-request-id") or headers.get("x-request-id") or "",
+        request_id=request_id_from(headers),
         rate_limit=rate_limit,
         credits_remaining=headers.get("x-credits-remaining", ""),
     )
@@ -127,6 +132,7 @@ class KimiClient:
         fallback_models: list[str] | tuple[str, ...] = (),
         record_snapshots: bool = True,
         http: httpx.AsyncClient | None = None,
+        provider: str | Provider | None = None,
     ):
         if api_format not in {"openai", "anthropic"}:
             raise ValueError(f"api_format must be 'openai' or 'anthropic', got {api_format!r}")
@@ -144,6 +150,9 @@ class KimiClient:
         self.fallback_models = list(fallback_models)
         self.record_snapshots = record_snapshots
         self._http_override = http
+        # Which fields the provider documents (output limit name, thinking, prompt_cache_key): named, else guessed
+        # from the base URL (anything unknown, like the offline server, is Moonshot-like).
+        self.provider = provider_named(provider) if provider else provider_for_url(self.base_url)
 
     def __repr__(self) -> str:  # never the key
         return f"KimiClient(base_url={self.base_url!r}, api_format={self.api_format!r})"
@@ -155,7 +164,7 @@ class KimiClient:
 
         Raises a KimiError subclass; after any event was yielded it carries the partial text and reasoning, and no
         retry happens."""
-        params = resolve_params(request)
+        params = resolve_params(request, self.provider)
         body = orjson.dumps(self._format.build_body(request, params, stream=True))
         started = time.monotonic()
         attempt = 0
@@ -197,6 +206,7 @@ class KimiClient:
                 if "text/event-stream" not in content_type and ("json" in content_type or "html" in content_type):
                     # Some gateways ignore stream=true (or fail with 200): read the whole body and treat it as one.
                     raw = await response.aread()
+                    await self._note_headers(meta)
                     for event in self._events_from_whole_body(raw, meta):
                         yield event
                     return
@@ -237,7 +247,11 @@ class KimiClient:
             payload = orjson.loads(raw)
         except orjson.JSONDecodeError:
             raise BadResponse(detail="200 answer that is neither SSE nor JSON", request_id=meta.request_id)
-        text, reasoning, finish, usage = self._format.parse_completion(payload)
+        try:
+            text, reasoning, finish, usage = self._format.parse_completion(payload)
+        except KimiError as exc:
+            exc.request_id = exc.request_id or meta.request_id
+            raise self._clean(exc)
         events: list[Event] = [meta]
         if reasoning:
             events.append(ReasoningDelta(reasoning))
@@ -251,7 +265,7 @@ class KimiClient:
 
     async def complete_chat(self, request: ChatRequest) -> ChatResult:
         """One non-streaming answer: (text, reasoning, finish, usage, meta)."""
-        params = resolve_params(request)
+        params = resolve_params(request, self.provider)
         body = orjson.dumps(self._format.build_body(request, params, stream=False))
         return await self._retrying(lambda: self._complete_once(body))
 
@@ -310,36 +324,65 @@ class KimiClient:
     # --- models, balance, tokens --------------------------------------------------------------------------------
 
     async def list_models(self) -> list[str]:
-        """Model ids from GET /models, cached; the configured fallback list when the endpoint is missing or fails."""
+        """Model ids from GET /models, cached; the configured fallback list when the endpoint is missing or fails
+        (remembered for MODELS_FAILURE_SECONDS, so a broken endpoint does not cost every send a request)."""
+        ids, _info = await self._models()
+        return list(ids)
+
+    async def model_info(self) -> dict[str, dict]:
+        """Per-model facts GET /models sent (Moonshot: context_length, supports_image_in, supports_video_in,
+        supports_reasoning), by id; models without any are absent, and gateways send none. Pass an entry to
+        ``params.model_capabilities(model, info)``: what the provider says wins over the name-based rules."""
+        _ids, info = await self._models()
+        return {model: dict(fields) for model, fields in info.items()}
+
+    async def _models(self) -> tuple[list[str], dict[str, dict]]:
         # Every send checks its model against this list: a copy in this process spares each send a trip to the cache
         # (which, for Django's caches, runs in the thread that all database calls share).
-        key = "kimi:models:" + hashlib.sha256(self.base_url.encode()).hexdigest()[:16]
+        key = "kimi:models:v2:" + hashlib.sha256(self.base_url.encode()).hexdigest()[:16]
         memo = _models_memo.get(key)
         if memo is not None and time.monotonic() < memo[0]:
-            return list(memo[1])
+            return memo[1], memo[2]
         cached = await cache.aget(key)
-        if cached:
-            self._remember_models(key, cached)
-            return list(cached)
+        if isinstance(cached, dict) and cached.get("ids"):
+            self._remember_models(key, cached["ids"], cached.get("info") or {}, self._memo_seconds())
+            return list(cached["ids"]), dict(cached.get("info") or {})
+        loaded = await self._fetch_models()
+        if loaded is None:
+            ids, info, seconds = list(self.fallback_models), {}, MODELS_FAILURE_SECONDS
+        else:
+            (ids, info), seconds = loaded, self.models_cache_seconds
+        if seconds > 0:
+            await cache.aset(key, {"ids": ids, "info": info}, seconds)
+        self._remember_models(key, ids, info, self._memo_seconds() if loaded is not None else seconds)
+        return ids, info
+
+    async def _fetch_models(self) -> tuple[list[str], dict[str, dict]] | None:
         try:
             response = await self._http().get(self.base_url + "/models", headers=self._auth(), timeout=self._short())
-            if response.status_code == 200:
-                data = orjson.loads(response.content).get("data")
-                ids = [m["id"] for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
-                if ids:
-                    await cache.aset(key, ids, self.models_cache_seconds)
-                    self._remember_models(key, ids)
-                    return ids
-            else:
+            if response.status_code != 200:
                 logger.warning("GET /models answered %s; using the fallback model list", response.status_code)
+                return None
+            data = orjson.loads(response.content).get("data")
+            entries = [m for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
         except (httpx.HTTPError, orjson.JSONDecodeError, AttributeError, TypeError):
             logger.warning("GET /models failed; using the fallback model list", exc_info=True)
-        return list(self.fallback_models)
+            return None
+        if not entries:
+            return None
+        info = {}
+        for entry in entries:
+            fields = {name: entry[name] for name in MODEL_INFO_FIELDS if name in entry}
+            if fields:
+                info[entry["id"]] = fields
+        return [m["id"] for m in entries], info
 
-    def _remember_models(self, key: str, ids) -> None:
-        seconds = min(self.models_cache_seconds, MODELS_MEMO_SECONDS)
+    def _memo_seconds(self) -> float:
+        return min(self.models_cache_seconds, MODELS_MEMO_SECONDS)
+
+    def _remember_models(self, key: str, ids, info: dict, seconds: float) -> None:
         if seconds > 0:
-            _models_memo[key] = (time.monotonic() + seconds, list(ids))
+            _models_memo[key] = (time.monotonic() + seconds, list(ids), dict(info))
 
     async def fetch_balance(self):
         """Record and return a ProviderSnapshot: Moonshot's balance endpoint when it exists, else the last
@@ -428,4 +471,6 @@ def get_client() -> KimiClient:
         retry_base_delay=getattr(settings, "KIMI_RETRY_BASE_DELAY", 0.5),
         models_cache_seconds=settings.KIMI_MODELS_CACHE_SECONDS,
         fallback_models=settings.KIMI_FALLBACK_MODELS,
+        # Optional: guessed from KIMI_BASE_URL when unset (see providers.provider_for_url).
+        provider=getattr(settings, "KIMI_PROVIDER", None) or None,
     )

@@ -20,15 +20,16 @@ from conversations.kimi import errors
 # account as a 429 ``exceeded_current_quota_error``, which must not be retried.
 _WORD_RULES: tuple[tuple[tuple[str, ...], type[errors.KimiError]], ...] = (
     (
-        ("exceeded_current_quota", "insufficient_credits", "insufficient_quota", "insufficient_balance"),
+        ("exceeded_current_quota", "insufficient_credits", "insufficient_quota", "insufficient_balance", "used_up"),
         errors.PermissionDenied,
     ),
-    (("permission", "forbidden"), errors.PermissionDenied),
+    (("permission", "forbidden"), errors.AccessDenied),
     (
         ("authentication", "invalid_api_key", "incorrect_api_key", "invalid_token", "unauthorized"),
         errors.AuthenticationFailed,
     ),
-    (("model_not_found", "resource_not_found", "not_found"), errors.ModelNotFound),
+    (("model_not_found",), errors.ModelNotFound),
+    (("resource_not_found", "not_found"), errors.EndpointNotFound),  # a model named in the message: ModelNotFound
     (("content_filter", "high_risk", "moderation"), errors.ContentFiltered),
     (("context_length", "context_too_long", "request_too_large"), errors.ContextTooLong),
     (("overloaded",), errors.Overloaded),
@@ -42,8 +43,8 @@ _STATUS_RULES: dict[int, type[errors.KimiError]] = {
     400: errors.BadRequest,
     401: errors.AuthenticationFailed,
     402: errors.PermissionDenied,
-    403: errors.PermissionDenied,
-    404: errors.ModelNotFound,
+    403: errors.AccessDenied,
+    404: errors.EndpointNotFound,
     408: errors.Timeout,
     413: errors.ContextTooLong,
     422: errors.BadRequest,
@@ -52,8 +53,17 @@ _STATUS_RULES: dict[int, type[errors.KimiError]] = {
     529: errors.Overloaded,
 }
 
-# Moonshot words a too-long conversation as a plain invalid_request_error: "exceeded model token limit".
-_CONTEXT_MESSAGE = re.compile(r"token limit|context length|context window|too many tokens|maximum context", re.I)
+# Moonshot words a too-long conversation as a plain invalid_request_error: "Input token length too long" (the prompt
+# alone) or "exceeded model token limit" (prompt + output budget) [notes §3, §15].
+_CONTEXT_MESSAGE = re.compile(
+    r"token limit|token length too long|context length|context window|too many tokens|maximum context", re.I
+)
+# Moonshot's 404 for an unknown model: "Not found the model X or Permission denied". Any other 404 is an address
+# that does not exist, which picking another model cannot fix.
+_MODEL_MESSAGE = re.compile(r"\bmodel\b", re.I)
+# Ace Data and the help pages use 403 for an empty balance too [notes §15].
+_QUOTA_MESSAGE = re.compile(r"balance|quota|credit|recharge|suspended", re.I)
+REQUEST_ID_HEADERS = ("msh-request-id", "x-msh-trace-id", "x-trace-id", "x-request-id")
 _TRY_AGAIN = re.compile(r"(?:try again|retry) (?:after|in) (\d+(?:\.\d+)?) ?(ms|milliseconds?|s|sec|seconds?)?", re.I)
 # Provider messages sometimes quote the key they rejected; anything key-shaped is cut before it reaches a log.
 _KEY_LIKE = re.compile(r"\b(sk|ak|key)-[A-Za-z0-9_\-*]{6,}", re.I)
@@ -80,7 +90,19 @@ def parse_retry_after(headers: Mapping[str, str] | None, message: str = "") -> f
         seconds = float(match.group(1))
         unit = (match.group(2) or "s").lower()
         return seconds / 1000 if unit.startswith("m") else seconds
-    return None
+    return _reset_wait(_header(headers, "x-ratelimit-reset"))
+
+
+def _reset_wait(value: str) -> float | None:
+    """``X-RateLimit-Reset``: unix seconds on kimi-k2.ai [doc: S003]; Moonshot's format is undocumented, so a small
+    number is read as seconds from now."""
+    try:
+        reset = float(value)
+    except ValueError:
+        return None
+    if reset > 1_000_000_000:
+        return max(0.0, reset - time.time())
+    return max(0.0, reset)
 
 
 def error_from_response(
@@ -93,7 +115,7 @@ def error_from_response(
     kind, code, message, trace_id = _fields(payload)
     words = f"{kind} {code}".lower()
     exc_class = _classify(status, words, message)
-    request_id = _header(headers, "msh-request-id") or _header(headers, "x-request-id") or trace_id
+    request_id = request_id_from(headers) or trace_id
     detail_parts = [p for p in (str(status) if status else "", kind, code) if p]
     detail = " ".join(detail_parts)
     if message:
@@ -104,22 +126,36 @@ def error_from_response(
     return exc_class(status=status, request_id=request_id, retry_after=retry_after, detail=redact(detail))
 
 
+def request_id_from(headers: Mapping[str, str] | None) -> str:
+    for name in REQUEST_ID_HEADERS:
+        value = _header(headers, name)
+        if value:
+            return value
+    return ""
+
+
 def _classify(status: int | None, words: str, message: str) -> type[errors.KimiError]:
     for needles, exc_class in _WORD_RULES:
         if any(needle in words for needle in needles):
-            if exc_class is errors.BadRequest and _CONTEXT_MESSAGE.search(message):
-                return errors.ContextTooLong
-            return exc_class
+            return _refine(exc_class, message)
     if status in _STATUS_RULES:
-        exc_class = _STATUS_RULES[status]
-        if exc_class is errors.BadRequest and _CONTEXT_MESSAGE.search(message):
-            return errors.ContextTooLong
-        return exc_class
+        return _refine(_STATUS_RULES[status], message)
     if status is None or status >= 500:
         return errors.ServerError  # an unexplained failure mid-stream is the provider's trouble
     if 400 <= status < 500:
         return errors.BadRequest
     return errors.KimiError
+
+
+def _refine(exc_class: type[errors.KimiError], message: str) -> type[errors.KimiError]:
+    """The message tells apart what one type or status covers."""
+    if exc_class is errors.BadRequest and _CONTEXT_MESSAGE.search(message):
+        return errors.ContextTooLong
+    if exc_class is errors.EndpointNotFound and _MODEL_MESSAGE.search(message):
+        return errors.ModelNotFound
+    if exc_class is errors.AccessDenied and _QUOTA_MESSAGE.search(message):
+        return errors.PermissionDenied
+    return exc_class
 
 
 def _decode(body: bytes | str | Mapping | None) -> dict:

@@ -64,13 +64,35 @@ class AuthenticationFailed(KimiError):
 
 
 class PermissionDenied(KimiError):
+    """Out of balance, quota or credits (Moonshot bills with 429 ``exceeded_current_quota_error``)."""
+
     code = "upstream_quota_exceeded"
     default_message = "The Kimi account of this server is out of quota or credits. Please contact the administrator."
+
+
+QuotaExceeded = PermissionDenied  # the name says what it is; PermissionDenied stays for existing imports
+
+
+class AccessDenied(KimiError):
+    """403 ``permission_denied_error`` ("The API you are accessing is not open"): the account may not use this
+    endpoint or model. Telling users to top up would send the administrator the wrong way."""
+
+    code = "upstream_access_denied"
+    default_message = (
+        "The Kimi account of this server is not allowed to use this model or feature. Please contact the administrator."
+    )
 
 
 class ModelNotFound(KimiError):
     code = "model_not_found"
     default_message = "This model is not available. Pick another model."
+
+
+class EndpointNotFound(KimiError):
+    """A 404 that names no model: the base URL or the API format is wrong, so another model would not help."""
+
+    code = "upstream_not_found"
+    default_message = "The Kimi service address is misconfigured on this server. Please contact the administrator."
 
 
 class RateLimited(KimiError):

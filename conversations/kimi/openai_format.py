@@ -18,26 +18,48 @@ def auth_headers(api_key: str) -> dict[str, str]:
 
 
 def build_body(request: ChatRequest, params: ResolvedParams, *, stream: bool) -> dict:
-    body: dict = {"model": request.model, "messages": [_message(m) for m in request.messages], "stream": stream}
+    messages = [_message(m, params.preserve_reasoning) for m in request.messages]
+    if params.continue_from is not None:
+        # Partial mode [doc: partial]: the answer so far is the last message and the reply is only what follows.
+        messages.append(
+            _message({"role": "assistant", "content": params.continue_from, "partial": True}, params.preserve_reasoning)
+        )
+    body: dict = {"model": request.model, "messages": messages, "stream": stream}
     if stream:
         body["stream_options"] = {"include_usage": True}
-    for name in ("temperature", "top_p", "n", "max_tokens"):
+    for name in ("temperature", "top_p", "n"):
         value = getattr(params, name)
         if value is not None:
             body[name] = value
+    if params.max_tokens is not None:
+        body[params.output_field] = params.max_tokens
     if params.json_mode:
         body["response_format"] = {"type": "json_object"}
     if params.thinking is not None:
-        body["thinking"] = {"type": "enabled" if params.thinking else "disabled"}
+        thinking = {"type": "enabled" if params.thinking else "disabled"}
+        if params.thinking and params.thinking_keep:
+            thinking["keep"] = "all"
+        body["thinking"] = thinking
+    if params.reasoning_effort is not None:
+        body["reasoning_effort"] = params.reasoning_effort
+    if params.prompt_cache_key:
+        body["prompt_cache_key"] = params.prompt_cache_key
     body.update(request.extra)
     return body
 
 
-def _message(message: dict) -> dict:
+def _message(message: dict, preserve_reasoning: bool = False) -> dict:
     out = {k: v for k, v in message.items() if k != "reasoning"}
-    # Thinking models (k2.6 keep=all, k2.7, k3) need their earlier reasoning back on assistant turns.
-    if message.get("role") == "assistant" and message.get("reasoning"):
-        out["reasoning_content"] = message["reasoning"]
+    if message.get("role") == "assistant":
+        reasoning = message.get("reasoning")
+        if reasoning is None:
+            reasoning = message.get("reasoning_content")
+        # Preserved Thinking (k3, k2.7, k2.6 with keep=all) requires the field on every earlier assistant turn, ""
+        # when there was none [doc: spec; seen: kimi-cli]; other models ignore it, so send it only when known.
+        if preserve_reasoning:
+            out["reasoning_content"] = reasoning if isinstance(reasoning, str) else ""
+        elif reasoning:
+            out["reasoning_content"] = reasoning
     return out
 
 

@@ -5,13 +5,22 @@ one read may be followed by the LF of the next), ``field:value`` with at most on
 ``data`` joined with ``\\n``, comment lines ignored. Lines are cut on bytes and decoded only when complete, so a
 multi-byte UTF-8 character split across reads is never decoded in halves (line endings are ASCII and cannot occur
 inside a multi-byte sequence).
+
+An upstream is not trusted to end its lines: a line (or an event's joined data) longer than ``MAX_LINE_BYTES`` is a
+``BadResponse``, and bytes are appended to one ``bytearray`` and scanned once each, so a hostile endless line costs
+linear time and bounded memory instead of a copy of the whole buffer per read.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from conversations.kimi.errors import BadResponse
+
 _BOM = b"\xef\xbb\xbf"
+# The largest honest line is one JSON chunk (a delta, a tool call's arguments, a usage block): kilobytes. 8 MB is far
+# above that and far below what would hurt a worker.
+MAX_LINE_BYTES = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,8 +32,11 @@ class SSEEvent:
 
 
 class SSEDecoder:
-    def __init__(self) -> None:
-        self._buffer = b""
+    def __init__(self, max_line_bytes: int = MAX_LINE_BYTES) -> None:
+        self.max_line_bytes = max_line_bytes
+        self._buffer = bytearray()
+        self._scanned = 0  # bytes of the buffer already searched for a line ending
+        self._data_bytes = 0
         self._skip_lf = False  # the previous read ended in CR: an LF starting this one belongs to it
         self._started = False
         self._data: list[str] = []
@@ -45,7 +57,7 @@ class SSEDecoder:
                 return []  # could still be a BOM: wait for more bytes
             self._started = True
             if self._buffer.startswith(_BOM):
-                self._buffer = self._buffer[len(_BOM) :]
+                del self._buffer[: len(_BOM)]
         events: list[SSEEvent] = []
         for line in self._take_lines():
             event = self._process_line(line)
@@ -56,7 +68,8 @@ class SSEDecoder:
     def end(self) -> list[SSEEvent]:
         """The stream closed. An event whose lines all arrived but whose blank line did not is still delivered;
         a final line without its terminator is dropped, since it may have been cut short."""
-        self._buffer = b""
+        self._buffer = bytearray()
+        self._scanned = 0
         event = self._dispatch()
         return [event] if event is not None else []
 
@@ -64,23 +77,29 @@ class SSEDecoder:
         lines: list[bytes] = []
         buffer = self._buffer
         start = 0
+        scan = self._scanned  # nothing before this offset holds a line ending: never search it twice
         length = len(buffer)
         while True:
-            cr = buffer.find(b"\r", start)
-            lf = buffer.find(b"\n", start)
+            cr = buffer.find(b"\r", scan)
+            lf = buffer.find(b"\n", scan)
             if cr == -1 and lf == -1:
                 break
             if cr == -1 or (lf != -1 and lf < cr):
-                lines.append(buffer[start:lf])
-                start = lf + 1
+                lines.append(bytes(buffer[start:lf]))
+                start = scan = lf + 1
                 continue
-            lines.append(buffer[start:cr])
+            lines.append(bytes(buffer[start:cr]))
             if cr + 1 < length:
-                start = cr + 2 if buffer[cr + 1 : cr + 2] == b"\n" else cr + 1
+                start = cr + 2 if buffer[cr + 1] == 0x0A else cr + 1
             else:
                 start = cr + 1
                 self._skip_lf = True  # the LF of a CRLF may arrive in the next read
-        self._buffer = buffer[start:]
+            scan = start
+        if start:
+            del buffer[:start]  # what is left is one unfinished line, short unless it is about to be refused
+        self._scanned = len(buffer)
+        if self._scanned > self.max_line_bytes:
+            raise BadResponse(detail=f"an SSE line longer than {self.max_line_bytes} bytes")
         return lines
 
     def _process_line(self, raw: bytes) -> SSEEvent | None:
@@ -93,6 +112,9 @@ class SSEDecoder:
         if sep and value.startswith(" "):
             value = value[1:]
         if field == "data":
+            self._data_bytes += len(raw)
+            if self._data_bytes > self.max_line_bytes:
+                raise BadResponse(detail=f"an SSE event with more than {self.max_line_bytes} bytes of data")
             self._data.append(value)
         elif field == "event":
             self._event = value
@@ -110,5 +132,6 @@ class SSEDecoder:
             return None
         event = SSEEvent(data="\n".join(self._data), event=self._event or "message", id=self._id, retry=self._retry)
         self._data = []
+        self._data_bytes = 0
         self._event = ""
         return event

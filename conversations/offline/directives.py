@@ -41,6 +41,7 @@ FAULTS = {
     "comments",
     "split_utf8",
     "empty_choices",
+    "json_for_stream",  # a gateway that ignores stream=true and answers one JSON body
 }
 
 

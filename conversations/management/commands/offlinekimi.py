@@ -8,6 +8,7 @@ import ipaddress
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from conversations.offline.profiles import PROFILES
 from conversations.offline.server import OfflineKimiServer
 
 
@@ -18,8 +19,14 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=settings.OFFLINE_KIMI_PORT)
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--rate", type=float, default=30.0, help="tokens per second; 0 = as fast as possible")
+        parser.add_argument(
+            "--profile",
+            choices=sorted(PROFILES),
+            default="moonshot",
+            help="the provider to play: its endpoints, models, field names, defaults and headers",
+        )
 
-    def handle(self, *args, host: str, port: int, rate: float, **options):
+    def handle(self, *args, host: str, port: int, rate: float, profile: str = "moonshot", **options):
         # The key is public and the answers are fake: never listen beyond this machine.
         if host != "localhost":
             try:
@@ -30,11 +37,13 @@ class Command(BaseCommand):
                 raise CommandError(f"--host must be a loopback address, got {host!r}")
         if rate < 0:
             raise CommandError("--rate must be 0 or more")
-        server = OfflineKimiServer(host, port, api_key=settings.OFFLINE_KIMI_KEY, tokens_per_second=rate)
+        server = OfflineKimiServer(
+            host, port, api_key=settings.OFFLINE_KIMI_KEY, tokens_per_second=rate, profile=profile
+        )
 
         async def serve():
             await server.start()
-            self.stdout.write(f"Offline Kimi-compatible server on {server.base_url} ({rate:g} tokens/s)")
+            self.stdout.write(f"Offline Kimi-compatible server on {server.base_url} ({rate:g} tokens/s, {profile})")
             await server.serve_forever()
 
         try:
