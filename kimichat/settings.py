@@ -212,6 +212,13 @@ if not KIMI_BASE_URL.startswith(("http://", "https://")):
 KIMI_API_FORMAT = env_str("KIMI_API_FORMAT", "openai")
 if KIMI_API_FORMAT not in {"openai", "anthropic"}:
     raise ImproperlyConfigured(f"KIMI_API_FORMAT must be 'openai' or 'anthropic', got {KIMI_API_FORMAT!r}")
+# Which provider's documented rules apply (output-limit field, thinking field, prompt_cache_key, model limits);
+# empty: guessed from KIMI_BASE_URL (docs/kimi-client.md).
+KIMI_PROVIDER = env_str("KIMI_PROVIDER", "")
+if KIMI_PROVIDER not in {"", "moonshot", "moonshot-cn", "acedata", "kimi-k2.ai"}:
+    raise ImproperlyConfigured(
+        f"KIMI_PROVIDER must be one of moonshot, moonshot-cn, acedata, kimi-k2.ai (or empty), got {KIMI_PROVIDER!r}"
+    )
 KIMI_DEFAULT_MODEL = env_str("KIMI_DEFAULT_MODEL", "kimi-k2.6")
 KIMI_FALLBACK_MODELS = env_list(
     "KIMI_FALLBACK_MODELS",

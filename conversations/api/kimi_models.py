@@ -13,8 +13,16 @@ from conversations.kimi.params import model_capabilities
 
 @require_GET
 async def models(request):
-    ids = await get_client().list_models()
+    client = get_client()
+    ids = await client.list_models()
+    info = await client.model_info()  # the same cached GET /models: context_length, supports_* where sent
     default = settings.KIMI_DEFAULT_MODEL if settings.KIMI_DEFAULT_MODEL in ids else (ids[0] if ids else None)
     return JsonResponse(
-        {"default": default, "models": [{"id": model, "capabilities": model_capabilities(model)} for model in ids]}
+        {
+            "default": default,
+            "models": [
+                {"id": model, "capabilities": model_capabilities(model, info.get(model), client.provider)}
+                for model in ids
+            ],
+        }
     )

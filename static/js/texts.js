@@ -31,6 +31,8 @@ export function errorText(code, fallback, details = {}) {
     model_not_found: gettext("This model is not available. Pick another model."),
     upstream_auth_failed: gettext("The server's Kimi API key was rejected. Please contact the administrator."),
     upstream_quota_exceeded: gettext("The Kimi account of this server is out of quota. Please contact the administrator."),
+    upstream_access_denied: gettext("The server's Kimi account may not use this model or endpoint. Please contact the administrator."),
+    upstream_not_found: gettext("The server's Kimi address is wrong (the endpoint was not found). Please contact the administrator."),
     upstream_rate_limited: gettext("Kimi is receiving too many requests right now. Please try again shortly."),
     upstream_overloaded: gettext("Kimi is overloaded right now. Please try again shortly."),
     upstream_server_error: gettext("Kimi had an internal error. Please try again."),

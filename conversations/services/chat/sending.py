@@ -19,11 +19,11 @@ from django.utils import timezone
 
 from conversations.kimi import errors as kimi_errors
 from conversations.kimi.client import get_client
-from conversations.kimi.params import ChatRequest, resolve_params
+from conversations.kimi.params import ChatRequest, output_budget, resolve_params
 from conversations.models import Conversation, Message
 from conversations.services.billing import credits
 from conversations.services.billing.ratelimit import RateLimited, check_rate_limit
-from conversations.services.chat.context import ContextTooLong, answer_budget, build_messages, check_fits, title_from
+from conversations.services.chat.context import ContextTooLong, build_messages, check_fits, title_from
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +115,10 @@ def _check_concurrency(user, conversation_id) -> None:
 
 
 def _chat_request(conversation: Conversation, model: str, thread: list[Message]) -> tuple[ChatRequest, int]:
+    """The upstream request and its estimated prompt tokens. Its output budget (``max_tokens``) is always set: the
+    user's limit or a full answer's worth for the model, clamped to what the window leaves after the prompt. The
+    same number is reserved in credits, so an answer can never cost more than was reserved."""
+    provider = get_client().provider
     request = ChatRequest(
         model=model,
         messages=[{"role": "user", "content": "-"}],  # replaced below, once the thinking mode is known
@@ -123,9 +127,10 @@ def _chat_request(conversation: Conversation, model: str, thread: list[Message])
         max_tokens=conversation.max_tokens,
         json_mode=conversation.json_mode,
         thinking=conversation.thinking,
+        prompt_cache_key=f"kimichat-conversation-{conversation.pk}",
     )
     try:
-        params = resolve_params(request)
+        params = resolve_params(request, provider)
         request.messages, prompt_tokens = build_messages(
             thread,
             model=model,
@@ -133,6 +138,9 @@ def _chat_request(conversation: Conversation, model: str, thread: list[Message])
             max_tokens=conversation.max_tokens,
             thinks=params.thinks,
         )
+        request.max_tokens = output_budget(model, conversation.max_tokens, prompt_tokens, provider)
+    except kimi_errors.ContextTooLong as exc:
+        raise SendRefused("context_too_long", exc.message, conversation_id=conversation.pk) from None
     except kimi_errors.InvalidParameter as exc:
         raise SendRefused("invalid_parameter", exc.message, conversation_id=conversation.pk) from None
     except ContextTooLong as exc:
@@ -155,7 +163,7 @@ def _start_answer(user, conversation: Conversation, model: str, thread: list[Mes
             user,
             model=model,
             prompt_tokens=prompt_tokens,
-            max_completion_tokens=answer_budget(conversation.max_tokens),
+            max_completion_tokens=request.max_tokens,
             message=assistant,
         )
     except credits.InsufficientCredits as exc:
