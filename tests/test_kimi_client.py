@@ -12,7 +12,8 @@ import httpx
 import pytest
 
 from conversations.kimi import errors
-from conversations.kimi.client import KimiClient, close_client, get_client, shared_http_client
+from conversations.kimi.client import KimiClient, close_client, shared_http_client
+from conversations.kimi.configured import get_client
 from conversations.kimi.error_mapping import error_from_response, parse_retry_after
 from conversations.kimi.events import ContentDelta, Finish, ReasoningDelta, ResponseMeta, Usage
 from conversations.kimi.openai_format import StreamParser
@@ -548,6 +549,8 @@ def test_shared_pool_follows_the_event_loop():
 async def test_the_model_list_is_also_kept_in_process(make_kimi_client, offline_kimi, monkeypatch):
     """Sends check their model against the list: within MODELS_MEMO_SECONDS it comes from the client itself, with
     no trip to Django's cache; after it, from the cache again (shared by workers)."""
+    from django.core.cache import cache
+
     from conversations.kimi import client as client_module
 
     client_module._models_memo.clear()
@@ -555,13 +558,13 @@ async def test_the_model_list_is_also_kept_in_process(make_kimi_client, offline_
     models = await client.list_models()
     client = make_kimi_client(models_cache_seconds=300)  # get_client() makes a client per call: the copy outlives it
     reads = []
-    real_aget = client_module.cache.aget
+    real_aget = cache.aget
 
     async def counting_aget(key, *args, **kwargs):
         reads.append(key)
         return await real_aget(key, *args, **kwargs)
 
-    monkeypatch.setattr(client_module.cache, "aget", counting_aget)
+    monkeypatch.setattr(cache, "aget", counting_aget)
     assert await client.list_models() == models and reads == []
     later = time.monotonic() + client_module.MODELS_MEMO_SECONDS + 1
     monkeypatch.setattr(client_module.time, "monotonic", lambda: later)

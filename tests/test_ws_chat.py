@@ -8,7 +8,7 @@ import uuid
 import pytest
 from asgiref.sync import sync_to_async
 
-from conversations.kimi.client import get_client
+from conversations.kimi.configured import get_client
 from conversations.kimi.params import ChatRequest
 from conversations.models import Conversation, Message
 

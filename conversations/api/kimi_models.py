@@ -7,7 +7,7 @@ from django.conf import settings
 from django.http import JsonResponse
 from django.views.decorators.http import require_GET
 
-from conversations.kimi.client import get_client
+from conversations.kimi.configured import get_client
 from conversations.kimi.params import model_capabilities
 
 

@@ -21,12 +21,10 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal, InvalidOperation
-from typing import NamedTuple, TypeVar
+from typing import NamedTuple, Protocol, TypeVar
 
 import httpx
 import orjson
-from django.conf import settings
-from django.core.cache import cache
 
 from conversations.kimi import anthropic_format, openai_format, provider_state
 from conversations.kimi.error_mapping import error_from_response, redact, request_id_from
@@ -57,6 +55,14 @@ _shared_loop: asyncio.AbstractEventLoop | None = None
 _shared_timeouts: tuple[float, float] | None = None
 
 
+class SharedCache(Protocol):
+    """What the client needs of a cache shared by the app's processes (Django's cache has exactly these)."""
+
+    async def aget(self, key: str): ...
+
+    async def aset(self, key: str, value, seconds: float) -> None: ...
+
+
 class ChatResult(NamedTuple):
     text: str
     reasoning: str
@@ -65,12 +71,12 @@ class ChatResult(NamedTuple):
     meta: ResponseMeta
 
 
-def shared_http_client(connect_timeout: float, read_timeout: float) -> httpx.AsyncClient:
+def shared_http_client(connect_timeout: float, read_timeout: float, max_connections: int = 1000) -> httpx.AsyncClient:
     """The process's connection pool, rebuilt when the running event loop changed (an httpx client is bound to the
     loop it first used; tests and ``async_to_sync`` run many loops)."""
     global _shared_http, _shared_loop, _shared_timeouts
     loop = asyncio.get_running_loop()
-    timeouts = (connect_timeout, read_timeout)
+    timeouts = (connect_timeout, read_timeout, max_connections)
     if _shared_http is None or _shared_http.is_closed or _shared_loop is not loop or _shared_timeouts != timeouts:
         # An old client on another loop cannot be closed from here; dropping it releases its sockets on GC.
         _shared_http = httpx.AsyncClient(
@@ -78,8 +84,8 @@ def shared_http_client(connect_timeout: float, read_timeout: float) -> httpx.Asy
             # Every streaming answer holds one connection for its whole length: the pool must be at least as large
             # as the answers a worker runs at once, or answer N+1 waits for a free connection and times out.
             limits=httpx.Limits(
-                max_connections=settings.KIMI_MAX_CONNECTIONS,
-                max_keepalive_connections=min(20, settings.KIMI_MAX_CONNECTIONS),
+                max_connections=max_connections,
+                max_keepalive_connections=min(20, max_connections),
             ),
             follow_redirects=False,
         )
@@ -133,6 +139,8 @@ class KimiClient:
         record_snapshots: bool = True,
         http: httpx.AsyncClient | None = None,
         provider: str | Provider | None = None,
+        max_connections: int = 1000,
+        shared_cache: SharedCache | None = None,
     ):
         if api_format not in {"openai", "anthropic"}:
             raise ValueError(f"api_format must be 'openai' or 'anthropic', got {api_format!r}")
@@ -150,6 +158,9 @@ class KimiClient:
         self.fallback_models = list(fallback_models)
         self.record_snapshots = record_snapshots
         self._http_override = http
+        self.max_connections = max_connections
+        # Where the model list is shared between processes (Django's cache in the app: kimi/configured.py).
+        self._cache = shared_cache
         # Which fields the provider documents (output limit name, thinking, prompt_cache_key): named, else guessed
         # from the base URL (anything unknown, like the offline server, is Moonshot-like).
         self.provider = provider_named(provider) if provider else provider_for_url(self.base_url)
@@ -343,7 +354,7 @@ class KimiClient:
         memo = _models_memo.get(key)
         if memo is not None and time.monotonic() < memo[0]:
             return memo[1], memo[2]
-        cached = await cache.aget(key)
+        cached = await self._cache.aget(key) if self._cache is not None else None
         if isinstance(cached, dict) and cached.get("ids"):
             self._remember_models(key, cached["ids"], cached.get("info") or {}, self._memo_seconds())
             return list(cached["ids"]), dict(cached.get("info") or {})
@@ -352,8 +363,8 @@ class KimiClient:
             ids, info, seconds = list(self.fallback_models), {}, MODELS_FAILURE_SECONDS
         else:
             (ids, info), seconds = loaded, self.models_cache_seconds
-        if seconds > 0:
-            await cache.aset(key, {"ids": ids, "info": info}, seconds)
+        if seconds > 0 and self._cache is not None:
+            await self._cache.aset(key, {"ids": ids, "info": info}, seconds)
         self._remember_models(key, ids, info, self._memo_seconds() if loaded is not None else seconds)
         return ids, info
 
@@ -431,7 +442,7 @@ class KimiClient:
     # --- plumbing ---------------------------------------------------------------------------------------------
 
     def _http(self) -> httpx.AsyncClient:
-        return self._http_override or shared_http_client(self.connect_timeout, self.read_timeout)
+        return self._http_override or shared_http_client(self.connect_timeout, self.read_timeout, self.max_connections)
 
     def _auth(self) -> dict[str, str]:
         return self._format.auth_headers(self._api_key)
@@ -455,22 +466,3 @@ class KimiClient:
         if exc.usage is None:
             exc.usage = parser.usage()
         return self._clean(exc)
-
-
-def get_client() -> KimiClient:
-    """A client configured from settings (cheap: the connection pool underneath is shared)."""
-    return KimiClient(
-        base_url=settings.KIMI_BASE_URL,
-        api_key=settings.KIMI_API_KEY,
-        api_format=settings.KIMI_API_FORMAT,
-        connect_timeout=settings.KIMI_CONNECT_TIMEOUT,
-        read_timeout=settings.KIMI_READ_TIMEOUT,
-        max_retries=settings.KIMI_MAX_RETRIES,
-        retry_max_wait=settings.KIMI_RETRY_MAX_WAIT,
-        # Not an environment setting: tests shorten the backoff through it.
-        retry_base_delay=getattr(settings, "KIMI_RETRY_BASE_DELAY", 0.5),
-        models_cache_seconds=settings.KIMI_MODELS_CACHE_SECONDS,
-        fallback_models=settings.KIMI_FALLBACK_MODELS,
-        # Optional: guessed from KIMI_BASE_URL when unset (see providers.provider_for_url).
-        provider=getattr(settings, "KIMI_PROVIDER", None) or None,
-    )

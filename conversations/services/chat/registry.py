@@ -32,7 +32,8 @@ from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.conf import settings
 
 from conversations.kimi import errors as kimi_errors
-from conversations.kimi.client import close_client, get_client
+from conversations.kimi.client import close_client
+from conversations.kimi.configured import get_client
 from conversations.kimi.events import ContentDelta, Finish, ReasoningDelta, ResponseMeta, Usage
 from conversations.kimi.params import ChatRequest
 from conversations.models import Message

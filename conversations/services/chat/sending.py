@@ -18,7 +18,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from conversations.kimi import errors as kimi_errors
-from conversations.kimi.client import get_client
+from conversations.kimi.configured import get_client
 from conversations.kimi.params import ChatRequest, output_budget, resolve_params
 from conversations.models import Conversation, Message
 from conversations.services.billing import credits
