@@ -80,10 +80,8 @@ export const Composer = (Base) => class extends Base {
     const frame = { type: "send", conversation_id: convId, content: text, client_msg_id: clientMsgId };
     const model = this.currentModel();
     if (model) frame.model = model;
-    if (!convId && this.draft) {
-      frame.conversation = this.draft;
-      this.draft = null;
-    }
+    // The draft stays until the server accepts the send (adoptNewConversation): a refused first send keeps it.
+    if (!convId && this.draft) frame.conversation = this.draft;
     this.socket.send(frame);
     if (convId) this.sidebar.touch(convId);
     this.renderThread();

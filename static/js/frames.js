@@ -71,6 +71,7 @@ export const Frames = (Base) => class extends Base {
     this.conv = this.sidebar.conversations.get(id) || this.conv || { id, title: "", model: this.currentModel() };
     if (this.draftModel) this.conv.model = this.draftModel;
     this.draftModel = null;
+    this.draft = null; // the server took the draft settings with the chat it created
     for (const m of this.messages.values()) m.conversation_id = id;
     this.renderHeader();
   }
