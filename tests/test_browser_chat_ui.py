@@ -41,3 +41,42 @@ def test_new_chat_settings_survive_a_refused_first_send(live_daphne, browser_use
     assert (conversation.system_prompt, conversation.max_tokens) == ("Answer like a pirate.", 256)
     assert offline_kimi.last_request_body["messages"][0] == {"role": "system", "content": "Answer like a pirate."}
     no_js_errors(page)
+
+
+def shown_turn(page) -> tuple[str, str]:
+    return (page.text_content(".msg-user .msg-content"), page.text_content(".msg-assistant .msg-content").strip())
+
+
+def test_version_arrows_keep_each_question_with_its_own_answers(live_daphne, browser_user, open_page):
+    conversation = Conversation.objects.create(owner=browser_user, title="Versions", model="kimi-k2.6")
+
+    def message(role, content):
+        return Message.objects.create(conversation=conversation, role=role, content=content, status="complete")
+
+    first_q, first_a, first_a_again = message("user", "Q1"), message("assistant", "A1"), message("assistant", "A1b")
+    second_q, second_a = message("user", "Q2"), message("assistant", "A2")
+    # An edit supersedes the question and its answer; the regenerate before it superseded only the answer.
+    Message.objects.filter(pk=first_q.pk).update(superseded_by=second_q)
+    Message.objects.filter(pk=first_a.pk).update(superseded_by=first_a_again)
+    Message.objects.filter(pk=first_a_again.pk).update(superseded_by=second_a)
+
+    page = open_page(f"/c/{conversation.pk}/")
+    page.wait_for_selector(".msg-assistant")
+    assert shown_turn(page) == ("Q2", "A2")
+    assert page.is_hidden(".msg-assistant .versions")  # Q2 has one answer
+    assert page.is_visible(".msg-assistant button[aria-label=Regenerate]")
+
+    page.click(".msg-user button[aria-label='Previous version']")
+    page.wait_for_selector(".msg-user .msg-content:text-is('Q1')")
+    assert shown_turn(page) == ("Q1", "A1b")
+    assert page.text_content(".msg-assistant .version-count").strip() == "2 / 2"
+    # Regenerate acts on the latest question: not offered beside an earlier one.
+    assert page.locator(".msg-assistant button[aria-label=Regenerate]").count() == 0
+    screenshot(page, "versions-earlier-question")
+    page.click(".msg-assistant button[aria-label='Previous version']")
+    assert shown_turn(page) == ("Q1", "A1")
+
+    page.click(".msg-user button[aria-label='Next version']")
+    page.wait_for_selector(".msg-user .msg-content:text-is('Q2')")
+    assert shown_turn(page) == ("Q2", "A2")
+    no_js_errors(page)
