@@ -80,3 +80,25 @@ def test_version_arrows_keep_each_question_with_its_own_answers(live_daphne, bro
     page.wait_for_selector(".msg-user .msg-content:text-is('Q2')")
     assert shown_turn(page) == ("Q2", "A2")
     no_js_errors(page)
+
+
+TOAST_PLACEMENT = """() => {
+  const toast = document.querySelector('.toast').getBoundingClientRect();
+  const composer = document.querySelector('.composer-box').getBoundingClientRect();
+  const column = document.querySelector('.main').getBoundingClientRect();
+  return {gap: composer.top - toast.bottom, offCenter: Math.abs((toast.left + toast.right) / 2
+          - (column.left + column.right) / 2)};
+}"""
+
+
+@pytest.mark.parametrize("device", ["desktop", "phone"])
+def test_toasts_sit_above_the_composer_centered_on_the_chat_column(live_daphne, open_page, device):
+    page = open_page("/", **(PHONE if device == "phone" else {}))
+    page.fill("#prompt", "a draft the toast must not hide")
+    page.click("#open-settings")
+    page.click("#settings-form button[type=submit]")  # answers with a toast: the settings apply to the new chat
+    page.wait_for_selector(".toast")
+    placement = page.evaluate(TOAST_PLACEMENT)
+    screenshot(page, f"toast-{device}")
+    assert placement["gap"] >= 0, placement  # the toast ends above the composer: the typed text stays visible
+    assert placement["offCenter"] <= 2, placement
