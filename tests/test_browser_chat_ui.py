@@ -3,12 +3,14 @@ process, the offline Kimi server behind it. Screenshots land in tests/artifacts/
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from conversations.models import Conversation, Message
 from conversations.services.billing import credits
 from tests.fixtures.browser import screenshot
-from tests.test_browser_chat import conversation_id_from_url, no_js_errors, send, wait_status
+from tests.test_browser_chat import choose_model, conversation_id_from_url, no_js_errors, send, wait_status
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -29,7 +31,7 @@ def test_new_chat_settings_survive_a_refused_first_send(live_daphne, browser_use
     page.click("#settings-form button[type=submit]")
     page.wait_for_selector("#settings-dialog", state="hidden")
     send(page, "hello [[tokens:5]]")
-    page.wait_for_selector(".toast.error")
+    page.wait_for_selector("#credits-notice:has-text('Not enough credits')")
     assert not Conversation.objects.exists()
     # The refused text is back in the composer; with credits the same send goes through.
     credits.grant(browser_user, 100)
@@ -102,3 +104,103 @@ def test_toasts_sit_above_the_composer_centered_on_the_chat_column(live_daphne, 
     screenshot(page, f"toast-{device}")
     assert placement["gap"] >= 0, placement  # the toast ends above the composer: the typed text stays visible
     assert placement["offCenter"] <= 2, placement
+
+
+@pytest.mark.parametrize("device", ["desktop", "phone"])
+def test_model_picker_names_groups_and_prices_models_and_works_by_keyboard(live_daphne, open_page, device):
+    page = open_page("/", **(PHONE if device == "phone" else {}))
+    picker = page.locator("#model-picker")
+    assert picker.get_attribute("role") is None and picker.get_attribute("aria-haspopup") == "listbox"
+    assert page.evaluate("() => document.querySelector('#model-picker').value") == "kimi-k2.6"
+    assert picker.inner_text().strip() == "Kimi K2.6"
+    picker.focus()
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#model-list[role=listbox]:not([hidden])")
+    screenshot(page, f"model-picker-{device}")
+    # Aliases share a group; each option says what it is for and what it costs.
+    label = page.locator(".model-group-label").filter(has_text=re.compile(r"^\s*Kimi K2\s*$", re.I))
+    k2 = page.locator("#model-list [role=group]").filter(has=label)
+    assert k2.count() == 1
+    assert k2.locator("[role=option]").count() >= 3
+    k26 = page.locator("#model-list [role=option][data-value='kimi-k2.6']")
+    assert k26.get_attribute("aria-selected") == "true"
+    facts = k26.locator(".model-option-facts").inner_text()
+    assert "Thinking on/off" in facts and "Vision" in facts and "256K context" in facts and "credits" in facts
+    code = page.locator("#model-list [role=option][data-value='kimi-k2.7-code'] .model-option-facts").inner_text()
+    assert "Code" in code
+    # The active option follows the arrows; Enter chooses it, and focus returns to the button.
+    assert page.evaluate("() => document.activeElement.id") == "model-list"
+    active = page.evaluate("() => document.querySelector('#model-list').getAttribute('aria-activedescendant')")
+    assert page.locator(f"#{active}").get_attribute("data-value") == "kimi-k2.6"
+    page.keyboard.press("ArrowDown")
+    following = page.evaluate(
+        "() => document.getElementById(document.querySelector('#model-list')"
+        ".getAttribute('aria-activedescendant')).dataset.value"
+    )
+    assert following != "kimi-k2.6"
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#model-list", state="hidden")
+    assert page.evaluate("() => document.activeElement.id") == "model-picker"
+    assert page.evaluate("() => document.querySelector('#model-picker').value") == following
+    # Escape closes the list without choosing.
+    page.keyboard.press("ArrowDown")
+    page.wait_for_selector("#model-list:not([hidden])")
+    page.keyboard.press("Escape")
+    page.wait_for_selector("#model-list", state="hidden")
+    assert page.evaluate("() => document.querySelector('#model-picker').value") == following
+    assert page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth") <= 0
+    no_js_errors(page)
+
+
+def test_model_switch_the_chat_settings_do_not_fit_is_refused_or_resets_them(live_daphne, browser_user, open_page):
+    conversation = Conversation.objects.create(
+        owner=browser_user, title="Free temperature", model="moonshot-v1-8k", temperature=0.3
+    )
+    Message.objects.create(conversation=conversation, role="user", content="hi", status="complete")
+    page = open_page(f"/c/{conversation.pk}/")
+    page.wait_for_selector(".msg-user")
+    choose_model(page, "kimi-k2.6")  # its temperature is fixed
+    page.wait_for_selector("#confirm-dialog[open]")
+    body = page.text_content("#confirm-dialog [data-body]")
+    assert "Kimi K2.6" in body and "Temperature" in body and "fixed temperature" in body
+    screenshot(page, "model-switch-refused")
+    page.click("#confirm-dialog button[value=cancel]")
+    page.wait_for_selector("#confirm-dialog", state="hidden")
+    assert page.evaluate("() => document.querySelector('#model-picker').value") == "moonshot-v1-8k"
+    conversation.refresh_from_db()
+    assert (conversation.model, conversation.temperature) == ("moonshot-v1-8k", 0.3)
+
+    choose_model(page, "kimi-k2.6")
+    page.click("#confirm-dialog button[value=ok]")
+    page.wait_for_function("() => document.querySelector('#model-picker').value === 'kimi-k2.6'")
+    conversation.refresh_from_db()
+    assert (conversation.model, conversation.temperature) == ("kimi-k2.6", None)
+    send(page, "still works [[tokens:3]]")
+    assert wait_status(page) == "complete"
+    no_js_errors(page)
+
+
+def test_out_of_credits_shows_a_lasting_notice_and_the_price_shows_before_sending(live_daphne, browser_user, open_page):
+    empty_balance(browser_user)
+    page = open_page("/")
+    notice = page.locator("#credits-notice")
+    notice.wait_for()
+    assert "out of credits" in notice.inner_text() and "0.00" in notice.inner_text()
+    assert "administrator" in notice.inner_text()
+    assert notice.locator("a[href='/usage/']").count() == 1
+    price = page.text_content("#model-price")
+    assert price.startswith("Kimi K2.6:") and "credits per" in price
+    send(page, "hello [[tokens:5]]")
+    page.wait_for_selector("#credits-notice:has-text('Not enough credits')")
+    assert page.locator(".toast").count() == 0  # said once, and it stays
+    screenshot(page, "credits-notice-desktop")
+    phone = open_page("/", **PHONE)
+    phone.wait_for_selector("#credits-notice")
+    assert phone.is_visible("#model-price")
+    screenshot(phone, "credits-notice-phone")
+    credits.grant(browser_user, 50)
+    page.click("#credits-notice [data-recheck]")
+    page.wait_for_selector("#credits-notice", state="hidden")
+    page.press("#prompt", "Enter")
+    assert wait_status(page) == "complete"
+    no_js_errors(page)

@@ -38,6 +38,7 @@ export const Frames = (Base) => class extends Base {
     const pending = m.client_msg_id ? this.pending.get(m.client_msg_id) : null;
     if (pending) {
       this.pending.delete(m.client_msg_id);
+      if (this.creditsNotice) this.hideCreditsNotice(); // a send went through: there were credits enough
       if (pending.localId) {
         this.messages.delete(pending.localId);
         this.elements.delete(pending.localId);
@@ -186,7 +187,8 @@ export const Frames = (Base) => class extends Base {
       const retry = frame.retryable && p.kind === "send"
         ? { label: gettext("Retry"), run: () => this.sendText(p.content, p.convId) }
         : null;
-      toast(text, { kind: "error", action: retry, timeout: retry ? 10000 : 7000 });
+      if (frame.code === "insufficient_credits") this.showCreditsNotice(text, frame.balance);
+      else toast(text, { kind: "error", action: retry, timeout: retry ? 10000 : 7000 });
       this.updateComposer();
       return;
     }
