@@ -383,3 +383,13 @@ def test_dashboard_screenshot(monkeypatch, live_server, transactional_db, client
         finally:
             browser.close()
     assert path.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize(("language", "text"), [("en", "Nov 1"), ("zh-hans", "11月1日")])
+def test_short_day_follows_the_language(language, text):
+    from django.utils import translation
+
+    from conversations.admin.dashboard import short_day
+
+    with translation.override(language):
+        assert short_day(date(2026, 11, 1)) == text
