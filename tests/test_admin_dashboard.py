@@ -393,3 +393,13 @@ def test_short_day_follows_the_language(language, text):
 
     with translation.override(language):
         assert short_day(date(2026, 11, 1)) == text
+
+
+def test_dashboard_shows_the_rate_limit_reset_as_a_time(admin_client, settings):
+    settings.TIME_ZONE = "UTC"
+    recorded = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+    # A small reset value is seconds from when the headers came (the same reading as the client's retry wait).
+    ProviderSnapshot.objects.create(rate_limit={"x-ratelimit-reset": "90"}, source="headers", recorded_at=recorded)
+    html = admin_client.get(DASHBOARD).content.decode()
+    assert '<time datetime="2026-11-01T12:01:30+00:00"' in html
+    assert ">90<" not in html
