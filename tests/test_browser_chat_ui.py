@@ -186,7 +186,7 @@ def test_out_of_credits_shows_a_lasting_notice_and_the_price_shows_before_sendin
     notice = page.locator("#credits-notice")
     notice.wait_for()
     assert "out of credits" in notice.inner_text() and "0.00" in notice.inner_text()
-    assert "administrator" in notice.inner_text()
+    assert "who runs this server" in notice.inner_text()
     assert notice.locator("a[href='/usage/']").count() == 1
     price = page.text_content("#model-price")
     assert price.startswith("Kimi K2.6:") and "credits per" in price
