@@ -204,3 +204,43 @@ def test_out_of_credits_shows_a_lasting_notice_and_the_price_shows_before_sendin
     page.press("#prompt", "Enter")
     assert wait_status(page) == "complete"
     no_js_errors(page)
+
+
+def test_copy_on_a_code_block_says_copied(live_daphne, browser_user, open_page):
+    conversation = Conversation.objects.create(owner=browser_user, title="Code", model="kimi-k2.6")
+    Message.objects.create(conversation=conversation, role="user", content="code?", status="complete")
+    Message.objects.create(
+        conversation=conversation, role="assistant", content="```python\nprint(1)\n```", status="complete"
+    )
+    page = open_page(f"/c/{conversation.pk}/")
+    button = page.locator(".codeblock .copy-code")
+    assert button.inner_text() == "Copy"
+    button.click()
+    page.wait_for_function("() => document.querySelector('.codeblock .copy-code').textContent === 'Copied'")
+    screenshot(page, "code-copied")
+    no_js_errors(page)
+
+
+def test_escape_closes_the_user_menu(live_daphne, open_page):
+    page = open_page("/")
+    page.click("#user-menu summary")
+    assert page.evaluate("() => document.querySelector('#user-menu').open")
+    page.keyboard.press("Escape")
+    page.wait_for_function("() => !document.querySelector('#user-menu').open")
+    assert page.evaluate("() => document.activeElement === document.querySelector('#user-menu summary')")
+
+
+def test_the_phone_header_shows_the_chat_title(live_daphne, browser_user, open_page):
+    conversation = Conversation.objects.create(owner=browser_user, title="Trip to Kyoto in April", model="kimi-k2.6")
+    Message.objects.create(conversation=conversation, role="user", content="hi", status="complete")
+    page = open_page(f"/c/{conversation.pk}/", **PHONE)
+    page.wait_for_selector(".msg-user")
+    title = page.locator("#chat-title")
+    assert title.is_visible()
+    box = title.bounding_box()
+    assert box["width"] >= 80, box  # room for the start of the title, not a sliver
+    header = page.locator(".chat-head").bounding_box()
+    assert box["y"] >= header["y"] and box["y"] + box["height"] <= header["y"] + header["height"]
+    assert page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth") <= 0
+    screenshot(page, "phone-header-title")
+    no_js_errors(page)

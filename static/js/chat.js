@@ -267,6 +267,10 @@ class ChatApp extends Base {
       } else if (mod && e.shiftKey && e.key.toLowerCase() === "o") {
         e.preventDefault();
         this.newChat();
+      } else if (e.key === "Escape" && $("user-menu").open) {
+        e.preventDefault();
+        $("user-menu").open = false; // Esc closes the menu (and only the menu: it does not stop an answer)
+        $("user-menu").querySelector("summary").focus();
       } else if (e.key === "Escape" && !document.querySelector("dialog[open]") && this.isStreaming()) {
         e.preventDefault();
         this.stop();

@@ -22,7 +22,16 @@ export const Composer = (Base) => class extends Base {
       const button = e.target.closest(".copy-code");
       if (!button) return;
       const code = button.closest(".codeblock").querySelector("code");
-      copyText(code.textContent);
+      copyText(code.textContent).then(() => {
+        // Say it on the button pressed: the toast is far from the code block.
+        button.textContent = gettext("Copied");
+        button.classList.add("copied");
+        clearTimeout(button.copiedTimer);
+        button.copiedTimer = setTimeout(() => {
+          button.textContent = gettext("Copy");
+          button.classList.remove("copied");
+        }, 2000);
+      });
     });
   }
 
