@@ -244,3 +244,28 @@ def test_the_phone_header_shows_the_chat_title(live_daphne, browser_user, open_p
     assert page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth") <= 0
     screenshot(page, "phone-header-title")
     no_js_errors(page)
+
+
+def test_new_chat_model_switch_resets_draft_settings_the_model_refuses(live_daphne, open_page):
+    page = open_page("/")
+    choose_model(page, "moonshot-v1-8k")
+    page.click("#open-settings")
+    page.fill("#settings-temperature", "0.3")
+    page.fill("#settings-system", "Be brief.")
+    page.click("#settings-form button[type=submit]")
+    page.wait_for_selector("#settings-dialog", state="hidden")
+    choose_model(page, "kimi-k2.6")  # fixes its temperature
+    page.wait_for_selector("#confirm-dialog[open]")
+    assert "Temperature" in page.text_content("#confirm-dialog [data-body]")
+    page.click("#confirm-dialog button[value=ok]")
+    page.wait_for_function("() => document.querySelector('#model-picker').value === 'kimi-k2.6'")
+    send(page, "hello [[tokens:3]]")
+    conversation = Conversation.objects.get(pk=conversation_id_from_url(page))
+    assert wait_status(page) == "complete"
+    conversation.refresh_from_db()
+    assert (conversation.model, conversation.temperature, conversation.system_prompt) == (
+        "kimi-k2.6",
+        None,
+        "Be brief.",
+    )
+    no_js_errors(page)
