@@ -79,3 +79,34 @@ def test_password_change(client, owner):
     assert response.status_code == 302
     owner.refresh_from_db()
     assert owner.check_password("a much better passphrase")
+
+
+def errors_after(html: str, field: str) -> str:
+    """The text between ``field``'s input and the next input: what is shown under that field."""
+    start = html.index(f'name="{field}"')
+    end = html.find("<input", start + 1)
+    return html[start : end if end != -1 else len(html)]
+
+
+def test_weak_password_errors_show_under_the_password_field_at_sign_up(client):
+    weak = "12345678"
+    response = client.post(reverse("signup"), {"username": "dave", "password1": weak, "password2": weak})
+    assert response.status_code == 200
+    form = response.context["form"]
+    assert "password1" in form.errors and "password2" not in form.errors
+    html = response.content.decode()
+    assert "too common" in errors_after(html, "password1")
+    assert "too common" not in errors_after(html, "password2")
+
+
+def test_weak_password_errors_show_under_the_new_password_field_on_change(client, owner):
+    client.force_login(owner)
+    weak = "12345678"
+    response = client.post(
+        reverse("password_change"),
+        {"old_password": PASSWORD, "new_password1": weak, "new_password2": weak},
+    )
+    assert response.status_code == 200
+    form = response.context["form"]
+    assert "new_password1" in form.errors and "new_password2" not in form.errors
+    assert "too common" in errors_after(response.content.decode(), "new_password1")

@@ -383,3 +383,23 @@ def test_dashboard_screenshot(monkeypatch, live_server, transactional_db, client
         finally:
             browser.close()
     assert path.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize(("language", "text"), [("en", "Nov 1"), ("zh-hans", "11月1日")])
+def test_short_day_follows_the_language(language, text):
+    from django.utils import translation
+
+    from conversations.admin.dashboard import short_day
+
+    with translation.override(language):
+        assert short_day(date(2026, 11, 1)) == text
+
+
+def test_dashboard_shows_the_rate_limit_reset_as_a_time(admin_client, settings):
+    settings.TIME_ZONE = "UTC"
+    recorded = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+    # A small reset value is seconds from when the headers came (the same reading as the client's retry wait).
+    ProviderSnapshot.objects.create(rate_limit={"x-ratelimit-reset": "90"}, source="headers", recorded_at=recorded)
+    html = admin_client.get(DASHBOARD).content.decode()
+    assert '<time datetime="2026-11-01T12:01:30+00:00"' in html
+    assert ">90<" not in html

@@ -104,3 +104,24 @@ def test_detail_pages_back_through_long_conversations(owner_client, owner, djang
     assert len(body["messages"]) == 50 and body["has_more"]
     earlier = owner_client.get(f"/api/conversations/{conversation.pk}/?before={body['messages'][0]['id']}&limit=10")
     assert [m["content"] for m in earlier.json()["messages"]] == [f"m{i}" for i in range(940, 950)]
+
+
+def test_models_carry_names_families_and_prices(owner_client, kimi_settings):
+    from conversations.services.billing.pricing import set_price
+
+    set_price("kimi-k2.6", per_request="0.5", per_million_prompt="4", per_million_completion="16")
+    body = owner_client.get("/api/models/").json()
+    by_id = {m["id"]: m for m in body["models"]}
+    k26 = by_id["kimi-k2.6"]
+    assert (k26["name"], k26["family"]) == ("Kimi K2.6", "Kimi K2.6")
+    assert k26["price"] == {
+        "per_request": "0.500000",
+        "per_million_prompt": "4.000000",
+        "per_million_completion": "16.000000",
+        "per_million_cached": "0.000000",
+    }
+    assert {by_id[m]["family"] for m in ("kimi-k2", "kimi-k2-0905-preview", "kimi-k2-turbo-preview")} == {"Kimi K2"}
+    assert by_id["moonshot-v1-8k-vision-preview"]["name"] == "Moonshot v1 8K Vision (preview)"
+    assert set(by_id["moonshot-v1-8k"]["price"]) == {
+        "per_request", "per_million_prompt", "per_million_completion", "per_million_cached"
+    }  # fmt: skip

@@ -62,6 +62,16 @@ def conversation_id_from_url(page) -> int:
     return int(re.search(r"/c/(\d+)/$", page.url).group(1))
 
 
+def model_ids(page) -> list[str]:
+    return page.eval_on_selector_all("#model-list [role=option]", "els => els.map(e => e.dataset.value)")
+
+
+def choose_model(page, model: str) -> None:
+    """Pick ``model`` in the model picker's listbox, as a person does."""
+    page.click("#model-picker")
+    page.click(f"#model-list [role=option][data-value='{model}']")
+
+
 def no_js_errors(page) -> None:
     assert page.js_errors == [], page.js_errors
 
@@ -503,11 +513,11 @@ def test_settings_panel_follows_the_model(live_daphne, browser_user, open_page):
     assert conversation.thinking is False
 
     # A model with a free temperature shows the field instead.
-    options = page.eval_on_selector_all("#model-picker option", "els => els.map(e => e.value)")
+    options = model_ids(page)
     free = next((m for m in options if m.startswith("moonshot-") or m in ("kimi-k2-0905-preview", "kimi-k2")), None)
     if free is None:
         pytest.fail(f"no model with a free temperature among {options}")
-    page.select_option("#model-picker", free)
+    choose_model(page, free)
     page.wait_for_function("m => document.querySelector('#model-picker').value === m", arg=free)
     page.wait_for_timeout(300)
     conversation.refresh_from_db()

@@ -132,7 +132,10 @@ def test_patch_rejects_bodies_that_are_not_json_objects(owner_client, owner, raw
 
 
 def test_patch_boundaries_are_accepted(owner_client, owner):
+    # A model with no known limits of its own (kimi-k2.6 fixes the temperature): only the PATCH's bounds apply.
     conversation = make_conversation(owner)
+    Conversation.objects.filter(pk=conversation.pk).update(model="some-custom-model")
+    conversation.refresh_from_db()
     body = {
         "title": "t" * 200,
         "system_prompt": "p" * 20_000,
@@ -237,3 +240,33 @@ def test_list_after_changes_query_count(owner_client, owner, django_assert_num_q
         results = owner_client.get("/api/conversations/?limit=100").json()["results"]
     assert len(results) == 100 and "c5" not in {c["title"] for c in results}
     assert [c["title"] for c in owner_client.get("/api/conversations/?archived=1").json()["results"]] == ["c5"]
+
+
+def test_model_switch_that_the_chat_settings_do_not_fit_is_refused_with_the_settings_to_reset(owner_client, owner):
+    conversation = make_conversation(owner, temperature=0.3, max_tokens=100)
+    conversation.model = "moonshot-v1-8k"
+    conversation.save(update_fields=["model"])
+    response = patch(owner_client, conversation, {"model": "kimi-k2.6"})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "settings_not_supported" and error["field"] == "model"
+    assert "temperature" in error["message"] and error["settings"] == ["temperature"]  # max_tokens=100 fits
+    conversation.refresh_from_db()
+    assert conversation.model == "moonshot-v1-8k"  # nothing half-stored
+    # Resetting what the model does not take, in the same PATCH, lets the switch through.
+    response = patch(owner_client, conversation, {"model": "kimi-k2.6", "settings": {"temperature": None}})
+    assert response.status_code == 200
+    conversation.refresh_from_db()
+    assert (conversation.model, conversation.temperature, conversation.max_tokens) == ("kimi-k2.6", None, 100)
+
+
+def test_settings_the_chat_model_refuses_are_refused_when_saved(owner_client, owner):
+    conversation = make_conversation(owner)  # kimi-k2.6: thinking on, temperature fixed at 1
+    response = patch(owner_client, conversation, {"settings": {"temperature": 0.2}})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["code"], error["field"], error["settings"]) == (
+        "settings_not_supported",
+        "settings.temperature",
+        ["temperature"],
+    )

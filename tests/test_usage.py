@@ -282,3 +282,31 @@ def test_usage_page_screenshots(live_server, client, make_user, make_answer, mon
         finally:
             browser.close()
     assert os.path.getsize(ARTIFACTS / "usage-dark-1280.png") > 10_000
+
+
+@pytest.mark.parametrize(
+    ("language", "label", "title_start"), [("en", "Nov 1", "Nov. 1, 2026"), ("zh-hans", "11月1日", "2026年11月1日")]
+)
+def test_chart_dates_follow_the_language(language, label, title_start):
+    from django.utils import translation
+
+    from conversations.services.billing.charts import usage_charts
+    from conversations.services.billing.usage import Bucket
+
+    daily = [Bucket(start=datetime(2026, 11, 1, tzinfo=UTC).date(), requests=2)]
+    with translation.override(language):
+        chart = usage_charts(daily, [])["daily_requests"]
+    assert [text for _, text in chart.x_labels] == [label]
+    assert chart.bars[0].title.startswith(title_start), chart.bars[0].title
+
+
+def test_rate_limit_reset_shows_as_a_time_not_an_epoch(make_user, client, settings):
+    settings.TIME_ZONE = "UTC"
+    admin = make_user("admin", is_staff=True)
+    ProviderSnapshot.objects.create(
+        rate_limit={"X-RateLimit-Reset": "1793491200", "X-RateLimit-Remaining": "59"}, source="headers"
+    )  # 1793491200 is 2026-11-01 00:00 UTC
+    client.force_login(admin)
+    html = client.get("/usage/").content.decode()
+    assert '<time datetime="2026-11-01T00:00:00+00:00"' in html
+    assert ">1793491200<" not in html and ">59<" in html

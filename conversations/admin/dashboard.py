@@ -14,7 +14,8 @@ from decimal import ROUND_HALF_UP, Decimal
 from django.conf import settings
 from django.db.models import Count, Max, Sum
 from django.db.models.functions import TruncDate
-from django.utils import timezone
+from django.utils import dateformat, timezone
+from django.utils.formats import get_format
 
 from conversations.models import ZERO, Message, ProviderSnapshot
 
@@ -271,7 +272,7 @@ def format_number(value: int | float | Decimal) -> str:
 
 
 def short_day(day: date) -> str:
-    return f"{day:%b} {day.day}"  # "May 3"; %-d is not portable
+    return dateformat.format(day, get_format("MONTH_DAY_FORMAT"))  # "May 3", "5月3日": the active language's
 
 
 @dataclass(frozen=True)

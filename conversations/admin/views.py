@@ -37,9 +37,6 @@ def dashboard(request):
         "provider_balance": admin_dashboard.tidy_credits(data.provider.balance)
         if data.provider and data.provider.balance is not None
         else None,
-        "rate_limit": sorted(data.provider.rate_limit.items())
-        if data.provider and isinstance(data.provider.rate_limit, dict)
-        else [],
         # Links to rows are shown only to those who may open them (message content is behind its permission).
         "can_view_messages": user.has_perm("conversations.view_message"),
         "can_view_conversations": user.has_perm("conversations.view_conversation"),

@@ -98,6 +98,8 @@ def _update(request, conversation_id: int):
         return error("bad_json", f"the body is not valid JSON: {exc}", 400)
     try:
         history.update_conversation(conversation, body)
+    except history.SettingsDoNotFit as exc:
+        return error("settings_not_supported", str(exc), 400, field=exc.field, settings=exc.settings)
     except history.InvalidChange as exc:
         return error("bad_parameter", str(exc), 400, field=exc.field or None)
     return JsonResponse(conversation_to_dict(conversation))

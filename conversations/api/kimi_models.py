@@ -1,14 +1,32 @@
 """GET /api/models/: the models the server offers and what each accepts, for the chat page's model picker and
-settings panel (it shows only the settings the chosen model takes)."""
+settings panel (it shows only the settings the chosen model takes), with a name people read, the family that groups
+its aliases, and its price in credits."""
 
 from __future__ import annotations
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import JsonResponse
 from django.views.decorators.http import require_GET
 
 from conversations.kimi.configured import get_client
+from conversations.kimi.names import display_name, family_name
 from conversations.kimi.params import model_capabilities
+from conversations.services.billing.pricing import price_for
+
+
+def _prices(models: list[str]) -> dict[str, dict]:
+    """Each model's price as decimal strings (exact, like every credit amount the API sends)."""
+    prices = {}
+    for model in models:
+        price = price_for(model)
+        prices[model] = {
+            "per_request": str(price.per_request),
+            "per_million_prompt": str(price.per_million_prompt),
+            "per_million_completion": str(price.per_million_completion),
+            "per_million_cached": str(price.per_million_cached),
+        }
+    return prices
 
 
 @require_GET
@@ -17,11 +35,18 @@ async def models(request):
     ids = await client.list_models()
     info = await client.model_info()  # the same cached GET /models: context_length, supports_* where sent
     default = settings.KIMI_DEFAULT_MODEL if settings.KIMI_DEFAULT_MODEL in ids else (ids[0] if ids else None)
+    prices = await sync_to_async(_prices)(ids)
     return JsonResponse(
         {
             "default": default,
             "models": [
-                {"id": model, "capabilities": model_capabilities(model, info.get(model), client.provider)}
+                {
+                    "id": model,
+                    "name": display_name(model),
+                    "family": family_name(model),
+                    "capabilities": model_capabilities(model, info.get(model), client.provider),
+                    "price": prices[model],
+                }
                 for model in ids
             ],
         }

@@ -8,9 +8,11 @@ are checked first, then the status.
 from __future__ import annotations
 
 import email.utils
+import math
 import re
 import time
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 
 import orjson
 
@@ -103,6 +105,20 @@ def _reset_wait(value: str) -> float | None:
     if reset > 1_000_000_000:
         return max(0.0, reset - time.time())
     return max(0.0, reset)
+
+
+def reset_moment(value: str, received: datetime) -> datetime | None:
+    """When an ``X-RateLimit-Reset`` header that came at ``received`` says the window resets, read as _reset_wait
+    reads it (unix seconds, or a small number of seconds from then); None when it is not a number."""
+    try:
+        reset = float(value)
+    except (TypeError, ValueError):
+        return None
+    if not math.isfinite(reset):
+        return None
+    if reset > 1_000_000_000:
+        return datetime.fromtimestamp(reset, tz=UTC)
+    return received + timedelta(seconds=max(0.0, reset))
 
 
 def error_from_response(

@@ -1,11 +1,12 @@
 // Same-origin JSON API calls: session cookie for auth, X-CSRFToken on writes, errors as ApiError.
 
 export class ApiError extends Error {
-  constructor(status, code, message, field) {
+  constructor(status, code, message, field, details = {}) {
     super(message);
     this.status = status;
     this.code = code;
     this.field = field;
+    this.details = details; // the error body's other fields (e.g. `settings` of settings_not_supported)
   }
 }
 
@@ -50,6 +51,7 @@ export async function api(path, { method = "GET", body, form } = {}) {
       err.code || "http_" + response.status,
       err.message || interpolate(gettext("Request failed (HTTP %s)."), [response.status]),
       err.field,
+      err,
     );
   }
   return data;

@@ -3,6 +3,7 @@ import { ApiError, api, urls } from "./api.js";
 import { Composer } from "./composer.js";
 import { Frames } from "./frames.js";
 import { MessageList } from "./messages.js";
+import { ModelPicker } from "./modelpicker.js";
 import { Settings } from "./settings.js";
 import { ShareDialog, Sidebar, setupImportExport } from "./sidebar.js";
 import { ChatSocket } from "./socket.js";
@@ -12,7 +13,7 @@ import { Versions } from "./versions.js";
 
 // Each concern adds its methods to this one object rather than holding state apart: they call one another freely,
 // and sidebar.js, the browser tests and the console all reach the page through it (window.kimichat).
-const Base = [MessageList, Versions, Frames, Composer, Settings].reduce((base, mixin) => mixin(base), class {});
+const Base = [MessageList, Versions, Frames, Composer, Settings, ModelPicker].reduce((base, mixin) => mixin(base), class {});
 
 class ChatApp extends Base {
   constructor(root) {
@@ -51,6 +52,7 @@ class ChatApp extends Base {
 
   async start() {
     this.bindComposer();
+    this.bindModelPicker();
     this.bindChrome();
     this.bindKeys();
     setupImportExport(this);
@@ -89,6 +91,25 @@ class ChatApp extends Base {
     const box = $("balance");
     box.querySelector("[data-amount]").textContent = formatCredits(balance);
     box.title = balance === null || balance === undefined ? "" : interpolate(gettext("%s credits left"), [balance]);
+    const known = balance !== null && balance !== undefined;
+    if (known && Number(balance) <= 0) {
+      this.showCreditsNotice(interpolate(gettext("You are out of credits (balance: %s)."), [formatCredits(balance)]));
+    } else if (known && this.creditsNotice && Number(balance) > this.creditsNotice.balance) {
+      this.hideCreditsNotice(); // credits were added since the notice
+    }
+  }
+
+  /** Running out of credits stays on screen (not a passing toast) until credits are added or a send is accepted. */
+  showCreditsNotice(text, balance = 0) {
+    const notice = $("credits-notice");
+    notice.querySelector("[data-text]").textContent = text;
+    notice.hidden = false;
+    this.creditsNotice = { balance: Number(balance) || 0 };
+  }
+
+  hideCreditsNotice() {
+    $("credits-notice").hidden = true;
+    this.creditsNotice = null;
   }
 
   async loadModels() {
@@ -110,15 +131,6 @@ class ChatApp extends Base {
   currentModel() {
     if (this.conv) return this.conv.model || this.defaultModel;
     return this.draftModel || this.defaultModel;
-  }
-
-  renderModelPicker() {
-    const current = this.currentModel();
-    const ids = this.models.map((m) => m.id);
-    if (current && !ids.includes(current)) ids.unshift(current);
-    this.modelPicker.replaceChildren(...ids.map((id) => el("option", { value: id, text: id })));
-    if (current) this.modelPicker.value = current;
-    this.modelPicker.disabled = ids.length === 0;
   }
 
   // --- opening conversations --------------------------------------------------------------------------------
@@ -227,6 +239,7 @@ class ChatApp extends Base {
     $("close-sidebar").addEventListener("click", () => this.closeSidebar());
     $("scrim").addEventListener("click", () => this.closeSidebar());
     $("open-settings").addEventListener("click", () => this.openSettings());
+    $("credits-notice").querySelector("[data-recheck]").addEventListener("click", () => this.loadMe());
     $("settings-form").addEventListener("submit", (e) => {
       e.preventDefault();
       this.saveSettings();
@@ -254,6 +267,10 @@ class ChatApp extends Base {
       } else if (mod && e.shiftKey && e.key.toLowerCase() === "o") {
         e.preventDefault();
         this.newChat();
+      } else if (e.key === "Escape" && $("user-menu").open) {
+        e.preventDefault();
+        $("user-menu").open = false; // Esc closes the menu (and only the menu: it does not stop an answer)
+        $("user-menu").querySelector("summary").focus();
       } else if (e.key === "Escape" && !document.querySelector("dialog[open]") && this.isStreaming()) {
         e.preventDefault();
         this.stop();

@@ -1,5 +1,5 @@
 // The composer: the prompt box, send and stop, and the model picker's changes.
-import { $, copyText, toast } from "./ui.js";
+import { $, confirmDialog, copyText, toast } from "./ui.js";
 
 export const Composer = (Base) => class extends Base {
   bindComposer() {
@@ -18,24 +18,80 @@ export const Composer = (Base) => class extends Base {
       this.submit();
     });
     this.stopButton.addEventListener("click", () => this.stop());
-    this.modelPicker.addEventListener("change", async () => {
-      const model = this.modelPicker.value;
-      if (this.convId && this.conv) {
-        try {
-          await this.patchConversation(this.convId, { model });
-        } catch (err) {
-          toast(err.message, { kind: "error" });
-          this.renderModelPicker();
-        }
-      } else {
-        this.draftModel = model;
-      }
-    });
     this.messagesEl.addEventListener("click", (e) => {
       const button = e.target.closest(".copy-code");
       if (!button) return;
       const code = button.closest(".codeblock").querySelector("code");
-      copyText(code.textContent);
+      copyText(code.textContent).then(() => {
+        // Say it on the button pressed: the toast is far from the code block.
+        button.textContent = gettext("Copied");
+        button.classList.add("copied");
+        clearTimeout(button.copiedTimer);
+        button.copiedTimer = setTimeout(() => {
+          button.textContent = gettext("Copy");
+          button.classList.remove("copied");
+        }, 2000);
+      });
+    });
+  }
+
+  /** Switch the chat (or the chat about to start) to ``model``. Settings the model does not take are never kept
+   * silently (every send would then be refused): the switch is refused with the reason, or they are reset. */
+  async chooseModel(model) {
+    if (model === this.currentModel()) return;
+    if (!(this.convId && this.conv)) {
+      const conflicts = this.draftConflicts(model);
+      if (conflicts.length && !(await this.confirmSettingsReset(model, conflicts, ""))) {
+        this.renderModelPicker();
+        return;
+      }
+      for (const name of conflicts) this.draft.settings[name] = name === "json_mode" ? false : null;
+      this.draftModel = model;
+      this.renderModelPicker();
+      return;
+    }
+    try {
+      await this.patchConversation(this.convId, { model });
+    } catch (err) {
+      const conflicts = err.code === "settings_not_supported" ? err.details.settings || [] : [];
+      if (!conflicts.length) toast(err.message, { kind: "error" });
+      else if (await this.confirmSettingsReset(model, conflicts, err.message)) {
+        const reset = Object.fromEntries(conflicts.map((name) => [name, name === "json_mode" ? false : null]));
+        try {
+          await this.patchConversation(this.convId, { model, settings: reset });
+        } catch (again) {
+          toast(again.message, { kind: "error" });
+        }
+      }
+      this.renderModelPicker();
+    }
+  }
+
+  /** The draft settings of a new chat that ``model`` would refuse (the server checks them at the first send). */
+  draftConflicts(model) {
+    const settings = (this.draft && this.draft.settings) || {};
+    const caps = this.capabilities(model);
+    const outside = (cap, value) => value !== null && value !== undefined && cap &&
+      (cap.fixed !== undefined ? Math.abs(value - cap.fixed) > 1e-9 : value < cap.min || value > cap.max);
+    const conflicts = ["temperature", "top_p"].filter((name) => outside(caps[name], settings[name]));
+    const limit = caps.max_tokens && caps.max_tokens.max;
+    if (limit && settings.max_tokens > limit) conflicts.push("max_tokens");
+    if (settings.thinking === false && caps.thinking === "always") conflicts.push("thinking");
+    return conflicts;
+  }
+
+  confirmSettingsReset(model, conflicts, reason) {
+    const labels = {
+      temperature: gettext("Temperature"), top_p: gettext("Top P"), max_tokens: gettext("Max tokens"),
+      thinking: gettext("Thinking"), json_mode: gettext("JSON mode"),
+    };
+    const names = conflicts.map((name) => labels[name] || name).join(", ");
+    const body = interpolate(gettext("%(model)s does not accept this chat's settings: %(settings)s."),
+      { model: this.modelLabel(model), settings: names }, true);
+    return confirmDialog({
+      title: interpolate(gettext("Switch to %s?"), [this.modelLabel(model)]),
+      body: (reason ? body + " " + reason : body) + " " + gettext("Reset them to the model's defaults and switch?"),
+      confirmLabel: gettext("Reset and switch"),
     });
   }
 
@@ -80,10 +136,8 @@ export const Composer = (Base) => class extends Base {
     const frame = { type: "send", conversation_id: convId, content: text, client_msg_id: clientMsgId };
     const model = this.currentModel();
     if (model) frame.model = model;
-    if (!convId && this.draft) {
-      frame.conversation = this.draft;
-      this.draft = null;
-    }
+    // The draft stays until the server accepts the send (adoptNewConversation): a refused first send keeps it.
+    if (!convId && this.draft) frame.conversation = this.draft;
     this.socket.send(frame);
     if (convId) this.sidebar.touch(convId);
     this.renderThread();

@@ -38,6 +38,7 @@ export const Frames = (Base) => class extends Base {
     const pending = m.client_msg_id ? this.pending.get(m.client_msg_id) : null;
     if (pending) {
       this.pending.delete(m.client_msg_id);
+      if (this.creditsNotice) this.hideCreditsNotice(); // a send went through: there were credits enough
       if (pending.localId) {
         this.messages.delete(pending.localId);
         this.elements.delete(pending.localId);
@@ -71,6 +72,7 @@ export const Frames = (Base) => class extends Base {
     this.conv = this.sidebar.conversations.get(id) || this.conv || { id, title: "", model: this.currentModel() };
     if (this.draftModel) this.conv.model = this.draftModel;
     this.draftModel = null;
+    this.draft = null; // the server took the draft settings with the chat it created
     for (const m of this.messages.values()) m.conversation_id = id;
     this.renderHeader();
   }
@@ -185,7 +187,8 @@ export const Frames = (Base) => class extends Base {
       const retry = frame.retryable && p.kind === "send"
         ? { label: gettext("Retry"), run: () => this.sendText(p.content, p.convId) }
         : null;
-      toast(text, { kind: "error", action: retry, timeout: retry ? 10000 : 7000 });
+      if (frame.code === "insufficient_credits") this.showCreditsNotice(text, frame.balance);
+      else toast(text, { kind: "error", action: retry, timeout: retry ? 10000 : 7000 });
       this.updateComposer();
       return;
     }

@@ -41,9 +41,12 @@ export const MessageList = (Base) => class extends Base {
       if (slot.head.role === "system") continue;
       const shownId = this.versionView.get(slot.head.id) ?? slot.head.id;
       const index = slot.versions.findIndex((v) => v.id === shownId);
-      const shown = index >= 0 ? slot.versions[index] : slot.head;
+      const shown = index >= 0 ? slot.versions[index] : slot.versions[slot.versions.length - 1];
       const node = this.elementFor(shown);
-      node.threadSlot = { head: slot.head, versions: slot.versions, index: index >= 0 ? index : slot.versions.length - 1 };
+      node.threadSlot = {
+        head: slot.head, versions: slot.versions, index: index >= 0 ? index : slot.versions.length - 1,
+        earlierQuestion: slot.earlierQuestion,
+      };
       this.updateMessageEl(shown, node);
       nodes.push(node);
     }
@@ -135,7 +138,8 @@ export const MessageList = (Base) => class extends Base {
     const streamingHere = this.isStreaming();
     const isLastUser = m.role === "user" && slot.head.id === this.lastUserId && slot.index === slot.versions.length - 1;
     const isLastAssistant =
-      m.role === "assistant" && slot.head.id === this.lastAssistantId && slot.index === slot.versions.length - 1;
+      m.role === "assistant" && slot.head.id === this.lastAssistantId && slot.index === slot.versions.length - 1 &&
+      !slot.earlierQuestion;
     const key = JSON.stringify([
       m.status, m.cost, m.usage, m.error, m.model, slot.index, slot.versions.length, isLastUser, isLastAssistant,
       streamingHere, typeof m.id,

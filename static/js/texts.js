@@ -21,7 +21,9 @@ export function errorText(code, fallback, details = {}) {
     rate_limited: seconds
       ? interpolate(gettext("Too many requests. Try again in %s seconds."), [seconds])
       : gettext("Too many requests. Try again in a moment."),
-    invalid_parameter: gettext("A setting of this chat is not accepted by the chosen model."),
+    invalid_parameter: fallback // the server names the setting and the model's rule
+      ? interpolate(gettext("A setting of this chat is not accepted by the chosen model: %s"), [fallback])
+      : gettext("A setting of this chat is not accepted by the chosen model."),
     server_error: gettext("Something went wrong on our side. Try again."),
     server_shutdown: gettext("The server restarted while this answer was being written."),
     worker_lost: gettext("The server stopped while this answer was being written; it was cut off."),

@@ -31,7 +31,28 @@ export const Versions = (Base) => class extends Base {
       return a.id - b.id;
     };
     const heads = [...versions.keys()].map((id) => byId.get(id)).sort(order);
-    return heads.map((head) => ({ head, versions: versions.get(head.id).sort(order) }));
+    return this.pairTurns(heads.map((head) => ({ head, versions: versions.get(head.id).sort(order) })));
+  }
+
+  /** Versions of a turn move together: an answer's arrows browse only the answers to the question shown above it
+   * (an edit supersedes the question and its answer, a regenerate only the answer, so one answer chain holds the
+   * answers to every version of the question). An answer belongs to the newest question version older than it. */
+  pairTurns(slots) {
+    for (let i = 1; i < slots.length; i++) {
+      const question = slots[i - 1];
+      const answer = slots[i];
+      if (question.head.role !== "user" || answer.head.role !== "assistant" || question.versions.length < 2) continue;
+      const shownId = this.versionView.get(question.head.id) ?? question.head.id;
+      const shown = question.versions.find((v) => v.id === shownId) || question.head;
+      const questionOf = (a) => {
+        if (typeof a.id !== "number") return question.head;
+        return question.versions.filter((u) => typeof u.id === "number" && u.id < a.id).pop() || question.head;
+      };
+      const answers = answer.versions.filter((a) => questionOf(a) === shown);
+      if (answers.length) answer.versions = answers;
+      answer.earlierQuestion = shown !== question.head; // regenerate/retry act on the latest question only
+    }
+    return slots;
   }
 
   showVersion(slot, delta) {

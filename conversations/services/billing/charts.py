@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from django.contrib.humanize.templatetags.humanize import intcomma
 from django.utils import dateformat
+from django.utils.formats import get_format
 from django.utils.translation import gettext, ngettext
 
 WIDTH = 640
@@ -148,11 +149,17 @@ def _token_points(buckets, label_format: str, title_format: str):
     return points
 
 
+def _day_formats() -> tuple[str, str]:
+    """(axis label, tooltip) date formats of the active language."""
+    return get_format("MONTH_DAY_FORMAT"), get_format("DATE_FORMAT")
+
+
 def usage_charts(daily, hourly) -> dict[str, Chart]:
     """The four charts of the usage page: requests and tokens, per day and per hour."""
     return {
-        "daily_requests": bar_chart(_request_points(daily, "M j", "D, M j"), label_every=7),
-        "daily_tokens": bar_chart(_token_points(daily, "M j", "D, M j"), label_every=7),
+        # Day labels in the language's own short form ("Nov 1", "11月1日"), never English month names in zh.
+        "daily_requests": bar_chart(_request_points(daily, *_day_formats()), label_every=7),
+        "daily_tokens": bar_chart(_token_points(daily, *_day_formats()), label_every=7),
         "hourly_requests": bar_chart(_request_points(hourly, "H:i", "D H:i"), label_every=8),
         "hourly_tokens": bar_chart(_token_points(hourly, "H:i", "D H:i"), label_every=8),
     }

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import math
 
+from django.conf import settings as django_settings
 from django.db import transaction
 
+from conversations.kimi.client import get_client
+from conversations.kimi.errors import InvalidParameter
+from conversations.kimi.params import ChatRequest, resolve_params
 from conversations.models import Conversation, Message
 
 TITLE_MAX_CHARS = 200
@@ -23,6 +27,15 @@ class InvalidChange(ValueError):
     def __init__(self, field: str, message: str):
         super().__init__(message)
         self.field = field
+
+
+class SettingsDoNotFit(InvalidChange):
+    """The chat's settings are not ones its (new) model takes: every send would be refused. ``settings`` names the
+    settings to reset to the model's defaults for the change to go through."""
+
+    def __init__(self, field: str, message: str, settings: list[str]):
+        super().__init__(field, message)
+        self.settings = settings
 
 
 class ConversationBusy(Exception):
@@ -106,9 +119,44 @@ def check_changes(body) -> dict:
     return changes
 
 
+# A setting at its default: what the settings panel's "Default" sends, and what resetting a setting means.
+SETTING_DEFAULTS = {"temperature": None, "top_p": None, "max_tokens": None, "thinking": None, "json_mode": False}
+
+
+def _model_refusal(model: str, values: dict) -> str | None:
+    """Why ``model`` would refuse a send with these settings (the send path's own check), or None."""
+    request = ChatRequest(model=model, messages=[{"role": "user", "content": "-"}], **values)
+    try:
+        resolve_params(request, get_client().provider)
+    except InvalidParameter as exc:
+        return exc.message
+    return None
+
+
+def check_settings_fit(conversation: Conversation, changes: dict) -> None:
+    """Refuse a model or settings change after which every send would be refused, naming why and which settings
+    to reset. Checked on the values the conversation would have after ``changes``."""
+    if not {"model", *SETTING_DEFAULTS} & set(changes):
+        return
+    model = changes.get("model", conversation.model) or django_settings.KIMI_DEFAULT_MODEL
+    values = {name: changes.get(name, getattr(conversation, name)) for name in SETTING_DEFAULTS}
+    reason = _model_refusal(model, values)
+    if reason is None:
+        return
+    set_names = [name for name, default in SETTING_DEFAULTS.items() if values[name] != default]
+    # A setting the model refuses even on its own must go; if the rest still clash together, all of them must.
+    conflicts = [name for name in set_names if _model_refusal(model, {**SETTING_DEFAULTS, name: values[name]})]
+    kept = {**values, **{name: SETTING_DEFAULTS[name] for name in conflicts}}
+    if not conflicts or _model_refusal(model, kept):
+        conflicts = set_names
+    field = "model" if "model" in changes else f"settings.{conflicts[0]}"
+    raise SettingsDoNotFit(field, reason, conflicts)
+
+
 def update_conversation(conversation: Conversation, body) -> Conversation:
     """Apply a validated PATCH. Only the named fields are written: renaming or pinning never reorders by recency."""
     changes = check_changes(body)
+    check_settings_fit(conversation, changes)
     for name, value in changes.items():
         setattr(conversation, name, value)
     if changes:
