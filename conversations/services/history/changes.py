@@ -7,7 +7,7 @@ import math
 from django.conf import settings as django_settings
 from django.db import transaction
 
-from conversations.kimi.client import get_client
+from conversations.kimi.configured import get_client
 from conversations.kimi.errors import InvalidParameter
 from conversations.kimi.params import ChatRequest, resolve_params
 from conversations.models import Conversation, Message
