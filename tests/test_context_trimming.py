@@ -3,12 +3,14 @@ the newest turns, the middle dropped in large steps, so consecutive sends share 
 
 from __future__ import annotations
 
+from decimal import Decimal
 from itertools import pairwise
 
 import pytest
 from asgiref.sync import sync_to_async
 
 from conversations.models import Conversation, Message
+from conversations.services.billing.pricing import set_price
 from conversations.services.chat.context import build_messages, context_window
 
 MODEL = "moonshot-v1-8k"  # a small window: a few dozen turns outgrow it
@@ -63,15 +65,23 @@ async def test_the_offline_server_serves_the_second_trimmed_send_from_its_cache(
         message.conversation = conversation
         message.status = Message.Status.COMPLETE
         await sync_to_async(message.save)()
+    # Cached prompt tokens are billed at the cached price (they are part of prompt_tokens).
+    await sync_to_async(set_price)(
+        MODEL, per_million_prompt="100", per_million_cached="10", per_million_completion="200"
+    )
     tab = await connect(owner)
-    sent, usages = [], []
+    sent, usages, costs = [], [], []
     for i in range(3):  # follow-ups as long as the turns before them: each one outgrows the window again
         await tab.say(f"follow-up {i} [[tokens:60]] " + "explain that again " * 25, conversation_id=conversation.pk)
         done, _ = await tab.answer()
         assert done["status"] == "complete", done
         sent.append(chat_settings.last_request_body["messages"])
         usages.append(done["message"]["usage"])
+        costs.append(Decimal(done["message"]["cost"]))
     assert all(len(s) < 2 * 80 + 1 for s in sent)  # trimmed, every one
     assert sent[1][: len(sent[0])] == sent[0] and sent[2][: len(sent[1])] == sent[1]  # the same leading messages
     assert usages[0]["cached_tokens"] == 0
     assert usages[1]["cached_tokens"] > 256 and usages[2]["cached_tokens"] > usages[1]["cached_tokens"]
+    usage = usages[2]
+    fresh = usage["prompt_tokens"] - usage["cached_tokens"]
+    assert costs[2] == (fresh * 100 + usage["cached_tokens"] * 10 + usage["completion_tokens"] * 200) / Decimal(10**6)
