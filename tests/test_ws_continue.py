@@ -184,3 +184,24 @@ async def test_a_continuation_stopped_before_it_adds_anything_leaves_the_answer_
     assert (final["content"], final["cost"], final["usage"]) == (first["content"], first["cost"], first["usage"])
     ledger = await rows(CreditTransaction, message_id=first["id"])
     assert sum((row.amount for row in ledger), Decimal(0)) == -Decimal(first["cost"])  # the second part was free
+
+
+def test_a_continued_answer_gets_the_reapers_grace_from_when_it_resumed(owner):
+    from django.utils import timezone
+
+    from conversations.services.chat.reaper import in_progress_ids
+
+    conversation = Conversation.objects.create(owner=owner, model="kimi-k2-turbo-preview")
+    long_ago = timezone.now() - timezone.timedelta(hours=1)
+    resumed = Message.objects.create(
+        conversation=conversation,
+        role="assistant",
+        status="streaming",
+        created_at=long_ago,
+        completed_at=timezone.now(),
+    )
+    orphan = Message.objects.create(
+        conversation=conversation, role="assistant", status="streaming", created_at=long_ago
+    )
+    assert in_progress_ids(60) == [orphan.pk]
+    assert sorted(in_progress_ids(0)) == sorted([orphan.pk, resumed.pk])
