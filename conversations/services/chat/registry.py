@@ -411,6 +411,9 @@ class GenerationRegistry:
             logger.exception("could not store answer %s; the reaper will mark it interrupted", message_id)
             await self._forget(generation)
             return
+        # Forgotten before `done` goes out: a Continue that `done` prompts runs the same message in the same
+        # conversation, and its state, relay and control-group membership must not be dropped by this one's.
+        await self._forget(generation)
         try:
             if outcome.error_code:
                 await self.relayer.publish(
@@ -427,11 +430,10 @@ class GenerationRegistry:
             await self.relayer.publish(relay, _done_event(message, balance))
         except Exception:  # noqa: BLE001 - stored already; open tabs catch up when they resubscribe
             logger.warning("answer %s is stored but its last frames were not published", message_id, exc_info=True)
-        finally:
-            await self._forget(generation)
 
     async def _forget(self, generation: Generation) -> None:
-        self.running.pop(generation.conversation_id, None)
+        if self.running.get(generation.conversation_id) is generation:
+            del self.running[generation.conversation_id]
         if generation.relay is not None:
             self.relayer.forget(generation.relay)
         with contextlib.suppress(Exception):

@@ -216,8 +216,9 @@ class Relayer:
         await self.drain()
 
     def forget(self, relay: Relay) -> None:
-        self.relays.pop(relay.message_id, None)
-        self._dirty.pop(relay.message_id, None)
+        if self.relays.get(relay.message_id) is relay:  # not a later relay of the same (continued) message
+            del self.relays[relay.message_id]
+            self._dirty.pop(relay.message_id, None)
 
     async def drain(self) -> None:
         """Wait until every frame so far is in the stream state and, where followed, sent to other workers."""
