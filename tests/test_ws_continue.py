@@ -205,3 +205,25 @@ def test_a_continued_answer_gets_the_reapers_grace_from_when_it_resumed(owner):
     )
     assert in_progress_ids(60) == [orphan.pk]
     assert sorted(in_progress_ids(0)) == sorted([orphan.pk, resumed.pk])
+
+
+async def test_continue_is_refused_on_a_gateway_without_partial_mode(connect, owner, chat_settings, settings):
+    settings.KIMI_PROVIDER = "acedata"  # Ace Data does not document partial mode: refused here, nothing sent
+    conversation = await conversation_of(owner, model="kimi-k2.6")  # the default model: always offered
+    await sync_to_async(Message.objects.create)(conversation=conversation, role="user", content="go", status="complete")
+    cut = await sync_to_async(Message.objects.create)(
+        conversation=conversation,
+        role="assistant",
+        content="half of it",
+        status="complete",
+        finish_reason="length",
+        model="kimi-k2.6",
+    )
+    tab = await connect(owner)
+    requests = chat_settings.chat_count
+    await continue_answer(tab, {"id": cut.pk, "conversation_id": conversation.pk})
+    refused, _ = await tab.until_type("error")
+    assert refused["code"] == "invalid_parameter" and "provider" in refused["message"]
+    assert chat_settings.chat_count == requests
+    [stored] = await rows(Message, pk=cut.pk)
+    assert (stored.status, stored.finish_reason, stored.content) == ("complete", "length", "half of it")
