@@ -39,6 +39,8 @@ class Conversation(models.Model):
     max_tokens = models.PositiveIntegerField(null=True, blank=True)
     json_mode = models.BooleanField(default=False)  # response_format json_object
     thinking = models.BooleanField(null=True, blank=True)  # None: the model's default
+    # kimi-k3's "low" | "high" | "max"; None: the model's default, like the settings above (the API's null).
+    reasoning_effort = models.CharField(max_length=8, null=True, blank=True)  # noqa: DJ001 - null is "default"
     pinned = models.BooleanField(default=False)  # sidebar: pinned first
     archived = models.BooleanField(default=False)  # hidden from the sidebar, shown in the Archived view
     created_at = models.DateTimeField(default=timezone.now)
@@ -117,7 +119,8 @@ class Message(models.Model):
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="earlier_versions"
     )
     created_at = models.DateTimeField(default=timezone.now)
-    completed_at = models.DateTimeField(null=True, blank=True)  # when the status became final
+    # When the status became final; while a Continue runs, when it resumed (the reaper's grace counts from it).
+    completed_at = models.DateTimeField(null=True, blank=True)
 
     objects = MessageQuerySet.as_manager()
 
@@ -142,6 +145,16 @@ class Message(models.Model):
     @property
     def is_final(self) -> bool:
         return self.status in self.FINAL_STATUSES
+
+    @property
+    def cut_off(self) -> str | None:
+        """Why a final answer can be continued: ``"length"`` (its output budget ended it) or ``"reasoning_only"`` (it
+        thought but wrote no answer, whatever ended it); None if it cannot."""
+        if self.role != self.Role.ASSISTANT or not self.is_final:
+            return None
+        if not self.content and self.reasoning:
+            return "reasoning_only"
+        return "length" if self.finish_reason == "length" else None
 
 
 class CreditAccount(models.Model):

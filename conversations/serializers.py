@@ -21,6 +21,7 @@ def conversation_to_dict(conversation: Conversation) -> dict:
             "max_tokens": conversation.max_tokens,
             "json_mode": conversation.json_mode,
             "thinking": conversation.thinking,
+            "reasoning_effort": conversation.reasoning_effort,
         },
         "pinned": conversation.pinned,
         "archived": conversation.archived,
@@ -39,6 +40,7 @@ def message_to_dict(message: Message) -> dict:
         "status": message.status,
         "model": message.model,
         "finish_reason": message.finish_reason,
+        "cut_off": message.cut_off,  # "length" | "reasoning_only" | null: the answer can be continued
         "usage": {
             "prompt_tokens": message.prompt_tokens,
             "completion_tokens": message.completion_tokens,

@@ -59,6 +59,7 @@ def test_patch_renames_pins_archives_and_changes_settings(owner_client, owner):
         "max_tokens": 2048,
         "json_mode": True,
         "thinking": None,
+        "reasoning_effort": None,
     }
     conversation.refresh_from_db()
     assert (conversation.title, conversation.top_p, conversation.max_tokens) == ("Kyoto in April", 0.9, 2048)
@@ -103,6 +104,8 @@ def test_empty_patch_changes_nothing(owner_client, owner):
         ({"settings": {"max_tokens": 10.5}}, "settings.max_tokens"),
         ({"settings": {"json_mode": None}}, "settings.json_mode"),
         ({"settings": {"thinking": "auto"}}, "settings.thinking"),
+        ({"settings": {"reasoning_effort": "medium"}}, "settings.reasoning_effort"),
+        ({"settings": {"reasoning_effort": 2}}, "settings.reasoning_effort"),
         ({"settings": {"seed": 1}}, "settings.seed"),
         ({"owner": 2, "id": 9}, "id"),
     ],

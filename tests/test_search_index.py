@@ -79,3 +79,16 @@ def test_finished_messages_are_reindexed_when_edited_and_removed_when_deleted(an
 def test_messages_stored_final_are_indexed_at_once(answer):
     user_message = Message.objects.filter(conversation=answer.conversation, role="user").get()
     assert indexed(user_message.pk)
+
+
+def test_a_continued_answer_leaves_the_index_while_it_streams_again(answer):
+    finish_message(answer.pk, status="complete", content="cut zyx", reasoning="", seq=2, finish_reason="length")
+    assert indexed(answer.pk)
+    Message.objects.filter(pk=answer.pk).update(status="streaming", finish_reason="")  # what a Continue does
+    assert not indexed(answer.pk)
+    checkpoint([(answer.pk, "cut zyx and then", "", 3)])
+    finish_message(answer.pk, status="complete", content="cut zyx and then some", reasoning="", seq=4)
+    assert indexed(answer.pk)
+    integrity_check()
+    Message.objects.filter(pk=answer.pk).delete()
+    integrity_check()

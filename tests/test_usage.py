@@ -114,6 +114,7 @@ def test_the_usage_page_shows_the_users_numbers_only(owner_client, owner, make_a
     assert 'data-testid="balance">101.5<' in html
     assert 'data-testid="consumed">1<' in html
     assert 'data-testid="average">1,545<' in html
+    assert 'data-testid="cached">200<' in html and "cached (17% of prompt)" in html
     assert html.count("<svg") == 4 and "<script" not in html
     assert "birthday present" in html and "+2.5" in html
     assert "<code>kimi-k2</code>" in html

@@ -22,6 +22,7 @@ from conversations.services.chat.relay import conversation_group, user_group
 from conversations.services.chat.sending import (
     Accepted,
     SendRefused,
+    aprepare_continue,
     aprepare_edit,
     aprepare_regenerate,
     aprepare_send,
@@ -113,6 +114,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             frames.Unsubscribe: self.on_unsubscribe,
             frames.Regenerate: self.on_regenerate,
             frames.Edit: self.on_edit,
+            frames.Continue: self.on_continue,
             frames.Ping: self.on_ping,
         }[type(frame)]
         try:
@@ -174,6 +176,17 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             conversation_id=frame.conversation_id,
             message_id=frame.message_id,
             content=frame.content,
+            client_msg_id=frame.client_msg_id,
+            known_models=await known_models(),
+        )
+        await self._start(accepted)
+
+    async def on_continue(self, frame: frames.Continue):
+        self._check_accepting()
+        accepted = await aprepare_continue(
+            self.user,
+            conversation_id=frame.conversation_id,
+            message_id=frame.message_id,
             client_msg_id=frame.client_msg_id,
             known_models=await known_models(),
         )

@@ -121,6 +121,7 @@ export const Frames = (Base) => class extends Base {
 
   onDone(frame) {
     if (frame.balance !== undefined && frame.balance !== null) this.setBalance(frame.balance);
+    if (this.continuing) this.continuing.delete(frame.message_id);
     if (frame.conversation_id !== this.convId) {
       this.sidebar.touch(frame.conversation_id);
       return;
@@ -155,6 +156,17 @@ export const Frames = (Base) => class extends Base {
     if (final.status === "error" && frame.error && frame.error.message) {
       // The message shows the reason; nothing else to do.
     }
+  }
+
+  /** Continue an answer that was cut off, in place (docs/websocket-protocol.md, `continue`). */
+  continueAnswer(m) {
+    if (!this.convId || this.isStreaming()) return;
+    const clientMsgId = crypto.randomUUID();
+    this.pending.set(clientMsgId, { kind: "continue", convId: this.convId, content: "" });
+    this.continuing = this.continuing || new Set();
+    this.continuing.add(m.id);
+    this.socket.send({ type: "continue", conversation_id: this.convId, message_id: m.id, client_msg_id: clientMsgId });
+    this.updateComposer();
   }
 
   onError(frame) {
@@ -194,7 +206,9 @@ export const Frames = (Base) => class extends Base {
     }
     if (frame.message_id && this.messages.has(frame.message_id)) {
       const m = this.messages.get(frame.message_id);
-      if (ACTIVE.has(m.status)) return; // the done frame follows with the stored status
+      // The done frame follows with the stored status; a continuation that failed before adding anything goes
+      // back to how it was, so only this toast says why.
+      if (ACTIVE.has(m.status) && !(this.continuing && this.continuing.has(m.id))) return;
     }
     toast(text, { kind: "error" });
   }

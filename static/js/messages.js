@@ -131,6 +131,13 @@ export const MessageList = (Base) => class extends Base {
     }
     const waiting = active && !m.content && !reasoning;
     node.classList.toggle("waiting", waiting);
+    // Only reasoning, no answer: say so, rather than show an empty answer (Continue is in the footer).
+    const onlyThought = m.cut_off === "reasoning_only";
+    if (node.rendered.onlyThought !== onlyThought) {
+      node.rendered.onlyThought = onlyThought;
+      if (onlyThought) content.replaceChildren(el("p.cut-off-note", { text: gettext("Thought, but ran out of room before answering") }));
+      else if (!m.content) content.replaceChildren();
+    }
   }
 
   renderFoot(m, node) {
@@ -142,7 +149,7 @@ export const MessageList = (Base) => class extends Base {
       !slot.earlierQuestion;
     const key = JSON.stringify([
       m.status, m.cost, m.usage, m.error, m.model, slot.index, slot.versions.length, isLastUser, isLastAssistant,
-      streamingHere, typeof m.id,
+      streamingHere, typeof m.id, m.cut_off,
     ]);
     if (node.rendered.footKey === key) return;
     node.rendered.footKey = key;
@@ -164,6 +171,17 @@ export const MessageList = (Base) => class extends Base {
     if (m.role === "assistant") {
       const badge = this.statusBadge(m);
       if (badge) parts.push(badge);
+      if (m.cut_off && !ACTIVE.has(m.status)) {
+        parts.push(el("span.badge.badge-cut-off", {
+          text: gettext("Cut off"),
+          title: gettext("The answer reached its length limit before it was finished."),
+        }));
+        if (isLastAssistant && !streamingHere && typeof m.id === "number") {
+          parts.push(el("button.btn.small.continue-answer", {
+            type: "button", text: gettext("Continue"), on: { click: () => this.continueAnswer(m) },
+          }));
+        }
+      }
     }
     const actions = el("span.msg-actions");
     if (typeof m.id === "number" && m.content) {
@@ -182,14 +200,15 @@ export const MessageList = (Base) => class extends Base {
         interpolate(gettext("Tokens: %(prompt)s in, %(completion)s out, %(total)s total"), {
           prompt: u.prompt_tokens ?? 0, completion: u.completion_tokens ?? 0, total: u.total_tokens ?? 0,
         }, true),
-        u.cached_tokens ? interpolate(gettext("Cached: %s"), [u.cached_tokens]) : null,
+        u.cached_tokens ? interpolate(gettext("%s cached"), [u.cached_tokens]) : null,
         u.estimated ? gettext("(estimated)") : null,
         interpolate(gettext("Cost: %s credits"), [m.cost ?? "0"]),
         m.completed_at ? formatDateTime(m.completed_at) : null,
       ].filter(Boolean).join("\n");
       actions.append(
         el("span.usage", { tabindex: "0", "data-tip": tip, "aria-label": tip }, icon("info"),
-          el("span.usage-short", { text: (u.total_tokens ?? 0) + " " + gettext("tokens") })),
+          el("span.usage-short", { text: (u.total_tokens ?? 0) + " " + gettext("tokens") }),
+          u.cached_tokens ? el("span.usage-cached", { text: interpolate(gettext("%s cached"), [u.cached_tokens]) }) : null),
       );
     }
     parts.push(actions);

@@ -1,5 +1,5 @@
 // The chat settings dialog: filled from the model's capabilities, saved to the chat or kept for a new one.
-import { $, toast } from "./ui.js";
+import { $, el, toast } from "./ui.js";
 
 export const Settings = (Base) => class extends Base {
   openSettings() {
@@ -25,8 +25,23 @@ export const Settings = (Base) => class extends Base {
     $("row-thinking").hidden = thinking !== "toggle";
     $("note-thinking-always").hidden = thinking !== "always";
     form.elements.thinking.value = settings.thinking === true ? "on" : settings.thinking === false ? "off" : "";
+    this.setupReasoningEffort(caps.reasoning_effort, settings.reasoning_effort);
     $("settings-error").textContent = "";
     dialog.showModal();
+  }
+
+  /** Offered only where the model has choices (kimi-k3): exactly those, and the model's default. */
+  setupReasoningEffort(cap, value) {
+    const select = $("settings-form").elements.reasoning_effort;
+    $("row-reasoning_effort").hidden = !cap;
+    if (!cap) return;
+    const labels = { low: gettext("Low"), high: gettext("High"), max: gettext("Max") };
+    const name = (choice) => labels[choice] || choice;
+    select.replaceChildren(
+      el("option", { value: "", text: interpolate(gettext("Model default (%s)"), [name(cap.default)]) }),
+      ...cap.choices.map((choice) => el("option", { value: choice, text: name(choice) })),
+    );
+    select.value = cap.choices.includes(value) ? value : "";
   }
 
   setupRange(name, cap, value, thinking) {
@@ -67,6 +82,9 @@ export const Settings = (Base) => class extends Base {
       thinking: caps.thinking === "toggle"
         ? { on: true, off: false }[form.elements.thinking.value] ?? null
         : ((this.conv || this.draft || {}).settings || {}).thinking ?? null,
+      reasoning_effort: caps.reasoning_effort
+        ? form.elements.reasoning_effort.value || null
+        : ((this.conv || this.draft || {}).settings || {}).reasoning_effort ?? null,
     };
     if (!this.convId) {
       // No conversation yet: keep the choice and send it with the first message (the server validates it then).

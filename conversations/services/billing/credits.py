@@ -227,12 +227,16 @@ def _usage_note(model: str, usage: Usage, estimated: bool) -> str:
     return f"{model}: {usage.prompt_tokens} prompt{cached} + {usage.completion_tokens} completion tokens{est}"
 
 
-def settle(reservation: Reservation, *, message: Message, usage: Usage | None, estimated: bool) -> SettleResult:
+def settle(
+    reservation: Reservation, *, message: Message, usage: Usage | None, estimated: bool, adds_to_message: bool = False
+) -> SettleResult:
     """Charge what the answer really cost: refund the unused part of the reservation, or charge the excess.
 
     Stopped and interrupted answers are settled too, for what they generated (``estimated=True`` when the usage
     was counted locally). With no usage at all the prompt that was sent is charged, from the reservation's
     estimate. An excess over the reservation is charged only up to the balance; the note says what was waived.
+    ``adds_to_message``: a continued answer; this part's usage and cost are added to what ``message`` (as read under
+    its row lock) already carries, so it shows the sum of its parts, as its ledger rows do.
     """
     if usage is None:
         usage, estimated = Usage(prompt_tokens=reservation.prompt_tokens), True
@@ -261,11 +265,11 @@ def settle(reservation: Reservation, *, message: Message, usage: Usage | None, e
                 extra_note += f"; {excess - extra} not charged: the balance ran out"
             # Written even when nothing could be charged, so the waived excess is on record.
             _post(account, Kind.CHARGE, -extra, message_id=message.pk, estimated=estimated, note=extra_note)
-        _record_on_message(message, charged, usage, estimated)
+        _record_on_message(message, charged, usage, estimated, adds_to_message)
         return SettleResult(cost=charged, balance=account.balance)
 
 
-def _record_on_message(message: Message, cost: Decimal, usage: Usage, estimated: bool) -> None:
+def _record_on_message(message: Message, cost: Decimal, usage: Usage, estimated: bool, adds: bool = False) -> None:
     # An UPDATE of just these columns, so a concurrent save of the content by the generation is not overwritten;
     # the caller's instance is updated too, so its own later save() writes the same values.
     values = {
@@ -276,6 +280,9 @@ def _record_on_message(message: Message, cost: Decimal, usage: Usage, estimated:
         "total_tokens": max(usage.total_tokens, usage.prompt_tokens + usage.completion_tokens, 0),
         "cached_tokens": max(usage.cached_tokens, 0),
     }
+    if adds:
+        values = {name: value + getattr(message, name) for name, value in values.items()}
+        values["usage_estimated"] = estimated or message.usage_estimated
     Message.objects.filter(pk=message.pk).update(**values)
     for name, value in values.items():
         setattr(message, name, value)

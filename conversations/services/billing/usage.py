@@ -84,6 +84,11 @@ class UsageSummary:
         return self.prompt_tokens + self.completion_tokens
 
     @property
+    def cached_percent(self) -> int:
+        """The share of prompt tokens the provider served from its cache (billed at the cached price)."""
+        return round(100 * self.cached_tokens / self.prompt_tokens) if self.prompt_tokens else 0
+
+    @property
     def average_tokens_per_request(self) -> int:
         return round(self.tokens / self.requests) if self.requests else 0
 

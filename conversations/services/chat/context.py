@@ -1,7 +1,9 @@
 """What is sent upstream for an answer: the system prompt, then the conversation so far, trimmed to fit.
 
-Trimming drops the oldest turns first, by a local token estimate, so that the prompt plus the answer's budget fit
-the model's context window. A single message that alone does not fit is refused before any upstream call.
+Trimming keeps the system prompt and the opening turns and drops turns from the middle, in large steps, by a local
+token estimate, so that the prompt plus the answer's budget fit the model's context window and the prompt's start
+stays the same from one send to the next (Kimi caches prompt prefixes). A single message that alone does not fit is
+refused before any upstream call.
 """
 
 from __future__ import annotations
@@ -15,6 +17,11 @@ from conversations.models import Message
 DEFAULT_ANSWER_BUDGET = 4096  # tokens kept free for the answer when the conversation sets no max_tokens
 DEFAULT_CONTEXT_WINDOW = 131_072  # for models whose window is unknown
 TITLE_LENGTH = 60
+# Trimming (``_cache_friendly_trim``): the opening turns kept in front of the gap, at most 1/HEAD_SHARE of the budget,
+# and the gap's step, 1/TRIM_STEPS of the budget.
+HEAD_TURNS = 2
+HEAD_SHARE = 8
+TRIM_STEPS = 4
 
 
 class ContextTooLong(Exception):
@@ -79,17 +86,44 @@ def build_messages(
     window = context_window(model)
     budget = window - min(answer_budget(max_tokens), window // 4)
     costs = [estimate_messages_locally([turn]) for turn in turns]
-    total = estimate_messages_locally(system) + sum(costs)
-    start = 0
-    # Keep the newest message always; drop whole oldest turns until the estimate fits.
-    while total > budget and start < len(turns) - 1:
-        total -= costs[start]
-        start += 1
+    fixed = estimate_messages_locally(system)
+    kept = _cache_friendly_trim(turns, costs, budget - fixed)
+    total = fixed + sum(costs[i] for i in kept)
     if total > budget:
         raise ContextTooLong(total, window)
-    kept = turns[start:]
-    # A conversation must not open with an assistant turn once trimmed.
-    while len(kept) > 1 and kept[0]["role"] == "assistant":
-        total -= costs[len(turns) - len(kept)]
-        kept = kept[1:]
-    return system + kept, total
+    return system + [turns[i] for i in kept], total
+
+
+def _cache_friendly_trim(turns: list[dict], costs: list[int], budget: int) -> list[int]:
+    """The indexes of the turns to send: all of them if they fit, else the opening turns (the head), a gap, and the
+    newest turns. The gap grows in steps of a quarter of the budget, each ending where a user turn starts, so its
+    end depends only on older turns: consecutive sends keep an identical prefix (system prompt, head, the turns
+    after the gap), which Kimi's prefix cache serves, until the conversation grows by a whole step. Dropping the
+    oldest turn on every send would shift the prefix each time and miss the cache every time. The newest turn is
+    always kept; when head and newest turn alone do not fit, the head goes too."""
+    if sum(costs) <= budget or not turns:
+        return list(range(len(turns)))
+    last = len(turns) - 1
+    head = _head(turns, costs, budget)
+    step = max(1, budget // TRIM_STEPS)
+    for keep_head in (head, 0):
+        fixed = sum(costs[:keep_head])
+        dropped, gap_end, steps = 0, keep_head, 1
+        while gap_end < last:
+            dropped += costs[gap_end]
+            gap_end += 1
+            if gap_end < last and (dropped < steps * step or turns[gap_end]["role"] != "user"):
+                continue
+            if fixed + sum(costs[gap_end:]) <= budget:
+                return [*range(keep_head), *range(gap_end, len(turns))]
+            while dropped >= steps * step:
+                steps += 1
+    return [last]
+
+
+def _head(turns: list[dict], costs: list[int], budget: int) -> int:
+    """How many opening turns stay in front of the gap: the first question and its answer, when they are small."""
+    head = min(HEAD_TURNS, len(turns) - 1)
+    while head and turns[head - 1]["role"] != "assistant":
+        head -= 1  # the head ends with an answer, so the turns after the gap start with a question
+    return head if sum(costs[:head]) <= budget // HEAD_SHARE else 0

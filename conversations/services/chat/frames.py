@@ -67,11 +67,18 @@ class Edit:
 
 
 @dataclass(frozen=True)
+class Continue:
+    conversation_id: int
+    message_id: int
+    client_msg_id: uuid.UUID
+
+
+@dataclass(frozen=True)
 class Ping:
     pass
 
 
-Frame = Send | Stop | Subscribe | Unsubscribe | Regenerate | Edit | Ping
+Frame = Send | Stop | Subscribe | Unsubscribe | Regenerate | Edit | Continue | Ping
 
 
 def _id(data: dict, name: str, *, nullable: bool = False) -> int | None:
@@ -179,6 +186,13 @@ def parse_frame(data: object) -> Frame:
         return Regenerate(_id(data, "conversation_id"), _client_msg_id(data), _model(data))
     if kind == "edit":
         return Edit(_id(data, "conversation_id"), _id(data, "message_id"), _content(data), _client_msg_id(data))
+    if kind == "continue":
+        conversation_id = _id(data, "conversation_id")
+        try:
+            return Continue(conversation_id, _id(data, "message_id"), _client_msg_id(data))
+        except FrameError as exc:
+            exc.conversation_id = conversation_id
+            raise
     if kind == "ping":
         return Ping()
     raise FrameError("bad_frame", f"Unknown frame type {kind[:40]!r}.")

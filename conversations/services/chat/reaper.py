@@ -8,6 +8,7 @@ from decimal import Decimal
 from django.db import transaction
 from django.utils import timezone
 
+from conversations.kimi.events import Usage
 from conversations.models import Message
 from conversations.services.billing import credits
 from conversations.services.chat.storing import usage_estimate
@@ -15,7 +16,9 @@ from conversations.services.chat.storing import usage_estimate
 
 def in_progress_ids(grace: float) -> list[int]:
     cutoff = timezone.now() - timezone.timedelta(seconds=grace)
-    return list(Message.objects.in_progress().filter(created_at__lt=cutoff).values_list("id", flat=True))
+    # A continued answer is old but resumed just now (completed_at): it gets the same grace as a new one.
+    answers = Message.objects.in_progress().filter(created_at__lt=cutoff).exclude(completed_at__gte=cutoff)
+    return list(answers.values_list("id", flat=True))
 
 
 def reap_message(message_id: int) -> tuple[Message | None, Decimal | None]:
@@ -33,8 +36,15 @@ def reap_message(message_id: int) -> tuple[Message | None, Decimal | None]:
         reservation = credits.open_reservation_for(message)
         if reservation is not None:
             if message.content or message.reasoning:
-                usage = usage_estimate(message.prompt_tokens, message.content, message.reasoning)
-                balance = credits.settle(reservation, message=message, usage=usage, estimated=True).balance
+                usage = usage_estimate(reservation.prompt_tokens, message.content, message.reasoning)
+                # A continued answer already carries its earlier part's usage: this part is what came after it.
+                continued = message.completion_tokens > 0
+                if continued:
+                    new = max(0, usage.completion_tokens - message.completion_tokens)
+                    usage = Usage(usage.prompt_tokens, new, usage.prompt_tokens + new)
+                balance = credits.settle(
+                    reservation, message=message, usage=usage, estimated=True, adds_to_message=continued
+                ).balance
             else:
                 balance = credits.release(reservation, message=message, note="worker_lost")
     return message, balance

@@ -41,9 +41,9 @@ from conversations.serializers import conversation_to_dict, message_to_dict
 from conversations.services.billing import credits
 from conversations.services.chat.reaper import in_progress_ids, reap_message
 from conversations.services.chat.relay import Relay, Relayer, control_group, conversation_group, user_group
-from conversations.services.chat.sending import Accepted
+from conversations.services.chat.sending import Accepted, Continued
 from conversations.services.chat.storing import checkpoint, finish_message, usage_estimate
-from conversations.services.chat.stream_state import Snapshot, get_stream_state, heartbeat_ttl
+from conversations.services.chat.stream_state import EMPTY, Snapshot, get_stream_state, heartbeat_ttl
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,8 @@ class Generation:
     request: ChatRequest
     reservation: credits.Reservation | None
     prompt_tokens: int
+    continued: Continued | None = None
+    start: Snapshot = EMPTY  # where the answer's text starts: a continued answer's stored text and seq
     task: asyncio.Task | None = None
     relay: Relay | None = None
     stop_requested: bool = False
@@ -254,10 +256,15 @@ class GenerationRegistry:
             request=accepted.request,
             reservation=accepted.reservation,
             prompt_tokens=accepted.assistant.prompt_tokens,
+            continued=accepted.continued,
         )
+        if accepted.continued is not None:
+            answer = accepted.assistant
+            generation.start = Snapshot(answer.content, answer.reasoning, answer.seq)
+            generation.prompt_tokens = accepted.reservation.prompt_tokens  # the row holds the earlier part's usage
         # The state exists before the task runs, so a subscriber arriving at once finds a snapshot.
-        await self.state.start(generation.message_id)
-        relay = generation.relay = self.relayer.open(conversation.pk, generation.message_id)
+        await self.state.start(generation.message_id, generation.start)
+        relay = generation.relay = self.relayer.open(conversation.pk, generation.message_id, generation.start)
         self.running[conversation.pk] = generation
         # Joined before asking who follows: a socket elsewhere that joins the group after the question is asked
         # announces itself on this control group (``follow``), so none is missed.
@@ -312,6 +319,8 @@ class GenerationRegistry:
         # provider's own default applies (long thinking answers legitimately pass any local guess).
         limit = generation.request.max_tokens
         pieces = 0
+        # A continuation's new reasoning starts a paragraph of its own after the reasoning already shown.
+        separator = "\n\n" if generation.continued is not None and generation.continued.had_reasoning else ""
         try:
             async with (
                 asyncio.timeout(settings.KIMICHAT_GENERATION_TIME_LIMIT),
@@ -332,6 +341,9 @@ class GenerationRegistry:
                     if isinstance(event, ContentDelta):
                         await relayer.add(relay, event.text, "")
                     elif isinstance(event, ReasoningDelta):
+                        if separator and event.text:
+                            await relayer.add(relay, "", separator)
+                            separator = ""
                         await relayer.add(relay, "", event.text)
                     elif isinstance(event, Finish):
                         outcome.finish_reason = event.reason
@@ -380,7 +392,9 @@ class GenerationRegistry:
             text, thought = relay.text(), relay.thought()
             usage, estimated = outcome.usage, outcome.usage_estimated
             if usage is None and (text or thought):
-                usage, estimated = usage_estimate(generation.prompt_tokens, text, thought), True
+                start = generation.start  # a continuation is charged for what it added
+                added, thought_added = text[len(start.content) :], thought[len(start.reasoning) :]
+                usage, estimated = usage_estimate(generation.prompt_tokens, added, thought_added), True
             message, balance = await self._store_final(
                 generation,
                 status=outcome.status,
@@ -398,6 +412,9 @@ class GenerationRegistry:
             logger.exception("could not store answer %s; the reaper will mark it interrupted", message_id)
             await self._forget(generation)
             return
+        # Forgotten before `done` goes out: a Continue that `done` prompts runs the same message in the same
+        # conversation, and its state, relay and control-group membership must not be dropped by this one's.
+        await self._forget(generation)
         try:
             if outcome.error_code:
                 await self.relayer.publish(
@@ -414,11 +431,10 @@ class GenerationRegistry:
             await self.relayer.publish(relay, _done_event(message, balance))
         except Exception:  # noqa: BLE001 - stored already; open tabs catch up when they resubscribe
             logger.warning("answer %s is stored but its last frames were not published", message_id, exc_info=True)
-        finally:
-            await self._forget(generation)
 
     async def _forget(self, generation: Generation) -> None:
-        self.running.pop(generation.conversation_id, None)
+        if self.running.get(generation.conversation_id) is generation:
+            del self.running[generation.conversation_id]
         if generation.relay is not None:
             self.relayer.forget(generation.relay)
         with contextlib.suppress(Exception):
@@ -432,7 +448,7 @@ class GenerationRegistry:
         for attempt in range(6):
             try:
                 return await database_sync_to_async(finish_message)(
-                    generation.message_id, reservation=generation.reservation, **fields
+                    generation.message_id, reservation=generation.reservation, continued=generation.continued, **fields
                 )
             except Exception:
                 if attempt == 5:

@@ -27,7 +27,7 @@ import time
 import orjson
 from django.conf import settings
 
-from conversations.services.chat.stream_state import Snapshot
+from conversations.services.chat.stream_state import EMPTY, Snapshot
 
 logger = logging.getLogger(__name__)
 
@@ -64,21 +64,22 @@ class Relay:
         "dirty",
         "remote",
         "checkpointed_seq",
+        "first_seq",
     )
 
-    def __init__(self, conversation_id: int, message_id: int) -> None:
+    def __init__(self, conversation_id: int, message_id: int, start: Snapshot = EMPTY) -> None:
         self.conversation_id = conversation_id
         self.group = conversation_group(conversation_id)
         self.message_id = message_id
-        self.content: list[str] = []  # sent: in frames up to ``seq``
-        self.reasoning: list[str] = []
+        # A continued answer goes on from its stored text and seq, so every socket's seq check holds across parts.
+        self.content: list[str] = [start.content] if start.content else []  # sent: in frames up to ``seq``
+        self.reasoning: list[str] = [start.reasoning] if start.reasoning else []
         self.pending_content: list[str] = []  # received, waiting for the next frame
         self.pending_reasoning: list[str] = []
-        self.seq = 0
+        self.seq = self.first_seq = self.checkpointed_seq = start.seq
         self.last_flush = 0.0
         self.dirty = False  # waiting for the shared tick
         self.remote = False  # a socket of another worker follows this conversation
-        self.checkpointed_seq = 0
 
     def add(self, piece: str, thought: str) -> None:
         if piece:
@@ -172,8 +173,8 @@ class Relayer:
             await self.layer.group_send(relay.group, {**event, "origin": self.origin})
 
     # Answers.
-    def open(self, conversation_id: int, message_id: int) -> Relay:
-        relay = Relay(conversation_id, message_id)
+    def open(self, conversation_id: int, message_id: int, start: Snapshot = EMPTY) -> Relay:
+        relay = Relay(conversation_id, message_id, start)
         self.relays[message_id] = relay
         return relay
 
@@ -188,7 +189,7 @@ class Relayer:
         relay.add(piece, thought)
         # At once: an answer's first piece (how soon it starts is what a person notices most), and a piece after a
         # quiet spell of at least the window, which under load is longer (``window``).
-        if relay.seq == 0 or time.monotonic() - relay.last_flush >= self.window():
+        if relay.seq == relay.first_seq or time.monotonic() - relay.last_flush >= self.window():
             await self.flush(relay)
         elif not relay.dirty:
             relay.dirty = True
@@ -215,8 +216,9 @@ class Relayer:
         await self.drain()
 
     def forget(self, relay: Relay) -> None:
-        self.relays.pop(relay.message_id, None)
-        self._dirty.pop(relay.message_id, None)
+        if self.relays.get(relay.message_id) is relay:  # not a later relay of the same (continued) message
+            del self.relays[relay.message_id]
+            self._dirty.pop(relay.message_id, None)
 
     async def drain(self) -> None:
         """Wait until every frame so far is in the stream state and, where followed, sent to other workers."""

@@ -19,7 +19,8 @@ from django.utils import timezone
 
 from conversations.kimi import errors as kimi_errors
 from conversations.kimi.configured import get_client
-from conversations.kimi.params import ChatRequest, output_budget, resolve_params
+from conversations.kimi.params import ChatRequest, output_budget, recommended_output, resolve_params, rules_for
+from conversations.kimi.tokens import estimate_tokens_locally
 from conversations.models import Conversation, Message
 from conversations.services.billing import credits
 from conversations.services.billing.ratelimit import RateLimited, check_rate_limit
@@ -40,6 +41,18 @@ class SendRefused(Exception):
         self.extra = extra
 
 
+@dataclass(frozen=True)
+class Continued:
+    """How a continued answer stood before it went back to ``streaming``: restored if the continuation adds nothing."""
+
+    status: str
+    finish_reason: str
+    error_code: str
+    error_message: str
+    seq: int
+    had_reasoning: bool
+
+
 @dataclass
 class Accepted:
     conversation: Conversation
@@ -50,6 +63,7 @@ class Accepted:
     superseded: list[Message] = field(default_factory=list)  # earlier versions this send replaced
     request: ChatRequest | None = None
     reservation: credits.Reservation | None = None
+    continued: Continued | None = None  # a Continue: the answer's row runs again from its stored text and seq
 
 
 # --- check and do (synchronous, one transaction each) -----------------------------------------------------------
@@ -114,10 +128,16 @@ def _check_concurrency(user, conversation_id) -> None:
         )
 
 
-def _chat_request(conversation: Conversation, model: str, thread: list[Message]) -> tuple[ChatRequest, int]:
+def _chat_request(
+    conversation: Conversation, model: str, thread: list[Message], *, continuing: Message | None = None
+) -> tuple[ChatRequest, int]:
     """The upstream request and its estimated prompt tokens. Its output budget (``max_tokens``) is always set: the
     user's limit or a full answer's worth for the model, clamped to what the window leaves after the prompt. The
-    same number is reserved in credits, so an answer can never cost more than was reserved."""
+    same number is reserved in credits, so an answer can never cost more than was reserved.
+
+    ``continuing``: an answer that was cut off, continued in partial mode from its text (or asked again when it has
+    only reasoning: partial mode needs text to continue). Its budget is at least a full answer's worth, since the
+    user's limit is what cut it off."""
     provider = get_client().provider
     request = ChatRequest(
         model=model,
@@ -127,7 +147,10 @@ def _chat_request(conversation: Conversation, model: str, thread: list[Message])
         max_tokens=conversation.max_tokens,
         json_mode=conversation.json_mode,
         thinking=conversation.thinking,
+        # Kept on the conversation across model switches; only a model that takes it is sent it.
+        reasoning_effort=conversation.reasoning_effort if rules_for(model, provider).reasoning_efforts else None,
         prompt_cache_key=f"kimichat-conversation-{conversation.pk}",
+        continue_from=(continuing.content or None) if continuing is not None else None,
     )
     try:
         params = resolve_params(request, provider)
@@ -138,7 +161,11 @@ def _chat_request(conversation: Conversation, model: str, thread: list[Message])
             max_tokens=conversation.max_tokens,
             thinks=params.thinks,
         )
-        request.max_tokens = output_budget(model, conversation.max_tokens, prompt_tokens, provider)
+        limit = conversation.max_tokens
+        if continuing is not None:
+            prompt_tokens += estimate_tokens_locally(request.continue_from or "")
+            limit = max(limit or 0, recommended_output(model, provider))
+        request.max_tokens = output_budget(model, limit, prompt_tokens, provider)
     except kimi_errors.ContextTooLong as exc:
         raise SendRefused("context_too_long", exc.message, conversation_id=conversation.pk) from None
     except kimi_errors.InvalidParameter as exc:
@@ -156,12 +183,21 @@ def _start_answer(user, conversation: Conversation, model: str, thread: list[Mes
     assistant = Message.objects.create(
         conversation=conversation, role=Message.Role.ASSISTANT, status=Message.Status.STREAMING, model=model, **fields
     )
+    reservation = _reserve(user, conversation, assistant, request, prompt_tokens)
+    assistant.prompt_tokens = prompt_tokens
+    return Accepted(conversation=conversation, assistant=assistant, request=request, reservation=reservation)
+
+
+def _reserve(
+    user, conversation: Conversation, assistant: Message, request: ChatRequest, prompt_tokens: int
+) -> credits.Reservation:
+    """Reserve the answer's credits, check the per-user cap, bump the conversation. Inside the caller's atomic."""
     try:
         # Locks the user's credit account row until commit: concurrent sends of one user queue here, which also
         # makes the concurrency cap below exact.
         reservation = credits.reserve(
             user,
-            model=model,
+            model=assistant.model,
             prompt_tokens=prompt_tokens,
             max_completion_tokens=request.max_tokens,
             message=assistant,
@@ -176,10 +212,9 @@ def _start_answer(user, conversation: Conversation, model: str, thread: list[Mes
             estimated_cost=str(exc.estimated_cost),
         ) from None
     _check_concurrency(user, conversation.pk)
-    assistant.prompt_tokens = prompt_tokens
     conversation.updated_at = timezone.now()
     conversation.save(update_fields=["updated_at"])
-    return Accepted(conversation=conversation, assistant=assistant, request=request, reservation=reservation)
+    return reservation
 
 
 def _check_model(model: str, known_models: list[str], conversation_id) -> None:
@@ -322,6 +357,56 @@ def prepare_edit(
     return accepted
 
 
+def prepare_continue(
+    user, *, conversation_id: int, message_id: int, client_msg_id: uuid.UUID, known_models: list[str]
+) -> Accepted:
+    """Continue the last answer of the live thread where it was cut off, in its own row: it goes back to
+    ``streaming`` from its stored text and seq, and a second reservation is charged for the new budget."""
+    duplicate = _existing(user, client_msg_id)
+    if duplicate is not None:
+        return duplicate
+    try:
+        with transaction.atomic():
+            conversation = _locked_conversation(user, conversation_id)
+            _check_not_busy(conversation)
+            thread, last_user, answer = _last_turn(conversation)
+            if answer is None or answer.pk != message_id or thread[-1].pk != answer.pk:
+                raise SendRefused(
+                    "not_found",
+                    "Only the last answer of the conversation can be continued.",
+                    conversation_id=conversation_id,
+                )
+            if answer.cut_off is None:
+                raise SendRefused(
+                    "not_continuable",
+                    "This answer was not cut off, so there is nothing to continue.",
+                    conversation_id=conversation_id,
+                )
+            _check_model(answer.model, known_models, conversation_id)
+            upto = [m for m in thread if m.pk <= last_user.pk]
+            request, prompt_tokens = _chat_request(conversation, answer.model, upto, continuing=answer)
+            continued = Continued(
+                status=answer.status,
+                finish_reason=answer.finish_reason,
+                error_code=answer.error_code,
+                error_message=answer.error_message,
+                seq=answer.seq,
+                had_reasoning=bool(answer.reasoning),
+            )
+            answer.status = Message.Status.STREAMING
+            answer.finish_reason = answer.error_code = answer.error_message = ""
+            answer.client_msg_id = client_msg_id  # a resend of this frame finds the answer (``_existing``)
+            answer.completed_at = timezone.now()  # while streaming: when it resumed (the reaper's grace counts from it)
+            changed = ["status", "finish_reason", "error_code", "error_message", "client_msg_id", "completed_at"]
+            answer.save(update_fields=changed)
+            reservation = _reserve(user, conversation, answer, request, prompt_tokens)
+    except IntegrityError:
+        return _after_duplicate_id(user, client_msg_id)
+    return Accepted(
+        conversation=conversation, assistant=answer, request=request, reservation=reservation, continued=continued
+    )
+
+
 async def known_models() -> list[str]:
     models = await get_client().list_models()
     default = settings.KIMI_DEFAULT_MODEL
@@ -356,3 +441,4 @@ def _admitted(prepare):
 aprepare_send = _admitted(prepare_send)
 aprepare_regenerate = _admitted(prepare_regenerate)
 aprepare_edit = _admitted(prepare_edit)
+aprepare_continue = _admitted(prepare_continue)

@@ -12,6 +12,7 @@ from conversations.kimi.events import Usage
 from conversations.kimi.tokens import estimate_tokens_locally
 from conversations.models import Conversation, Message
 from conversations.services.billing import credits
+from conversations.services.chat.sending import Continued
 
 
 def checkpoint(rows: list[tuple[int, str, str, int]]) -> None:
@@ -39,8 +40,17 @@ def finish_message(
     error_message: str = "",
     request_id: str = "",
     reservation: credits.Reservation | None = None,
+    continued: Continued | None = None,
 ) -> tuple[Message, Decimal | None]:
-    """Store the answer's final state and settle its credits; returns the message and the balance after."""
+    """Store the answer's final state and settle its credits; returns the message and the balance after.
+
+    ``continued``: the answer was a Continue of a stored one. Its usage and cost add to the earlier part's; if it
+    failed or was stopped before adding anything, the answer goes back to how it stood (still continuable) and this
+    reservation is released."""
+    nothing_new = continued is not None and seq == continued.seq and status != Message.Status.COMPLETE
+    if nothing_new:
+        status, finish_reason = continued.status, continued.finish_reason
+        error_code, error_message = continued.error_code, continued.error_message
     with transaction.atomic():
         message = Message.objects.select_for_update().get(pk=message_id)
         message.status = status
@@ -67,11 +77,19 @@ def finish_message(
         )
         balance = None
         if reservation is not None:
-            if not content and not reasoning and status != Message.Status.COMPLETE:
+            if nothing_new:  # not passed the message: it keeps the cost of its earlier part
+                balance = credits.release(reservation, note="the continuation added nothing")
+            elif not content and not reasoning and status != Message.Status.COMPLETE:
                 # Nothing was generated (a failed request, or stopped before the first token): it costs nothing.
                 balance = credits.release(reservation, message=message, note=error_code or status)
             else:
-                balance = credits.settle(reservation, message=message, usage=usage, estimated=usage_estimated).balance
+                balance = credits.settle(
+                    reservation,
+                    message=message,
+                    usage=usage,
+                    estimated=usage_estimated,
+                    adds_to_message=continued is not None,
+                ).balance
         Conversation.objects.filter(pk=message.conversation_id).update(updated_at=timezone.now())
     return message, balance
 

@@ -33,6 +33,9 @@ class Snapshot:
     seq: int
 
 
+EMPTY = Snapshot("", "", 0)  # a new answer; a continued one starts from its stored text and seq
+
+
 class MemoryStreamState:
     batched = False  # appends are cheap: made at once, in the relay's own step
 
@@ -42,10 +45,10 @@ class MemoryStreamState:
         self._seq: dict[int, int] = {}
         self._beats: dict[int, float] = {}
 
-    async def start(self, message_id: int) -> None:
-        self._content[message_id] = []
-        self._reasoning[message_id] = []
-        self._seq[message_id] = 0
+    async def start(self, message_id: int, start: Snapshot = EMPTY) -> None:
+        self._content[message_id] = [start.content] if start.content else []
+        self._reasoning[message_id] = [start.reasoning] if start.reasoning else []
+        self._seq[message_id] = start.seq
         self._beats[message_id] = time.monotonic()
 
     def append_now(self, message_id: int, seq: int, content: str, reasoning: str) -> None:
@@ -121,12 +124,12 @@ class RedisStreamState:
         base = f"kimichat:gen:{message_id}"
         return f"{base}:content", f"{base}:reasoning", f"{base}:seq", f"{base}:alive"
 
-    async def start(self, message_id: int) -> None:
+    async def start(self, message_id: int, start: Snapshot = EMPTY) -> None:
         content, reasoning, seq, alive = self._keys(message_id)
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.set(content, b"", ex=STATE_TTL)
-            pipe.set(reasoning, b"", ex=STATE_TTL)
-            pipe.set(seq, 0, ex=STATE_TTL)
+            pipe.set(content, start.content.encode(), ex=STATE_TTL)
+            pipe.set(reasoning, start.reasoning.encode(), ex=STATE_TTL)
+            pipe.set(seq, start.seq, ex=STATE_TTL)
             pipe.set(alive, 1, px=int(heartbeat_ttl() * 1000))
             await pipe.execute()
 

@@ -9,7 +9,7 @@ from django.db import transaction
 
 from conversations.kimi.configured import get_client
 from conversations.kimi.errors import InvalidParameter
-from conversations.kimi.params import ChatRequest, resolve_params
+from conversations.kimi.params import REASONING_EFFORTS, ChatRequest, resolve_params
 from conversations.models import Conversation, Message
 
 TITLE_MAX_CHARS = 200
@@ -18,7 +18,7 @@ SYSTEM_PROMPT_MAX_CHARS = 20_000
 MAX_TOKENS_LIMIT = 1_000_000
 
 TOP_LEVEL_FIELDS = frozenset({"title", "pinned", "archived", "model", "system_prompt", "settings"})
-SETTINGS_FIELDS = frozenset({"temperature", "top_p", "max_tokens", "json_mode", "thinking"})
+SETTINGS_FIELDS = frozenset({"temperature", "top_p", "max_tokens", "json_mode", "thinking", "reasoning_effort"})
 
 
 class InvalidChange(ValueError):
@@ -83,6 +83,14 @@ def _settings_changes(settings) -> dict:
     if "thinking" in settings:
         value = settings["thinking"]
         changes["thinking"] = None if value is None else _bool("settings.thinking", value)
+    if "reasoning_effort" in settings:
+        value = settings["reasoning_effort"]
+        if value is not None and value not in REASONING_EFFORTS:
+            raise InvalidChange(
+                "settings.reasoning_effort",
+                f"'settings.reasoning_effort' must be one of {', '.join(REASONING_EFFORTS)}, or null",
+            )
+        changes["reasoning_effort"] = value
     return changes
 
 
