@@ -619,7 +619,7 @@ def _store_batch(user, drafts: list[_Draft], result: ImportResult) -> None:
             for conversation, draft in zip(conversations, drafts, strict=True):
                 rows = _message_rows(conversation, draft.messages)
                 Message.objects.bulk_create(rows, batch_size=500)
-                _link_versions(rows, draft.messages)
+                _link_versions([row.pk for row in rows], draft.messages)
     except IntegrityError:
         if len(drafts) == 1:
             existing = Conversation.objects.for_user(user).filter(import_key=drafts[0].key).first()
@@ -638,14 +638,14 @@ def _store_one_in_chunks(user, draft: _Draft, result: ImportResult) -> None:
     transaction. It carries its import key only from the last one on, and is deleted if a later chunk fails."""
     conversation = Conversation.objects.bulk_create([_conversation_row(user, draft, timezone.now(), key="")])[0]
     try:
-        rows: list[Message] = []
+        ids: list[int] = []  # only the ids are kept across chunks, not the rows
         for start in range(0, len(draft.messages), STORE_BATCH_MESSAGES):
             chunk = _message_rows(conversation, draft.messages[start : start + STORE_BATCH_MESSAGES])
             with transaction.atomic():
                 Message.objects.bulk_create(chunk, batch_size=500)
-            rows += chunk
+            ids += [row.pk for row in chunk]
         with transaction.atomic():
-            _link_versions(rows, draft.messages)
+            _link_versions(ids, draft.messages)
             if draft.key:
                 conversation.import_key = draft.key
                 conversation.save(update_fields=["import_key"])
@@ -662,7 +662,7 @@ def _store_one_in_chunks(user, draft: _Draft, result: ImportResult) -> None:
     result.imported.append(conversation.pk)
 
 
-def _link_versions(rows: list[Message], entries: list[dict]) -> None:
+def _link_versions(ids: list[int], entries: list[dict]) -> None:
     """Point earlier versions at their new successors, using the file's ids only within the same conversation.
 
     A successor must come later in the file (as it does in ours, ordered by id): that rules out cycles.
@@ -672,7 +672,6 @@ def _link_versions(rows: list[Message], entries: list[dict]) -> None:
     for index, entry in enumerate(entries):
         later = position.get(entry["replaced_by"]) if entry["replaced_by"] is not None else None
         if later is not None and later > index:
-            rows[index].superseded_by_id = rows[later].pk
-            replaced.append(rows[index])
+            replaced.append(Message(pk=ids[index], superseded_by_id=ids[later]))
     if replaced:
         Message.objects.bulk_update(replaced, ["superseded_by"], batch_size=500)
