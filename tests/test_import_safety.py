@@ -279,3 +279,20 @@ def test_a_process_runs_a_bounded_number_of_imports_at_once(owner_client, monkey
         slots.release()
     assert refused.status_code == 503 and refused.json()["error"]["code"] == "server_busy"
     assert upload(owner_client, json.dumps([ours()]).encode()).status_code == 201  # not counted against the user
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_import_runs_off_the_thread_the_workers_other_requests_share(owner_client, monkeypatch):
+    """Sync views and every socket's database calls share one thread per process (thread-sensitive sync_to_async,
+    here the test's main thread): a 20 MB import there stalled them all for its whole duration."""
+    threads = []
+    real = exports.import_conversations
+
+    def spy(user, data):
+        threads.append(threading.get_ident())
+        return real(user, data)
+
+    monkeypatch.setattr(exports, "import_conversations", spy)
+    assert upload(owner_client, json.dumps([ours()]).encode()).status_code == 201
+    assert threads and threads[0] != threading.get_ident()
+    assert Conversation.objects.filter(title="Lifetimes").count() == 1  # committed, visible from here
