@@ -45,6 +45,9 @@ class Conversation(models.Model):
     archived = models.BooleanField(default=False)  # hidden from the sidebar, shown in the Archived view
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)  # bumped by every send: sidebar order
+    # Where an imported conversation came from ("kimichat:<id>:<created_at>", "chatgpt:<id>"), so importing the same
+    # export again skips it; empty for conversations started here.
+    import_key = models.CharField(max_length=200, blank=True, default="")
 
     objects = ConversationQuerySet.as_manager()
 
@@ -54,6 +57,12 @@ class Conversation(models.Model):
             models.Index(fields=["owner", "archived", "-pinned", "-updated_at"], name="conv_owner_pin_updated"),
             # /api/conversations/ and the admin: WHERE owner = ? ORDER BY updated_at DESC.
             models.Index(fields=["owner", "-updated_at"], name="conv_owner_updated"),
+        ]
+        constraints = [
+            # One copy of each imported conversation per user; also serves the import's "already here?" lookup.
+            models.UniqueConstraint(
+                fields=["owner", "import_key"], name="conv_owner_import_key_unique", condition=~Q(import_key="")
+            ),
         ]
 
     def __str__(self) -> str:

@@ -69,6 +69,7 @@ BODIES = st.one_of(
     JSON_BODIES,
     st.binary(max_size=200),
     st.sampled_from([b"", b"{", b"null", b"\xff\xfe", b'{"title": "\\ud800"}', b"NaN", b"1e99999"]),
+    st.sampled_from([b'{"title": "a\\u0000b"}', b'{"system_prompt": "\\u0000"}', b'{"model": "k\\u0000"}']),
     st.builds(lambda d: _deep(d).encode(), st.sampled_from([100, 5_000, 200_000])),
     st.builds(lambda n: b'{"title": "' + b"x" * n + b'"}', st.sampled_from([70_000, 6_000_000])),
 )
@@ -202,3 +203,63 @@ def test_random_form_posts(world, url, fields, raw, content_type, csrf, logged_i
 
 def test_the_documented_codes_were_read():
     assert DOCUMENTED["not_found"] == 404 and DOCUMENTED["csrf_failed"] == 403 and DOCUMENTED["bad_format"] == 400
+
+
+# NUL characters: PostgreSQL cannot store U+0000 (psycopg raises ValueError: a 500 before the fix). Each entry point
+# refuses it with a 400 (or bad_frame) naming the field; run with DATABASE_URL=postgres://… to check PostgreSQL too.
+NUL_PATCHES = [("title", "a\x00b"), ("model", "kimi\x00"), ("system_prompt", "be \x00 brief")]
+
+
+@pytest.mark.parametrize(("field", "value"), NUL_PATCHES)
+def test_nul_in_a_patch_is_a_400_naming_the_field(world, field, value):
+    client = Client()
+    client.force_login(world)
+    before = _state()
+    response = client.patch(f"/api/conversations/{IDS['own']}/", json.dumps({field: value}), "application/json")
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    assert (error["code"], error["field"]) == ("bad_parameter", field) and "NUL" in error["message"]
+    assert _state() == before
+
+
+@pytest.mark.parametrize("q", ["\x00", "hello\x00", "你好\x00", "-\x00x"])
+def test_nul_in_a_search_is_a_400_naming_q(world, q):
+    client = Client()
+    client.force_login(world)
+    response = client.get("/api/search/", {"q": q})
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    assert (error["code"], error["field"]) == ("bad_parameter", "q") and "NUL" in error["message"]
+
+
+def test_nul_in_an_import_is_a_400_naming_the_field(world):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    client = Client()
+    client.force_login(world)
+    document = {"format": "kimichat.conversation.v1", "conversation": {"title": "t"},
+                "messages": [{"role": "user", "content": "a\x00"}]}  # fmt: skip
+    before = _state()
+    response = client.post("/api/import/", {"file": SimpleUploadedFile("x.json", json.dumps(document).encode())})
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    assert (error["code"], error["field"]) == ("bad_import", "[0].messages[0].content") and "NUL" in error["message"]
+    assert _state() == before
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        {"conversation": {"system_prompt": "x\x00"}, "content": "hi"},
+        {"content": "hi\x00"},
+    ],
+)
+def test_nul_in_a_send_frame_is_a_bad_frame_naming_the_field(frame):
+    from conversations.services.chat.frames import FrameError, parse_frame
+
+    send = {"type": "send", "conversation_id": None, "client_msg_id": "6f1c2a9e-8d4b-4c1e-9a57-3b2d1e0f4a6b", **frame}
+    with pytest.raises(FrameError) as caught:
+        parse_frame(send)
+    assert caught.value.code == "bad_frame"
+    field = "system_prompt" if "conversation" in frame else "content"
+    assert f"“{field}” contains a NUL character" in str(caught.value)

@@ -26,8 +26,13 @@ def own_conversation(request, conversation_id: int) -> Conversation | None:
     return Conversation.objects.for_user(request.user).filter(pk=conversation_id).first()
 
 
-def as_attachment(response: HttpResponse, filename: str) -> HttpResponse:
-    response["Content-Disposition"] = content_disposition_header(True, filename)
+def as_attachment(response: HttpResponse, filename: str, ascii_filename: str | None = None) -> HttpResponse:
+    """``filename*`` (RFC 6266/5987) carries a Unicode name; ``ascii_filename`` is the plain ``filename`` for old
+    clients that ignore it."""
+    header = content_disposition_header(True, filename)
+    if ascii_filename and ascii_filename != filename:
+        header = f'attachment; filename="{ascii_filename}"; ' + header.removeprefix("attachment; ")
+    response["Content-Disposition"] = header
     return response
 
 

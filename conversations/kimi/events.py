@@ -14,14 +14,26 @@ class ResponseMeta:
     credits_remaining: str = ""  # X-Credits-Remaining (kimi-k2.ai)
 
 
+def _storable(text: str) -> str:
+    """U+0000 becomes U+FFFD: PostgreSQL cannot store a NUL, and an upstream that sends one must not make the
+    answer's final store fail. Done here, where every provider's text enters, so no later step ever sees one."""
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+
 @dataclass(frozen=True, slots=True)
 class ContentDelta:
     text: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "text", _storable(self.text))
 
 
 @dataclass(frozen=True, slots=True)
 class ReasoningDelta:
     text: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "text", _storable(self.text))
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,6 +53,12 @@ def answer_budget(max_tokens: int | None) -> int:
     return max_tokens or DEFAULT_ANSWER_BUDGET
 
 
+def history_token_budget(model: str, max_tokens: int | None) -> int:
+    """The most prompt tokens ``build_messages`` keeps for ``model``: whoever reads the history can stop there."""
+    window = context_window(model)
+    return window - min(answer_budget(max_tokens), window // 4)
+
+
 def check_fits(content: str, *, model: str, system_prompt: str, max_tokens: int | None) -> None:
     """Refuse one message that can never fit, whatever is trimmed."""
     window = context_window(model)
@@ -84,7 +90,7 @@ def build_messages(
             turns.append({"role": "user", "content": message.content})
     system = [{"role": "system", "content": system_prompt}] if system_prompt.strip() else []
     window = context_window(model)
-    budget = window - min(answer_budget(max_tokens), window // 4)
+    budget = history_token_budget(model, max_tokens)
     costs = [estimate_messages_locally([turn]) for turn in turns]
     fixed = estimate_messages_locally(system)
     kept = _cache_friendly_trim(turns, costs, budget - fixed)

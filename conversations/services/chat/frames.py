@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 
 from conversations.services.history.changes import InvalidChange, check_changes
+from conversations.services.text import NulCharacter, refuse_nul
 
 MAX_ID = 2**63 - 1
 MAX_MODEL_NAME = 100
@@ -109,9 +110,10 @@ def _content(data: dict) -> str:
             f"The message is {len(content):,} characters long; the limit is {limit:,}.",
             limit=limit,
         )
-    if "\x00" in content:
-        raise FrameError("bad_frame", "'content' must not contain NUL characters")
-    return content
+    try:
+        return refuse_nul(content, "content")
+    except NulCharacter as exc:
+        raise FrameError("bad_frame", str(exc)) from None
 
 
 def _client_msg_id(data: dict) -> uuid.UUID:

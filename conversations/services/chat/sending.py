@@ -16,15 +16,22 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from conversations.kimi import errors as kimi_errors
 from conversations.kimi.configured import get_client
 from conversations.kimi.params import ChatRequest, output_budget, recommended_output, resolve_params, rules_for
-from conversations.kimi.tokens import estimate_tokens_locally
+from conversations.kimi.tokens import estimate_messages_locally, estimate_tokens_locally
 from conversations.models import Conversation, Message
 from conversations.services.billing import credits
 from conversations.services.billing.ratelimit import RateLimited, check_rate_limit
-from conversations.services.chat.context import ContextTooLong, build_messages, check_fits, title_from
+from conversations.services.chat.context import (
+    ContextTooLong,
+    build_messages,
+    check_fits,
+    history_token_budget,
+    title_from,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -235,8 +242,53 @@ def _user_message(conversation: Conversation, content: str, client_msg_id: uuid.
     )
 
 
-def _thread(conversation: Conversation) -> list[Message]:
-    return list(conversation.messages.current().order_by("id"))
+HISTORY_PAGE = 100  # messages per query while reading a thread newest first
+
+
+def _thread(conversation: Conversation, model: str) -> list[Message]:
+    """The newest messages of the live thread, oldest first: as many as can reach ``model``'s window, never the
+    whole thread. ``build_messages`` trims what is read to fit; the reader only has to read at least that much.
+
+    Read newest first, ``HISTORY_PAGE`` rows per query, until the messages read would alone overflow the window
+    (by an estimate that never exceeds ``build_messages``' for the same message: content only, no reasoning) and
+    a user message was seen (a regenerate or edit needs the last one). A 20,000-message conversation cost a worker's
+    database thread, which every socket shares, about 2 s per send when the whole of it was read.
+    """
+    budget = history_token_budget(model, conversation.max_tokens)
+    newest_first: list[Message] = []
+    tokens, seen_user, before = 0, False, None
+    while True:
+        rows = conversation.messages.current()
+        if before is not None:
+            rows = rows.filter(id__lt=before)
+        page = list(rows.order_by("-id")[:HISTORY_PAGE])
+        for message in page:
+            newest_first.append(message)
+            tokens += estimate_messages_locally([{"role": message.role, "content": message.content}])
+            seen_user = seen_user or message.role == Message.Role.USER
+        if len(page) < HISTORY_PAGE or (tokens > budget and seen_user):
+            return newest_first[::-1]
+        before = page[-1].pk
+
+
+def _check_affordable(user, conversation: Conversation, model: str, content: str = "") -> None:
+    """Refuse before any history is read when the balance cannot pay even the least this answer can cost (the
+    new message alone as the prompt, one token of answer). The full reservation (``_start_answer``) follows."""
+    prompt = [{"role": "system", "content": conversation.system_prompt}, {"role": "user", "content": content}]
+    least = credits.estimate_cost(model, estimate_messages_locally(prompt), 1)
+    balance = credits.get_balance(user)
+    if balance < least:
+        raise SendRefused(
+            "insufficient_credits",
+            gettext(
+                "This answer costs at least %(cost)s credits and you have %(balance)s. "
+                "Ask an administrator for more credits."
+            )
+            % {"cost": f"{least.normalize():f}", "balance": f"{balance.normalize():f}"},
+            conversation_id=conversation.pk,
+            balance=str(balance),
+            estimated_cost=str(least),
+        )
 
 
 def prepare_send(
@@ -276,7 +328,8 @@ def prepare_send(
                 raise SendRefused(
                     "context_too_long", str(exc), conversation_id=conversation_id, tokens=exc.tokens, window=exc.window
                 ) from None
-            thread = [] if created else _thread(conversation)
+            _check_affordable(user, conversation, chosen, content)
+            thread = [] if created else _thread(conversation, chosen)
             user_message = _user_message(conversation, content, client_msg_id)
             if not created and not conversation.title:
                 conversation.title = title_from(content)
@@ -289,9 +342,9 @@ def prepare_send(
     return accepted
 
 
-def _last_turn(conversation: Conversation) -> tuple[list[Message], Message, Message | None]:
-    """The live thread, its last user message, and the answer to it (if any)."""
-    thread = _thread(conversation)
+def _last_turn(conversation: Conversation, model: str) -> tuple[list[Message], Message, Message | None]:
+    """The live thread (as much as reaches the window), its last user message, and the answer to it (if any)."""
+    thread = _thread(conversation, model)
     users = [m for m in thread if m.role == Message.Role.USER]
     if not users:
         raise SendRefused("not_found", "There is no message to answer again.", conversation_id=conversation.pk)
@@ -312,7 +365,8 @@ def prepare_regenerate(
             _check_not_busy(conversation)
             chosen = model or conversation.model
             _check_model(chosen, known_models, conversation_id)
-            thread, last_user, old_answer = _last_turn(conversation)
+            _check_affordable(user, conversation, chosen)
+            thread, last_user, old_answer = _last_turn(conversation, chosen)
             upto = [m for m in thread if m.pk <= last_user.pk]
             accepted = _start_answer(user, conversation, chosen, upto, client_msg_id=client_msg_id)
             if old_answer is not None:
@@ -334,7 +388,8 @@ def prepare_edit(
         with transaction.atomic():
             conversation = _locked_conversation(user, conversation_id)
             _check_not_busy(conversation)
-            thread, last_user, old_answer = _last_turn(conversation)
+            _check_affordable(user, conversation, conversation.model, content)
+            thread, last_user, old_answer = _last_turn(conversation, conversation.model)
             if last_user.pk != message_id:
                 raise SendRefused(
                     "not_found", "Only the last message you sent can be edited.", conversation_id=conversation_id
@@ -369,7 +424,7 @@ def prepare_continue(
         with transaction.atomic():
             conversation = _locked_conversation(user, conversation_id)
             _check_not_busy(conversation)
-            thread, last_user, answer = _last_turn(conversation)
+            thread, last_user, answer = _last_turn(conversation, conversation.model)
             if answer is None or answer.pk != message_id or thread[-1].pk != answer.pk:
                 raise SendRefused(
                     "not_found",

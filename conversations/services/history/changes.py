@@ -11,6 +11,7 @@ from conversations.kimi.configured import get_client
 from conversations.kimi.errors import InvalidParameter
 from conversations.kimi.params import REASONING_EFFORTS, ChatRequest, resolve_params
 from conversations.models import Conversation, Message
+from conversations.services.text import NulCharacter, refuse_nul
 
 TITLE_MAX_CHARS = 200
 MODEL_MAX_CHARS = 100
@@ -46,6 +47,13 @@ def _bool(field: str, value) -> bool:
     if not isinstance(value, bool):
         raise InvalidChange(field, f"'{field}' must be true or false")
     return value
+
+
+def _storable(field: str, value: str) -> str:
+    try:
+        return refuse_nul(value, field)
+    except NulCharacter as exc:
+        raise InvalidChange(field, str(exc)) from None
 
 
 def _unit_interval(field: str, value) -> float | None:
@@ -106,7 +114,7 @@ def check_changes(body) -> dict:
         title = body["title"]
         if not isinstance(title, str) or not 1 <= len(title.strip()) <= TITLE_MAX_CHARS:
             raise InvalidChange("title", f"'title' must be 1 to {TITLE_MAX_CHARS} characters (after trimming)")
-        changes["title"] = title.strip()
+        changes["title"] = _storable("title", title.strip())
     for name in ("pinned", "archived"):
         if name in body:
             changes[name] = _bool(name, body[name])
@@ -114,14 +122,14 @@ def check_changes(body) -> dict:
         model = body["model"]
         if not isinstance(model, str) or not 1 <= len(model.strip()) <= MODEL_MAX_CHARS:
             raise InvalidChange("model", f"'model' must be a non-empty string of at most {MODEL_MAX_CHARS} characters")
-        changes["model"] = model.strip()
+        changes["model"] = _storable("model", model.strip())
     if "system_prompt" in body:
         prompt = body["system_prompt"]
         if not isinstance(prompt, str) or len(prompt) > SYSTEM_PROMPT_MAX_CHARS:
             raise InvalidChange(
                 "system_prompt", f"'system_prompt' must be a string of at most {SYSTEM_PROMPT_MAX_CHARS:,} characters"
             )
-        changes["system_prompt"] = prompt
+        changes["system_prompt"] = _storable("system_prompt", prompt)
     if "settings" in body:
         changes.update(_settings_changes(body["settings"]))
     return changes

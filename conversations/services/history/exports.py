@@ -1,7 +1,8 @@
 """Exporting conversations (Markdown, JSON, a ZIP of everything) and importing them back, or from ChatGPT.
 
 The JSON format ``kimichat.conversation.v1`` is documented in docs/api.md. Imports never trust the file: ids in it
-are only references between its own messages, every row is created anew and owned by the importer, and usage and
+are only references between its own messages (and, with the creation time, the key that makes a second import of
+the same export skip what the first stored), every row is created anew and owned by the importer, and usage and
 cost are not imported (they describe charges made elsewhere; importing them would count them twice in usage reports).
 """
 
@@ -10,18 +11,22 @@ from __future__ import annotations
 import io
 import tempfile
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import orjson
 from django.conf import settings
-from django.db import transaction
+from django.contrib.humanize.templatetags.humanize import ordinal
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.text import slugify
+from django.utils.translation import gettext, gettext_lazy
 
 from conversations.models import Conversation, Message
 from conversations.serializers import conversation_to_dict, message_to_dict
+from conversations.services.text import NulCharacter, refuse_nul
 
 FORMAT = "kimichat.conversation.v1"
 MAX_IMPORT_BYTES = 20 * 1024 * 1024  # fixed, not a setting: it bounds the memory one request can take
@@ -31,6 +36,10 @@ MAX_ZIP_MEMBERS = MAX_IMPORT_CONVERSATIONS
 MAX_EXPORT_BYTES = 200 * 1024 * 1024  # uncompressed; beyond it the ZIP would take too long to build in one request
 EXPORT_CHUNK = 200  # conversations whose messages are read in one query
 SPOOL_BYTES = 10 * 1024 * 1024  # the ZIP stays in memory up to this, then moves to a temporary file
+# Messages written per import transaction: on SQLite a transaction holds the one write lock of the database, and
+# this many rows take a few tens of milliseconds, so other users' sends barely wait (the whole file took 14-47 s).
+STORE_BATCH_MESSAGES = 1000
+IMPORT_KEY_CHARS = 200  # Conversation.import_key's max_length
 ROLES = {Message.Role.USER, Message.Role.ASSISTANT, Message.Role.SYSTEM}
 
 
@@ -50,8 +59,10 @@ class ExportTooLarge(Exception):
 # --- export ---------------------------------------------------------------------------------------------------
 
 
-def filename_for(conversation: Conversation, extension: str) -> str:
-    slug = slugify(conversation.title)[:60].strip("-") or "conversation"
+def filename_for(conversation: Conversation, extension: str, *, ascii_only: bool = False) -> str:
+    """``kimichat-<id>-<slug>.<ext>``; the slug keeps a Chinese (or any non-Latin) title unless ``ascii_only`` (the
+    fallback name for clients that do not read ``filename*``)."""
+    slug = slugify(conversation.title, allow_unicode=not ascii_only)[:60].strip("-") or "conversation"
     return f"kimichat-{conversation.pk}-{slug}.{extension}"
 
 
@@ -150,96 +161,156 @@ def export_all_zip(user):
 
 
 # --- import ---------------------------------------------------------------------------------------------------
+#
+# Every error is a sentence for the person who uploaded the file (translated), naming the conversation and message
+# it is about; ``field`` keeps the machine path into the file (``[0].messages[3].role``) for programs.
 
 
-def _parse_time(value, field: str) -> datetime | None:
-    """ISO strings (our format) or Unix seconds (ChatGPT's); None when absent."""
+def _file_error(message: str, *, code: str = "bad_import") -> ImportRejected:
+    return ImportRejected(message, code=code)
+
+
+class _Place:
+    """Where in the file a value is: the n-th conversation, maybe its m-th message; in words and as a path."""
+
+    def __init__(self, conversation: int, message: int | None = None, path: str = ""):
+        self.conversation = conversation
+        self.message = message
+        self.path = path or f"[{conversation}]"
+
+    def at(self, message: int) -> _Place:
+        return _Place(self.conversation, message, f"[{self.conversation}].messages[{message}]")
+
+    def words(self) -> str:
+        conversation = gettext("the %(nth)s conversation in the file") % {"nth": ordinal(self.conversation + 1)}
+        if self.message is None:
+            return conversation
+        return gettext("the %(nth)s message of %(conversation)s") % {
+            "nth": ordinal(self.message + 1),
+            "conversation": conversation,
+        }
+
+    def reject(self, template: str, key: str = "", *, code: str = "bad_import", **values) -> ImportRejected:
+        """``template`` takes %(place)s (sentence-initial capital added) and %(key)s, the name of the bad value."""
+        text = template % {"place": self.words(), "key": key, **values}
+        field = f"{self.path}.{key}" if key else self.path
+        return ImportRejected(text[:1].upper() + text[1:], code=code, field=field)
+
+
+_OUT_OF_RANGE = gettext_lazy(
+    "In %(place)s, “%(key)s” is a date out of range: dates must lie between the years 1 and 9999 (UTC)."
+)
+
+
+def _parse_time(value, place: _Place, key: str) -> datetime | None:
+    """ISO strings (our format) or Unix seconds (ChatGPT's); None when absent. Always aware, always storable."""
     if value is None or value == "":
         return None
-    if isinstance(value, bool):
-        raise ImportRejected(f"'{field}' is not a time", field=field)
-    if isinstance(value, int | float):
+    not_a_time = gettext(
+        "In %(place)s, “%(key)s” is not a date and time (expected ISO 8601 such as 2026-04-03T10:00:00+00:00, or "
+        "Unix seconds)."
+    )
+    parsed = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
         try:
-            return datetime.fromtimestamp(value, tz=UTC)
+            parsed = datetime.fromtimestamp(value, tz=UTC)
         except (OverflowError, OSError, ValueError):
-            raise ImportRejected(f"'{field}' is not a time", field=field) from None
-    if isinstance(value, str):
+            raise place.reject(_OUT_OF_RANGE, key) from None
+    elif isinstance(value, str):
         try:
             parsed = parse_datetime(value)
         except ValueError:
             parsed = None
-        if parsed is None:
-            raise ImportRejected(f"'{field}' is not an ISO 8601 time", field=field)
-        return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed, UTC)
-    raise ImportRejected(f"'{field}' is not a time", field=field)
+    if parsed is None:
+        raise place.reject(not_a_time, key)
+    try:
+        # An offset can push a valid local time outside what a datetime (and the database) holds: 0001-01-01T00:00
+        # at +05:00 is in the year 0 in UTC, which used to raise OverflowError while storing (a 500).
+        return parsed.astimezone(UTC) if timezone.is_aware(parsed) else timezone.make_aware(parsed, UTC)
+    except (OverflowError, ValueError):
+        raise place.reject(_OUT_OF_RANGE, key) from None
 
 
-def _text(value, field: str, *, max_chars: int | None = None, default: str = "") -> str:
+def _text(value, place: _Place, key: str, *, max_chars: int | None = None, default: str = "") -> str:
     if value is None:
         return default
     if not isinstance(value, str):
-        raise ImportRejected(f"'{field}' must be a string", field=field)
+        raise place.reject(gettext("In %(place)s, “%(key)s” must be text."), key)
+    try:
+        refuse_nul(value, key)
+    except NulCharacter:
+        raise place.reject(
+            gettext("In %(place)s, “%(key)s” contains a NUL character (U+0000), which cannot be stored."), key
+        ) from None
     return value[:max_chars] if max_chars else value
 
 
 class _Draft:
-    """A conversation to create, with its messages; ``ref``/``replaced_by`` link versions inside the file only."""
+    """A conversation to create, with its messages; ``ref``/``replaced_by`` link versions inside the file only.
 
-    def __init__(self, *, title: str, model: str, system_prompt: str, created_at, updated_at, extra: dict):
+    ``key`` says where it came from (``kimichat:<id>:<created_at>``, ``chatgpt:<id>``) so that importing the same
+    export twice skips what the first import stored."""
+
+    def __init__(self, *, title: str, model: str, system_prompt: str, created_at, updated_at, extra: dict, key=""):
         self.title = title
         self.model = model
         self.system_prompt = system_prompt
         self.created_at = created_at
         self.updated_at = updated_at
         self.extra = extra
+        self.key = key[:IMPORT_KEY_CHARS]
         self.messages: list[dict] = []
 
 
-def _kimichat_draft(document, where: str) -> _Draft:
+def _kimichat_draft(document, place: _Place) -> _Draft:
     if not isinstance(document, dict) or document.get("format") != FORMAT:
-        raise ImportRejected(f"{where} is not a {FORMAT} document", field=where)
+        raise place.reject(
+            gettext("%(place)s is not a KimiChat export (its “format” is not %(format)s)."), format=FORMAT
+        )
     conversation = document.get("conversation")
     messages = document.get("messages")
     if not isinstance(conversation, dict):
-        raise ImportRejected(f"'{where}.conversation' must be an object", field=f"{where}.conversation")
+        raise place.reject(gettext("In %(place)s, “%(key)s” must be an object."), "conversation")
     if not isinstance(messages, list):
-        raise ImportRejected(f"'{where}.messages' must be a list", field=f"{where}.messages")
+        raise place.reject(gettext("In %(place)s, “%(key)s” must be a list."), "messages")
+    at = _Place(place.conversation, path=f"{place.path}.conversation")
     settings_in = conversation.get("settings") or {}
     if not isinstance(settings_in, dict):
-        raise ImportRejected(
-            f"'{where}.conversation.settings' must be an object", field=f"{where}.conversation.settings"
-        )
-    created = _parse_time(conversation.get("created_at"), f"{where}.conversation.created_at")
+        raise at.reject(gettext("In %(place)s, “%(key)s” must be an object."), "settings")
+    created = _parse_time(conversation.get("created_at"), at, "created_at")
+    source_id = conversation.get("id")
+    known = isinstance(source_id, int) and not isinstance(source_id, bool) and created is not None
     draft = _Draft(
-        title=_text(conversation.get("title"), f"{where}.conversation.title", max_chars=200).strip(),
-        model=_text(conversation.get("model"), f"{where}.conversation.model", max_chars=100).strip(),
-        system_prompt=_text(conversation.get("system_prompt"), f"{where}.conversation.system_prompt"),
+        title=_text(conversation.get("title"), at, "title", max_chars=200).strip(),
+        model=_text(conversation.get("model"), at, "model", max_chars=100).strip(),
+        system_prompt=_text(conversation.get("system_prompt"), at, "system_prompt"),
         created_at=created,
-        updated_at=_parse_time(conversation.get("updated_at"), f"{where}.conversation.updated_at") or created,
+        updated_at=_parse_time(conversation.get("updated_at"), at, "updated_at") or created,
         extra=_imported_settings(settings_in, conversation),
+        key=f"kimichat:{source_id}:{created.isoformat()}" if known else "",
     )
     for index, entry in enumerate(messages):
-        field = f"{where}.messages[{index}]"
+        here = place.at(index)
         if not isinstance(entry, dict):
-            raise ImportRejected(f"'{field}' must be an object", field=field)
+            raise here.reject(gettext("%(place)s is not an object."))
         for key in ("id", "superseded_by"):
             value = entry.get(key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-                raise ImportRejected(f"'{field}.{key}' must be a whole number or null", field=f"{field}.{key}")
+                raise here.reject(gettext("In %(place)s, “%(key)s” must be a whole number or null."), key)
         role = entry.get("role")
         if role not in ROLES:
-            raise ImportRejected(f"'{field}.role' must be user, assistant or system", field=f"{field}.role")
+            raise here.reject(gettext("In %(place)s, “%(key)s” must be user, assistant or system."), "role")
         draft.messages.append(
             {
                 "ref": entry.get("id"),
                 "replaced_by": entry.get("superseded_by"),
                 "role": role,
-                "content": _text(entry.get("content"), f"{field}.content"),
-                "reasoning": _text(entry.get("reasoning"), f"{field}.reasoning"),
-                "model": _text(entry.get("model"), f"{field}.model", max_chars=100),
-                "finish_reason": _text(entry.get("finish_reason"), f"{field}.finish_reason", max_chars=32),
-                "created_at": _parse_time(entry.get("created_at"), f"{field}.created_at"),
-                "completed_at": _parse_time(entry.get("completed_at"), f"{field}.completed_at"),
+                "content": _text(entry.get("content"), here, "content"),
+                "reasoning": _text(entry.get("reasoning"), here, "reasoning"),
+                "model": _text(entry.get("model"), here, "model", max_chars=100),
+                "finish_reason": _text(entry.get("finish_reason"), here, "finish_reason", max_chars=32),
+                "created_at": _parse_time(entry.get("created_at"), here, "created_at"),
+                "completed_at": _parse_time(entry.get("completed_at"), here, "completed_at"),
             }
         )
     return draft
@@ -307,164 +378,300 @@ def _node_time(node: dict) -> float:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
 
 
-def _chatgpt_draft(entry, where: str) -> _Draft:
-    if not isinstance(entry, dict) or not isinstance(entry.get("mapping"), dict):
-        raise ImportRejected(f"'{where}' is not a ChatGPT conversation (no 'mapping')", field=where)
-    created = _parse_time(entry.get("create_time"), f"{where}.create_time")
+def _chatgpt_draft(entry: dict, place: _Place) -> _Draft:
+    if not isinstance(entry.get("mapping"), dict):
+        raise place.reject(gettext("%(place)s looks like a ChatGPT export, but its “mapping” is not an object."))
+    created = _parse_time(entry.get("create_time"), place, "create_time")
+    source_id = entry.get("conversation_id") or entry.get("id")
     draft = _Draft(
-        title=_text(entry.get("title"), f"{where}.title", max_chars=200).strip(),
-        model=settings.KIMI_DEFAULT_MODEL,  # ChatGPT's models are not offered here; new answers use ours
+        title=_text(entry.get("title"), place, "title", max_chars=200).strip(),
+        model="",  # the model of its last answer, below
         system_prompt="",
         created_at=created,
-        updated_at=_parse_time(entry.get("update_time"), f"{where}.update_time") or created,
+        updated_at=_parse_time(entry.get("update_time"), place, "update_time") or created,
         extra={},
+        key=f"chatgpt:{source_id}" if isinstance(source_id, str) and source_id else "",
     )
     reasoning = ""
     for node in _chatgpt_thread(entry["mapping"], entry.get("current_node")):
         message = node.get("message")
         if not isinstance(message, dict):
             continue
+        here = place.at(len(draft.messages))
         author = message.get("author")
         role = author.get("role") if isinstance(author, dict) else None
         text, thought = _chatgpt_text(message.get("content"))
         if thought:  # o1-style reasoning comes as its own node before the answer it belongs to
-            reasoning = "\n\n".join(p for p in (reasoning, thought) if p)
+            reasoning = "\n\n".join(p for p in (reasoning, _text(thought, here, "reasoning")) if p)
             continue
         if role not in ROLES or not text.strip():
             continue  # tool calls, hidden system context, empty placeholders
         metadata = message.get("metadata") if isinstance(message.get("metadata"), dict) else {}
         model = metadata.get("model_slug") if role == Message.Role.ASSISTANT else ""
+        model = _text(model, here, "model", max_chars=100) if isinstance(model, str) else ""
         draft.messages.append(
             {
                 "ref": None,
                 "replaced_by": None,
                 "role": role,
-                "content": text,
+                "content": _text(text, here, "content"),
                 "reasoning": reasoning if role == Message.Role.ASSISTANT else "",
-                "model": model[:100] if isinstance(model, str) else "",
+                "model": model,
                 "finish_reason": "",
-                "created_at": _parse_time(message.get("create_time"), f"{where}.mapping.create_time"),
+                "created_at": _parse_time(message.get("create_time"), here, "create_time"),
                 "completed_at": None,
             }
         )
         if role == Message.Role.ASSISTANT:
             reasoning = ""
+            # The conversation keeps the model its answers came from (gpt-4o, …), as its messages say.
+            draft.model = model or draft.model
     return draft
 
 
-def _documents_from_zip(data: bytes) -> list:
-    """Every ``.json`` member of an uploaded ZIP, read with a running cap so a small ZIP cannot expand without end."""
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile:
-        raise ImportRejected("the file is not a valid ZIP archive", code="bad_file") from None
-    members = [info for info in archive.infolist() if info.filename.endswith(".json") and not info.is_dir()]
-    if len(members) > MAX_ZIP_MEMBERS:
-        raise ImportRejected(f"the ZIP holds more than {MAX_ZIP_MEMBERS:,} JSON files", code="too_large")
-    documents, budget = [], MAX_IMPORT_BYTES
-    for info in members:
-        with archive.open(info) as member:
-            # Read one byte past the budget: the size in the ZIP header is the uploader's claim, not a fact.
-            content = member.read(budget + 1)
-        budget -= len(content)
-        if budget < 0:
-            raise ImportRejected(f"the ZIP expands to more than {MAX_IMPORT_BYTES // 2**20} MB", code="too_large")
-        documents.append(_loads(content, info.filename))
-    return documents
+def _draft(document, place: _Place) -> _Draft:
+    if isinstance(document, dict) and "mapping" in document:
+        return _chatgpt_draft(document, place)
+    if isinstance(document, dict) and "format" in document:
+        return _kimichat_draft(document, place)
+    raise place.reject(gettext("%(place)s is neither a KimiChat export nor a ChatGPT export."), code="bad_format")
 
 
-def _loads(data: bytes, where: str):
+def _loads(data: bytes, member: str | None = None):
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        raise ImportRejected(f"{where} is not valid JSON: {exc}", code="bad_json") from None
+        if member is None:
+            text = gettext("The file is not valid JSON (%(detail)s).") % {"detail": exc}
+        else:
+            text = gettext("The file “%(name)s” in the ZIP archive is not valid JSON (%(detail)s).") % {
+                "name": member[:100],
+                "detail": exc,
+            }
+        raise _file_error(text, code="bad_json") from None
+
+
+def _too_large(template: str, **values) -> ImportRejected:
+    return _file_error(template % values, code="too_large")
+
+
+def _documents_from_zip(data: bytes) -> Iterator:
+    """Every ``.json`` member of an uploaded ZIP, parsed one at a time (only one member's JSON is in memory at
+    once), read with a running cap so a small ZIP cannot expand without end."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile:
+        raise _file_error(gettext("The file is not a valid ZIP archive."), code="bad_file") from None
+    members = [info for info in archive.infolist() if info.filename.endswith(".json") and not info.is_dir()]
+    if len(members) > MAX_ZIP_MEMBERS:
+        raise _too_large(gettext("The ZIP archive holds more than %(count)s JSON files."), count=f"{MAX_ZIP_MEMBERS:,}")
+    budget = MAX_IMPORT_BYTES
+    for info in members:
+        try:
+            with archive.open(info) as member:
+                # Read one byte past the budget: the size in the ZIP header is the uploader's claim, not a fact.
+                content = member.read(budget + 1)
+        except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError):
+            raise _file_error(
+                gettext("The file “%(name)s” in the ZIP archive cannot be read.") % {"name": info.filename[:100]},
+                code="bad_file",
+            ) from None
+        budget -= len(content)
+        if budget < 0:
+            raise _too_large(gettext("The ZIP archive expands to more than %(mb)s MB."), mb=MAX_IMPORT_BYTES // 2**20)
+        yield _loads(content, info.filename)
+
+
+def _documents(data: bytes) -> Iterator:
+    if data[:4] == b"PK\x03\x04":
+        yield from _documents_from_zip(data)
+        return
+    parsed = _loads(data)
+    if not isinstance(parsed, list):
+        yield parsed
+        return
+    if len(parsed) > MAX_IMPORT_CONVERSATIONS:
+        raise _too_large(
+            gettext("The file holds more than %(count)s conversations."), count=f"{MAX_IMPORT_CONVERSATIONS:,}"
+        )
+    for index in range(len(parsed)):
+        # Handed over and dropped one by one: a document's parsed JSON is freed once it became a draft.
+        document, parsed[index] = parsed[index], None
+        yield document
 
 
 def parse_import(data: bytes) -> list[_Draft]:
     """Recognise the upload and turn it into drafts; raises ``ImportRejected`` with a message naming the problem.
 
     Accepted: one ``kimichat.conversation.v1`` document, a list of them, a ZIP of them (our ``all.zip``), or a
-    ChatGPT ``conversations.json`` (a list of conversations with a ``mapping``).
+    ChatGPT ``conversations.json`` (a list of conversations with a ``mapping``). The whole file is checked before
+    anything is stored.
     """
     if len(data) > MAX_IMPORT_BYTES:
-        raise ImportRejected(f"the file is larger than {MAX_IMPORT_BYTES // 2**20} MB", code="too_large")
-    if data[:4] == b"PK\x03\x04":
-        documents = _documents_from_zip(data)
-    else:
-        parsed = _loads(data, "the file")
-        documents = parsed if isinstance(parsed, list) else [parsed]
-    if not documents:
-        raise ImportRejected("the file holds no conversations", code="bad_import")
-    if len(documents) > MAX_IMPORT_CONVERSATIONS:
-        raise ImportRejected(f"the file holds more than {MAX_IMPORT_CONVERSATIONS:,} conversations", code="too_large")
-    drafts = []
-    for index, document in enumerate(documents):
-        where = f"[{index}]"
-        if isinstance(document, dict) and "mapping" in document:
-            drafts.append(_chatgpt_draft(document, where))
-        elif isinstance(document, dict) and "format" in document:
-            drafts.append(_kimichat_draft(document, where))
-        else:
-            raise ImportRejected(
-                f"{where} is neither a {FORMAT} document nor a ChatGPT conversation", code="bad_format", field=where
+        raise _too_large(gettext("The file is larger than %(mb)s MB."), mb=MAX_IMPORT_BYTES // 2**20)
+    drafts, messages = [], 0
+    for index, document in enumerate(_documents(data)):
+        if index >= MAX_IMPORT_CONVERSATIONS:
+            raise _too_large(
+                gettext("The file holds more than %(count)s conversations."), count=f"{MAX_IMPORT_CONVERSATIONS:,}"
             )
-    if sum(len(d.messages) for d in drafts) > MAX_IMPORT_MESSAGES:
-        raise ImportRejected(f"the file holds more than {MAX_IMPORT_MESSAGES:,} messages", code="too_large")
+        draft = _draft(document, _Place(index))
+        messages += len(draft.messages)
+        if messages > MAX_IMPORT_MESSAGES:
+            raise _too_large(gettext("The file holds more than %(count)s messages."), count=f"{MAX_IMPORT_MESSAGES:,}")
+        drafts.append(draft)
+    if not drafts:
+        raise _file_error(gettext("The file holds no conversations."))
     return drafts
 
 
-@transaction.atomic
-def import_conversations(user, data: bytes) -> list[int]:
-    """Create the file's conversations for ``user``; all of them or (on any error) none. Returns the new ids."""
+# --- storing an import ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ImportResult:
+    imported: list[int] = field(default_factory=list)  # ids of the conversations created
+    skipped: list[int] = field(default_factory=list)  # ids of the conversations that were already here
+
+
+def import_conversations(user, data: bytes) -> ImportResult:
+    """Store the file's conversations for ``user``, skipping those an earlier import (or this server) already holds.
+
+    The whole file is checked first; then it is written ``STORE_BATCH_MESSAGES`` messages per transaction, so on
+    SQLite other users' writes wait at most one short batch, never the whole import. Each conversation is stored
+    whole or not at all; if the import stops half-way, importing the same file again stores the rest.
+    """
     drafts = parse_import(data)
-    now = timezone.now()
-    conversations = Conversation.objects.bulk_create(
-        Conversation(
-            owner=user,
-            title=draft.title,
-            model=draft.model or settings.KIMI_DEFAULT_MODEL,
-            system_prompt=draft.system_prompt,
-            created_at=draft.created_at or now,
-            updated_at=draft.updated_at or draft.created_at or now,
-            **draft.extra,
-        )
-        for draft in drafts
+    result = ImportResult()
+    already = _already_here(user, drafts)
+    batch: list[_Draft] = []
+    size = 0
+    for draft in drafts:
+        existing = already.get(draft.key)
+        if existing is not None:
+            result.skipped.append(existing)
+            continue
+        if len(draft.messages) > STORE_BATCH_MESSAGES:
+            _store_one_in_chunks(user, draft, result)
+            continue
+        if batch and size + len(draft.messages) > STORE_BATCH_MESSAGES:
+            _store_batch(user, batch, result)
+            batch, size = [], 0
+        batch.append(draft)
+        size += len(draft.messages)
+    if batch:
+        _store_batch(user, batch, result)
+    return result
+
+
+def _already_here(user, drafts: list[_Draft]) -> dict[str, int]:
+    """The file's keys that an earlier import of the user stored → the id of that conversation."""
+    found: dict[str, int] = {}
+    keys = [d.key for d in drafts if d.key]
+    mine = Conversation.objects.for_user(user)
+    for start in range(0, len(keys), 500):
+        found.update(mine.filter(import_key__in=keys[start : start + 500]).values_list("import_key", "id"))
+    return found
+
+
+def _conversation_row(user, draft: _Draft, now, *, key: str) -> Conversation:
+    return Conversation(
+        owner=user,
+        title=draft.title,
+        model=draft.model or settings.KIMI_DEFAULT_MODEL,
+        system_prompt=draft.system_prompt,
+        created_at=draft.created_at or now,
+        updated_at=draft.updated_at or draft.created_at or now,
+        import_key=key,
+        **draft.extra,
     )
-    rows: list[Message] = []
-    links: list[tuple[int, object, object]] = []  # (index in rows, the file's id, the file's superseded_by)
-    for conversation, draft in zip(conversations, drafts, strict=True):
-        for entry in draft.messages:
-            created = entry["created_at"] or conversation.created_at
-            links.append((len(rows), (conversation.pk, entry["ref"]), (conversation.pk, entry["replaced_by"])))
-            rows.append(
-                Message(
-                    conversation=conversation,
-                    role=entry["role"],
-                    content=entry["content"],
-                    reasoning=entry["reasoning"],
-                    status=Message.Status.COMPLETE,
-                    model=entry["model"],
-                    finish_reason=entry["finish_reason"],
-                    created_at=created,
-                    completed_at=entry["completed_at"] or (created if entry["role"] == "assistant" else None),
-                )
+
+
+def _message_rows(conversation: Conversation, entries: list[dict]) -> list[Message]:
+    rows = []
+    for entry in entries:
+        created = entry["created_at"] or conversation.created_at
+        rows.append(
+            Message(
+                conversation=conversation,
+                role=entry["role"],
+                content=entry["content"],
+                reasoning=entry["reasoning"],
+                status=Message.Status.COMPLETE,
+                model=entry["model"],
+                finish_reason=entry["finish_reason"],
+                created_at=created,
+                completed_at=entry["completed_at"] or (created if entry["role"] == "assistant" else None),
             )
-    Message.objects.bulk_create(rows, batch_size=500)
-    _link_versions(rows, links)
-    return [c.pk for c in conversations]
+        )
+    return rows
 
 
-def _link_versions(rows: list[Message], links: list[tuple[int, tuple, tuple]]) -> None:
+def _store_batch(user, drafts: list[_Draft], result: ImportResult) -> None:
+    """Several small conversations in one transaction; if one of them was stored meanwhile by a concurrent import of
+    the same file (the unique import key), each is retried on its own."""
+    try:
+        with transaction.atomic():
+            now = timezone.now()
+            conversations = Conversation.objects.bulk_create(
+                _conversation_row(user, draft, now, key=draft.key) for draft in drafts
+            )
+            for conversation, draft in zip(conversations, drafts, strict=True):
+                rows = _message_rows(conversation, draft.messages)
+                Message.objects.bulk_create(rows, batch_size=500)
+                _link_versions([row.pk for row in rows], draft.messages)
+    except IntegrityError:
+        if len(drafts) == 1:
+            existing = Conversation.objects.for_user(user).filter(import_key=drafts[0].key).first()
+            if existing is None:
+                raise
+            result.skipped.append(existing.pk)
+            return
+        for draft in drafts:
+            _store_batch(user, [draft], result)
+        return
+    result.imported += [c.pk for c in conversations]
+
+
+def _store_one_in_chunks(user, draft: _Draft, result: ImportResult) -> None:
+    """A conversation too large for one short transaction: its messages go in ``STORE_BATCH_MESSAGES`` per
+    transaction. It carries its import key only from the last one on, and is deleted if a later chunk fails."""
+    conversation = Conversation.objects.bulk_create([_conversation_row(user, draft, timezone.now(), key="")])[0]
+    try:
+        ids: list[int] = []  # only the ids are kept across chunks, not the rows
+        for start in range(0, len(draft.messages), STORE_BATCH_MESSAGES):
+            chunk = _message_rows(conversation, draft.messages[start : start + STORE_BATCH_MESSAGES])
+            with transaction.atomic():
+                Message.objects.bulk_create(chunk, batch_size=500)
+            ids += [row.pk for row in chunk]
+        with transaction.atomic():
+            _link_versions(ids, draft.messages)
+            if draft.key:
+                conversation.import_key = draft.key
+                conversation.save(update_fields=["import_key"])
+    except IntegrityError:  # a concurrent import of the same file stored it first
+        conversation.delete()
+        existing = Conversation.objects.for_user(user).filter(import_key=draft.key).first()
+        if existing is None:
+            raise
+        result.skipped.append(existing.pk)
+        return
+    except BaseException:
+        conversation.delete()
+        raise
+    result.imported.append(conversation.pk)
+
+
+def _link_versions(ids: list[int], entries: list[dict]) -> None:
     """Point earlier versions at their new successors, using the file's ids only within the same conversation.
 
     A successor must come later in the file (as it does in ours, ordered by id): that rules out cycles.
     """
-    position = {ref: index for index, ref, _ in links if ref[1] is not None}
+    position = {entry["ref"]: index for index, entry in enumerate(entries) if entry["ref"] is not None}
     replaced = []
-    for index, _, successor in links:
-        later = position.get(successor) if successor[1] is not None else None
+    for index, entry in enumerate(entries):
+        later = position.get(entry["replaced_by"]) if entry["replaced_by"] is not None else None
         if later is not None and later > index:
-            rows[index].superseded_by_id = rows[later].pk
-            replaced.append(rows[index])
+            replaced.append(Message(pk=ids[index], superseded_by_id=ids[later]))
     if replaced:
         Message.objects.bulk_update(replaced, ["superseded_by"], batch_size=500)

@@ -29,6 +29,7 @@ from django.db.models import BooleanField, Q
 from django.db.models.expressions import RawSQL
 
 from conversations.models import Conversation, Message
+from conversations.services.text import NulCharacter, refuse_nul
 
 MAX_QUERY_CHARS = 500
 MAX_TERMS = 20
@@ -70,7 +71,10 @@ class ParsedQuery:
 
 def parse_query(raw: str) -> ParsedQuery:
     """The same grammar as PostgreSQL's ``websearch_to_tsquery``: words, "phrases", ``or``, ``-excluded``."""
-    query = (raw or "").strip()
+    try:
+        query = refuse_nul(raw or "", "q").strip()
+    except NulCharacter as exc:
+        raise SearchQueryError(str(exc)) from None
     if not query:
         raise SearchQueryError("'q' must not be empty")
     if len(query) > MAX_QUERY_CHARS:
