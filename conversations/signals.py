@@ -1,9 +1,11 @@
 """Model signal handlers. Kept tiny: each calls one service function."""
 
 from django.conf import settings
+from django.contrib.auth.signals import user_logged_in, user_login_failed
 from django.db.models.signals import post_save
 from django.dispatch import receiver
 
+from conversations.services.accounts import backends
 from conversations.services.billing import credits
 
 
@@ -12,3 +14,13 @@ def open_credit_account(sender, instance, created, raw=False, **kwargs):
     # raw: loaddata restores accounts and ledgers from the fixture itself; a bonus here would be counted twice.
     if created and not raw:
         credits.open_account(instance)
+
+
+@receiver(user_login_failed, dispatch_uid="conversations.count_login_failure")
+def count_login_failure(sender, credentials, request=None, **kwargs):
+    backends.record_failure(credentials, request)
+
+
+@receiver(user_logged_in, dispatch_uid="conversations.clear_login_failures")
+def clear_login_failures(sender, request, user, **kwargs):
+    backends.record_success(user, request)
