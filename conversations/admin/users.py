@@ -30,7 +30,7 @@ from conversations.models import (
     CreditAccount,
     Message,
 )
-from conversations.services.accounts import login_throttle
+from conversations.services.accounts import login_throttle, sessions
 
 User = get_user_model()
 
@@ -265,7 +265,10 @@ class KimiChatUserAdmin(UserAdmin):
     @admin.action(description=_("Deactivate the selected accounts"), permissions=["change"])
     def deactivate_users(self, request, queryset):
         # Never yourself: an admin locking themself out by a stray tick helps nobody.
-        count = queryset.exclude(pk=request.user.pk).update(is_active=False)
+        targets = queryset.exclude(pk=request.user.pk)
+        ids = list(targets.values_list("pk", flat=True))
+        count = targets.update(is_active=False)
+        sessions.notify_user_changed(ids)  # update() sends no signal: their open sockets close now
         self.message_user(request, ngettext("Deactivated %d account.", "Deactivated %d accounts.", count) % count)
         if queryset.filter(pk=request.user.pk).exists():
             self.message_user(request, _("Your own account was left active."), messages.WARNING)

@@ -8,12 +8,13 @@ from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_not_required
+from django.db import transaction
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
-from conversations.services.accounts import backends, login_throttle
+from conversations.services.accounts import backends, login_throttle, sessions
 from conversations.services.accounts.client_address import request_client_address
 from conversations.services.accounts.signup import create_account
 from conversations.views.forms import LoginForm, SignupForm, ThrottledPasswordChangeForm
@@ -41,6 +42,16 @@ class ThrottledPasswordChangeView(auth_views.PasswordChangeView):
 
     def get_form_kwargs(self):
         return {**super().get_form_kwargs(), "request": self.request}
+
+    def form_valid(self, form):
+        # One transaction: the user's sockets re-check (on commit) only after this session moved to its new key and
+        # hash, and this session's sockets are told the new key first; the other sessions' sockets close.
+        with transaction.atomic():
+            old_key = self.request.session.session_key
+            response = super().form_valid(form)
+            self.request.session.save()  # the new hash, now: the middleware would store it only after the commit
+            sessions.follow_new_session_key(old_key, self.request.session.session_key)
+        return response
 
 
 @login_not_required
