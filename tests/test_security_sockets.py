@@ -43,29 +43,28 @@ async def _say(tab) -> None:
 # --- every frame re-checks the session (no signal needed: a session deleted or a user changed behind our back) ---
 
 
-@pytest.mark.django_db(transaction=True)
-async def test_a_send_after_the_session_was_deleted_is_refused_and_closes_4401(connect, owner):
-    tab = await connect(owner)
-    await sync_to_async(Session.objects.all().delete)()  # e.g. `clearsessions`, or a session store wiped
-    await _say(tab)
-    assert await _closed_with(tab) == CLOSE_NOT_AUTHENTICATED
-    assert not await sync_to_async(Message.objects.exists)()
+def _delete_sessions(user):
+    Session.objects.all().delete()  # e.g. `clearsessions`, or a session store wiped
 
 
-@pytest.mark.django_db(transaction=True)
-async def test_a_send_after_a_bulk_deactivation_is_refused_and_closes_4401(connect, owner):
-    tab = await connect(owner)
-    await sync_to_async(get_user_model().objects.filter(pk=owner.pk).update)(is_active=False)  # no signal
-    await _say(tab)
-    assert await _closed_with(tab) == CLOSE_NOT_AUTHENTICATED
-    assert not await sync_to_async(Message.objects.exists)()
+def _deactivate_in_bulk(user):
+    get_user_model().objects.filter(pk=user.pk).update(is_active=False)  # update() sends no signal
 
 
-@pytest.mark.django_db(transaction=True)
-async def test_a_send_after_the_password_hash_changed_is_refused_and_closes_4401(connect, owner):
-    tab = await connect(owner)
+def _replace_password_hash(user):
     # A raw update, as a restore or another service would do it: only the per-frame check can see it.
-    await sync_to_async(get_user_model().objects.filter(pk=owner.pk).update)(password=make_password("new one"))
+    get_user_model().objects.filter(pk=user.pk).update(password=make_password("new one"))
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    "revoke",
+    [_delete_sessions, _deactivate_in_bulk, _replace_password_hash],
+    ids=["session-deleted", "deactivated-in-bulk", "password-hash-replaced"],
+)
+async def test_a_send_on_a_revoked_session_is_refused_and_closes_4401(connect, owner, revoke):
+    tab = await connect(owner)
+    await sync_to_async(revoke)(owner)
     await _say(tab)
     assert await _closed_with(tab) == CLOSE_NOT_AUTHENTICATED
     assert not await sync_to_async(Message.objects.exists)()

@@ -58,6 +58,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         if not self.user.is_authenticated:
             await self.close(code=CLOSE_NOT_AUTHENTICATED)
             return
+        self.session_key = self.scope["session"].session_key  # the session this socket lives and dies with
         self.subscriptions: set[int] = set()
         self.last_seq: dict[int, int] = {}  # message id -> last seq this socket has (snapshot or delta)
         self.bad_frames = 0
@@ -71,7 +72,6 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await self.registry.ensure_started()
         self.registry.follow_user(self.user.pk, self)
         # The session's group hears its logout; the user's group, changes to the user (services/accounts/sessions).
-        self.session_key = self.scope["session"].session_key
         await self.channel_layer.group_add(sessions.session_group(self.session_key), self.channel_name)
         await self.channel_layer.group_add(user_group(self.user.pk), self.channel_name)
         await self.accept()
