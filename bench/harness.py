@@ -362,7 +362,6 @@ class Bench:
             "content": content,
             "timeout": duration + 60,
             "url": self.workers[0].ws_url if self.workers else "",
-            "origin": "http://127.0.0.1",
             "upstream": ["127.0.0.1", self.offline.server.port],
             "api_key": self.offline.api_key,
         }

@@ -64,15 +64,23 @@ async def _relay_stream(job: dict, stream: dict, ws, t0: int, result: dict) -> N
     result["deltas"] = deltas
 
 
+def _page_origin(ws_url: str) -> str:
+    """The origin of the chat page served by the worker at ``ws_url``: sockets are accepted from it alone (scheme,
+    host and port)."""
+    scheme, rest = ws_url.split("://", 1)
+    return f"{'https' if scheme == 'wss' else 'http'}://{rest.split('/', 1)[0]}"
+
+
 async def _run_relay(job: dict, t0_future: asyncio.Future, ready) -> list[dict]:
     limit = asyncio.Semaphore(CONNECT_AT_ONCE)
     sockets: list = [None] * len(job["streams"])
 
     async def connect(index: int, stream: dict) -> None:
         async with limit:
+            url = stream.get("url") or job["url"]
             sockets[index] = await websockets.connect(
-                stream.get("url") or job["url"],
-                origin=job["origin"],
+                url,
+                origin=_page_origin(url),
                 additional_headers={"Cookie": f"sessionid={stream['key']}"},
                 compression=None,
                 max_size=None,

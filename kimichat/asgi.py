@@ -1,4 +1,5 @@
-"""ASGI entry point: HTTP through Django, websockets through Channels (session auth, origin checked)."""
+"""ASGI entry point: HTTP through Django, websockets through Channels (session auth; scheme, host and port of the
+origin checked: kimichat/websocket_origin.py)."""
 
 import os
 
@@ -10,17 +11,17 @@ django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from conversations.routing import websocket_urlpatterns  # noqa: E402
 from conversations.services.chat.startup import WithBackgroundTasks  # noqa: E402
+from kimichat.websocket_origin import SameOriginValidator  # noqa: E402
 
 # WithBackgroundTasks: heartbeats, the reaper and checkpoints run from the worker's start, not its first socket.
 application = WithBackgroundTasks(
     ProtocolTypeRouter(
         {
             "http": django_asgi_app,
-            "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+            "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
         }
     )
 )

@@ -190,11 +190,24 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 5 * 1024 * 
 # The API's clients parse every answer as JSON, so a CSRF failure under /api/ is JSON too (pages keep Django's).
 CSRF_FAILURE_VIEW = "conversations.views.errors.csrf_failure"
 
-# Password guessing: failed log-ins allowed per account and per client address within the window (seconds), counted
-# in the cache (shared by every worker when REDIS_URL is set). Over either limit: 429 until the window ends.
-LOGIN_FAILURES_PER_ACCOUNT = env_int("LOGIN_FAILURES_PER_ACCOUNT", 5, minimum=1)
+# Password guessing (conversations/services/accounts/login_throttle.py): failed log-ins allowed per account from one
+# address, per address (any account) and per account (any address) within the window (seconds), counted in the cache
+# (shared by every worker when REDIS_URL is set). Over a limit: refused (429 on the login page) until the window ends.
+# The throttle backend comes first: it refuses a throttled attempt before ModelBackend looks at the password.
+AUTHENTICATION_BACKENDS = [
+    "conversations.services.accounts.backends.LoginThrottleBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+LOGIN_FAILURES_PER_ACCOUNT_AND_ADDRESS = env_int("LOGIN_FAILURES_PER_ACCOUNT_AND_ADDRESS", 5, minimum=1)
 LOGIN_FAILURES_PER_IP = env_int("LOGIN_FAILURES_PER_IP", 20, minimum=1)
+LOGIN_FAILURES_PER_ACCOUNT = env_int("LOGIN_FAILURES_PER_ACCOUNT", 100, minimum=1)
 LOGIN_THROTTLE_SECONDS = env_int("LOGIN_THROTTLE_SECONDS", 15 * 60, minimum=1)
+# Sign-up attempts per client address within the window: each one tells whether a username is taken.
+SIGNUP_ATTEMPTS_PER_IP = env_int("SIGNUP_ATTEMPTS_PER_IP", 10, minimum=1)
+SIGNUP_THROTTLE_SECONDS = env_int("SIGNUP_THROTTLE_SECONDS", 60 * 60, minimum=1)
+# How many proxies we run in front of daphne, each appending to X-Forwarded-For (nginx alone: 1). The client address
+# is the entry the outermost of them appended; 0 (no proxy): the TCP peer (client_address.py, docs/deployment.md).
+TRUSTED_PROXY_HOPS = env_int("TRUSTED_PROXY_HOPS", 0, minimum=0, maximum=10)
 
 # --- KimiChat ---------------------------------------------------------------------------------------------
 # Sign-up form on the login page; operators of a private install switch it off.

@@ -5,7 +5,6 @@ from django.urls import include, path
 from django.views.i18n import JavaScriptCatalog
 
 from conversations.views import accounts, errors, health
-from conversations.views.forms import ChangePasswordForm
 
 # JSON for /api/ paths, Django's pages elsewhere (used when DEBUG is false).
 handler400 = errors.bad_request
@@ -17,15 +16,12 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("admin/", admin.site.urls),
-    # Throttled per account and per address (conversations.services.accounts.login_throttle).
+    # The log-in throttle sits in the authentication layer (conversations.services.accounts.backends): these, the
+    # admin's login and both password-change forms go through it.
     path("accounts/login/", accounts.ThrottledLoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("accounts/signup/", accounts.signup, name="signup"),
-    path(
-        "accounts/password/",
-        auth_views.PasswordChangeView.as_view(form_class=ChangePasswordForm),
-        name="password_change",
-    ),
+    path("accounts/password/", accounts.ThrottledPasswordChangeView.as_view(), name="password_change"),
     path("accounts/password/done/", auth_views.PasswordChangeDoneView.as_view(), name="password_change_done"),
     path("i18n/", include("django.conf.urls.i18n")),
     # The JS strings of the chat page, in the request's language (gettext() and friends for static/js).

@@ -92,8 +92,10 @@ def _wait_until_up(server: LiveServer) -> None:
     raise RuntimeError(f"daphne did not answer within {STARTUP_TIMEOUT}s:\n{server.log()[-4000:]}")
 
 
-def start_daphne(offline_kimi, log_dir: Path, *, name: str = "daphne", **extra_env: str) -> LiveServer:
-    """Start one worker on a free port and wait until /healthz answers."""
+def start_daphne(
+    offline_kimi, log_dir: Path, *, name: str = "daphne", extra_args: tuple[str, ...] | list[str] = (), **extra_env: str
+) -> LiveServer:
+    """Start one worker on a free port and wait until /healthz answers (``extra_args``: more daphne options)."""
     port = free_port()
     env = {
         **os.environ,
@@ -118,6 +120,7 @@ def start_daphne(offline_kimi, log_dir: Path, *, name: str = "daphne", **extra_e
                 "127.0.0.1",
                 "-p",
                 str(port),
+                *extra_args,
                 "kimichat.asgi:application",
             ],
             cwd=ROOT,

@@ -1,14 +1,15 @@
-"""The admin site itself: its titles, and the dashboard's URL."""
+"""The admin site itself: its titles, the dashboard's URL, its log-in and password change through the throttle."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from django.contrib import admin
-from django.urls import path
+from django.urls import path, reverse
 from django.utils.translation import gettext_lazy as _
 
 from conversations.admin import views as admin_views
+from conversations.views.forms import AdminLoginForm, AdminPasswordChangeForm
 
 admin.site.site_header = _("KimiChat administration")
 admin.site.site_title = _("KimiChat admin")
@@ -26,3 +27,23 @@ def _with_dashboard(get_urls: Callable[[], list]) -> Callable[[], list]:
 
 
 admin.site.get_urls = _with_dashboard(admin.site.get_urls)
+
+
+# --- Log-in and password change through the throttle -------------------------------------------------------------
+# Django's admin login authenticates (so the throttle backend refuses it already); these forms name the refusal.
+# Its password change checks the old password with check_password, which no throttle sees: ours authenticates.
+admin.site.login_form = AdminLoginForm
+
+
+def _password_change(request, extra_context=None):
+    from conversations.views.accounts import ThrottledPasswordChangeView
+
+    request.current_app = admin.site.name
+    return ThrottledPasswordChangeView.as_view(
+        form_class=AdminPasswordChangeForm,
+        success_url=reverse("admin:password_change_done", current_app=admin.site.name),
+        extra_context={**admin.site.each_context(request), **(extra_context or {})},
+    )(request)
+
+
+admin.site.password_change = _password_change

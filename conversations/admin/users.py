@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from django import forms
@@ -14,7 +16,9 @@ from django.db.models import F, OuterRef, Q, Subquery, Sum
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
@@ -26,8 +30,13 @@ from conversations.models import (
     CreditAccount,
     Message,
 )
+from conversations.services.accounts import login_throttle, sessions
 
 User = get_user_model()
+
+
+def _clock(epoch_seconds: float) -> str:
+    return date_format(timezone.localtime(datetime.fromtimestamp(epoch_seconds, tz=UTC)), "DATETIME_FORMAT")
 
 
 class BalanceRangeFilter(admin.SimpleListFilter):
@@ -148,10 +157,34 @@ class KimiChatUserAdmin(UserAdmin):
     list_filter = ("is_staff", "is_superuser", "is_active", BalanceRangeFilter, "groups")
     search_fields = ("username", "email")
     ordering = ("username",)
-    actions = ["grant_credits", "deactivate_users", "activate_users"]
+    actions = ["grant_credits", "deactivate_users", "activate_users", "unlock_logins"]
+    readonly_fields = ("login_lock",)
 
     class Media:
         css = {"all": ["css/admin-dashboard.css"]}  # the ledger table of the credit inline
+
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None:
+            return fieldsets
+        return [*fieldsets, (_("Log-in throttle"), {"fields": ("login_lock",)})]
+
+    @admin.display(description=_("log-in lock"))
+    def login_lock(self, user):
+        status = login_throttle.lock_status(user.get_username())
+        if not status.locked:
+            return _("Not locked.")
+        now = time.time()
+        lines = []
+        if status.account_until and status.account_until > now:
+            lines.append(_("Log-in locked from every address until %(time)s.") % {"time": _clock(status.account_until)})
+        for address, until in sorted(status.addresses.items()):
+            if until > now:
+                lines.append(
+                    _("Log-in locked from %(address)s until %(time)s.") % {"address": address, "time": _clock(until)}
+                )
+        lines.append(_("The action “Unlock the log-in of the selected accounts” lifts it."))
+        return format_html_join(mark_safe("<br>"), "{}", ((line,) for line in lines))
 
     def get_inlines(self, request, obj):
         return [CreditAccountInline] if obj is not None else []
@@ -232,10 +265,24 @@ class KimiChatUserAdmin(UserAdmin):
     @admin.action(description=_("Deactivate the selected accounts"), permissions=["change"])
     def deactivate_users(self, request, queryset):
         # Never yourself: an admin locking themself out by a stray tick helps nobody.
-        count = queryset.exclude(pk=request.user.pk).update(is_active=False)
+        targets = queryset.exclude(pk=request.user.pk)
+        ids = list(targets.values_list("pk", flat=True))
+        count = targets.update(is_active=False)
+        sessions.notify_user_changed(ids)  # update() sends no signal: their open sockets close now
         self.message_user(request, ngettext("Deactivated %d account.", "Deactivated %d accounts.", count) % count)
         if queryset.filter(pk=request.user.pk).exists():
             self.message_user(request, _("Your own account was left active."), messages.WARNING)
+
+    @admin.action(description=_("Unlock the log-in of the selected accounts"), permissions=["change"])
+    def unlock_logins(self, request, queryset):
+        usernames = list(queryset.values_list(User.USERNAME_FIELD, flat=True))
+        for username in usernames:
+            login_throttle.unlock(username)
+        count = len(usernames)
+        self.message_user(
+            request,
+            ngettext("Unlocked the log-in of %d account.", "Unlocked the log-in of %d accounts.", count) % count,
+        )
 
     @admin.action(description=_("Activate the selected accounts"), permissions=["change"])
     def activate_users(self, request, queryset):

@@ -16,6 +16,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from conversations.models import Conversation, Message
 from conversations.serializers import message_to_dict
+from conversations.services.accounts import sessions
 from conversations.services.chat import frames
 from conversations.services.chat.registry import RETRYABLE_CODES, get_registry
 from conversations.services.chat.relay import conversation_group, user_group
@@ -58,6 +59,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         if not self.user.is_authenticated:
             await self.close(code=CLOSE_NOT_AUTHENTICATED)
             return
+        self.session_key = self.scope["session"].session_key  # the session this socket lives and dies with
         self.subscriptions: set[int] = set()
         self.last_seq: dict[int, int] = {}  # message id -> last seq this socket has (snapshot or delta)
         self.bad_frames = 0
@@ -70,6 +72,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         self.joining: dict[int, list] = {}  # conversation id -> events that came while its snapshot was being read
         await self.registry.ensure_started()
         self.registry.follow_user(self.user.pk, self)
+        # The session's group hears its logout; the user's group, changes to the user (services/accounts/sessions).
+        await self.channel_layer.group_add(sessions.session_group(self.session_key), self.channel_name)
         await self.channel_layer.group_add(user_group(self.user.pk), self.channel_name)
         await self.accept()
 
@@ -81,6 +85,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         for conversation_id in self.subscriptions:
             self.registry.unfollow(conversation_id, self)
         await self.channel_layer.group_discard(user_group(user.pk), self.channel_name)
+        await self.channel_layer.group_discard(sessions.session_group(self.session_key), self.channel_name)
         for conversation_id in self.subscriptions:
             await self.channel_layer.group_discard(conversation_group(conversation_id), self.channel_name)
         # Answers are not stopped: they belong to the generation service and finish on their own.
@@ -107,6 +112,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         except frames.FrameError as exc:
             await self._refuse(exc.code, exc.message, conversation_id=exc.conversation_id, **exc.extra)
             return
+        if not isinstance(frame, frames.Ping) and not await self._signed_in():
+            return  # closed: nothing this frame asked for is done, read or charged
         handler = {
             frames.Send: self.on_send,
             frames.Stop: self.on_stop,
@@ -129,6 +136,13 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self._refuse("server_error", "Something went wrong on our side; nothing was saved.", retryable=True)
             return
         self.bad_frames = 0
+
+    async def _signed_in(self) -> bool:
+        """Whether this socket's session still logs its user in; if not, the socket is closed with 4401."""
+        if await database_sync_to_async(sessions.session_is_valid)(self.session_key, self.user.pk):
+            return True
+        await self.close(code=CLOSE_NOT_AUTHENTICATED)
+        return False
 
     async def on_ping(self, frame: frames.Ping):
         await self.send_json({"type": "pong"})
@@ -292,6 +306,18 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.chat_delta(message)
             return
         await super().dispatch(message)
+
+    async def auth_close(self, event):
+        await self.close(code=CLOSE_NOT_AUTHENTICATED)  # this session logged out
+
+    async def auth_revalidate(self, event):
+        await self._signed_in()  # the user changed (password, deactivation): is this session still theirs?
+
+    async def auth_rekey(self, event):
+        # This session changed the password and lives on under a new key: follow it.
+        await self.channel_layer.group_discard(sessions.session_group(self.session_key), self.channel_name)
+        self.session_key = event["session_key"]
+        await self.channel_layer.group_add(sessions.session_group(self.session_key), self.channel_name)
 
     async def chat_conversation(self, event):
         await self.send_json({"type": "conversation", "conversation": event["conversation"]})

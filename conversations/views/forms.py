@@ -1,7 +1,12 @@
 from django import forms
-from django.contrib.auth import get_user_model
-from django.contrib.auth.forms import PasswordChangeForm, UserCreationForm
+from django.contrib.admin.forms import AdminAuthenticationForm
+from django.contrib.admin.forms import AdminPasswordChangeForm as DjangoAdminPasswordChangeForm
+from django.contrib.auth import authenticate, get_user_model
+from django.contrib.auth.forms import AuthenticationForm, PasswordChangeForm, UserCreationForm
+from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
+
+from conversations.services.accounts.backends import throttled, throttled_message
 
 
 class WeakPasswordErrorsOnThePasswordField:
@@ -15,11 +20,66 @@ class WeakPasswordErrorsOnThePasswordField:
 
 class SignupForm(WeakPasswordErrorsOnThePasswordField, UserCreationForm):
     email = forms.EmailField(label=_("Email (optional)"), required=False)
+    error_messages = {
+        **UserCreationForm.error_messages,
+        # Not "already exists": the words of any name this server will not hand out (docs/reliability.md).
+        "username_unavailable": _("This username is not available. Choose another."),
+    }
 
     class Meta(UserCreationForm.Meta):
         model = get_user_model()
         fields = ("username", "email")
 
+    def clean_username(self):
+        # Django's check (any case variant taken), with the generic words; sign-up attempts are throttled per address.
+        username = self.cleaned_data.get("username")
+        if username and self._meta.model.objects.filter(username__iexact=username).exists():
+            raise ValidationError(self.error_messages["username_unavailable"], code="unique")
+        return username
 
-class ChangePasswordForm(WeakPasswordErrorsOnThePasswordField, PasswordChangeForm):
+
+class ThrottledLoginErrorMixin:
+    """An authentication form that names the throttle when it is what refused the attempt."""
+
+    def get_invalid_login_error(self):
+        refused = throttled(self.request)
+        if refused is not None:
+            return ValidationError(throttled_message(refused), code="throttled")
+        return super().get_invalid_login_error()
+
+
+class LoginForm(ThrottledLoginErrorMixin, AuthenticationForm):
+    pass
+
+
+class AdminLoginForm(ThrottledLoginErrorMixin, AdminAuthenticationForm):
+    pass
+
+
+class AuthenticatedOldPasswordMixin:
+    """The old password goes through ``authenticate``, like a log-in: the throttle counts and refuses guesses here
+    too (Django's form calls ``check_password``, which no throttle sees)."""
+
+    def __init__(self, user, *args, request=None, **kwargs):
+        super().__init__(user, *args, **kwargs)
+        self.request = request
+
+    def clean_old_password(self):
+        old_password = self.cleaned_data["old_password"]
+        user = authenticate(self.request, username=self.user.get_username(), password=old_password)
+        if user is None or user.pk != self.user.pk:
+            refused = throttled(self.request)
+            if refused is not None:
+                raise ValidationError(throttled_message(refused), code="throttled")
+            raise ValidationError(self.error_messages["password_incorrect"], code="password_incorrect")
+        return old_password
+
+
+class ThrottledPasswordChangeForm(
+    AuthenticatedOldPasswordMixin, WeakPasswordErrorsOnThePasswordField, PasswordChangeForm
+):
+    pass
+
+
+class AdminPasswordChangeForm(AuthenticatedOldPasswordMixin, DjangoAdminPasswordChangeForm):
     pass
