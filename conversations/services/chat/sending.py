@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -21,8 +22,9 @@ from conversations.kimi import errors as kimi_errors
 from conversations.kimi.configured import get_client
 from conversations.kimi.params import ChatRequest, output_budget, resolve_params
 from conversations.models import Conversation, Message
-from conversations.services.billing import credits
+from conversations.services.billing import credits, search_fees
 from conversations.services.billing.ratelimit import RateLimited, check_rate_limit
+from conversations.services.chat import tools
 from conversations.services.chat.context import ContextTooLong, build_messages, check_fits, title_from
 
 logger = logging.getLogger(__name__)
@@ -128,7 +130,10 @@ def _chat_request(conversation: Conversation, model: str, thread: list[Message])
         json_mode=conversation.json_mode,
         thinking=conversation.thinking,
         prompt_cache_key=f"kimichat-conversation-{conversation.pk}",
+        tools=tools.search_tools(conversation.web_search),
     )
+    if conversation.web_search and (refusal := tools.web_search_refusal(model)):
+        raise SendRefused("invalid_parameter", refusal, conversation_id=conversation.pk)
     try:
         params = resolve_params(request, provider)
         request.messages, prompt_tokens = build_messages(
@@ -159,12 +164,15 @@ def _start_answer(user, conversation: Conversation, model: str, thread: list[Mes
     try:
         # Locks the user's credit account row until commit: concurrent sends of one user queue here, which also
         # makes the concurrency cap below exact.
+        # A tool-using answer reserves for every round its loop may run, and every search's fee (chat/tools.py).
+        reserved_prompt, searches = tools.reservation_size(request, prompt_tokens)
         reservation = credits.reserve(
             user,
             model=model,
-            prompt_tokens=prompt_tokens,
+            prompt_tokens=reserved_prompt,
             max_completion_tokens=request.max_tokens,
             message=assistant,
+            fees=search_fees.search_fee(model) * searches if searches else Decimal(0),
         )
     except credits.InsufficientCredits as exc:
         raise SendRefused(

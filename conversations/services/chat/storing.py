@@ -39,8 +39,11 @@ def finish_message(
     error_message: str = "",
     request_id: str = "",
     reservation: credits.Reservation | None = None,
+    searches: list[dict] | None = None,
+    fees: Decimal = Decimal(0),
 ) -> tuple[Message, Decimal | None]:
-    """Store the answer's final state and settle its credits; returns the message and the balance after."""
+    """Store the answer's final state and settle its credits; returns the message and the balance after.
+    ``searches``/``fees``: a tool-using answer's web searches and what they cost (chat/tools.py)."""
     with transaction.atomic():
         message = Message.objects.select_for_update().get(pk=message_id)
         message.status = status
@@ -52,8 +55,11 @@ def finish_message(
         message.error_message = error_message
         message.upstream_request_id = request_id[:128]
         message.completed_at = timezone.now()
+        if searches is not None:
+            message.searches = searches
         message.save(
             update_fields=[
+                *(["searches"] if searches is not None else []),
                 "status",
                 "content",
                 "reasoning",
@@ -67,13 +73,20 @@ def finish_message(
         )
         balance = None
         if reservation is not None:
-            if not content and not reasoning and status != Message.Status.COMPLETE:
+            if not content and not reasoning and not fees and status != Message.Status.COMPLETE:
                 # Nothing was generated (a failed request, or stopped before the first token): it costs nothing.
                 balance = credits.release(reservation, message=message, note=error_code or status)
             else:
-                balance = credits.settle(reservation, message=message, usage=usage, estimated=usage_estimated).balance
+                balance = credits.settle(
+                    reservation, message=message, usage=usage, estimated=usage_estimated, fees=fees
+                ).balance
         Conversation.objects.filter(pk=message.conversation_id).update(updated_at=timezone.now())
     return message, balance
+
+
+def save_searches(message_id: int, searches: list[dict]) -> None:
+    """A running answer's searches, stored as each starts and ends: a reload, or another worker, shows them."""
+    Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(searches=searches)
 
 
 def usage_estimate(prompt_tokens: int, content: str, reasoning: str) -> Usage:

@@ -14,7 +14,7 @@ SYSTEM_PROMPT_MAX_CHARS = 20_000
 MAX_TOKENS_LIMIT = 1_000_000
 
 TOP_LEVEL_FIELDS = frozenset({"title", "pinned", "archived", "model", "system_prompt", "settings"})
-SETTINGS_FIELDS = frozenset({"temperature", "top_p", "max_tokens", "json_mode", "thinking"})
+SETTINGS_FIELDS = frozenset({"temperature", "top_p", "max_tokens", "json_mode", "thinking", "web_search"})
 
 
 class InvalidChange(ValueError):
@@ -65,8 +65,9 @@ def _settings_changes(settings) -> dict:
                 "settings.max_tokens", f"'settings.max_tokens' must be from 1 to {MAX_TOKENS_LIMIT:,}, got {value}"
             )
         changes["max_tokens"] = value
-    if "json_mode" in settings:
-        changes["json_mode"] = _bool("settings.json_mode", settings["json_mode"])
+    for name in ("json_mode", "web_search"):
+        if name in settings:
+            changes[name] = _bool(f"settings.{name}", settings[name])
     if "thinking" in settings:
         value = settings["thinking"]
         changes["thinking"] = None if value is None else _bool("settings.thinking", value)
@@ -109,6 +110,12 @@ def check_changes(body) -> dict:
 def update_conversation(conversation: Conversation, body) -> Conversation:
     """Apply a validated PATCH. Only the named fields are written: renaming or pinning never reorders by recency."""
     changes = check_changes(body)
+    if changes.get("web_search"):
+        from conversations.services.chat.tools import web_search_refusal
+
+        refusal = web_search_refusal(changes.get("model", conversation.model))
+        if refusal:
+            raise InvalidChange("settings.web_search", refusal)
     for name, value in changes.items():
         setattr(conversation, name, value)
     if changes:
