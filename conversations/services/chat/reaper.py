@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from conversations.models import Message
 from conversations.services.billing import credits
+from conversations.services.billing.search_fees import search_fee
 from conversations.services.chat.storing import usage_estimate
 
 
@@ -28,13 +29,18 @@ def reap_message(message_id: int) -> tuple[Message | None, Decimal | None]:
         message.error_code = "worker_lost"
         message.error_message = "The server stopped while this answer was being written; it was cut off."
         message.completed_at = timezone.now()
-        message.save(update_fields=["status", "error_code", "error_message", "completed_at"])
+        # Searches stored while the answer ran were made upstream: they keep their fee; unanswered ones failed.
+        searches = [{**s, "status": "failed" if s.get("status") == "searching" else s.get("status")}
+                    for s in message.searches or []]  # fmt: skip
+        message.searches = searches
+        message.save(update_fields=["status", "error_code", "error_message", "completed_at", "searches"])
         balance = None
         reservation = credits.open_reservation_for(message)
+        fees = search_fee(message.model) * len(searches) if searches else Decimal(0)
         if reservation is not None:
-            if message.content or message.reasoning:
+            if message.content or message.reasoning or fees:
                 usage = usage_estimate(message.prompt_tokens, message.content, message.reasoning)
-                balance = credits.settle(reservation, message=message, usage=usage, estimated=True).balance
+                balance = credits.settle(reservation, message=message, usage=usage, estimated=True, fees=fees).balance
             else:
                 balance = credits.release(reservation, message=message, note="worker_lost")
     return message, balance
