@@ -102,3 +102,14 @@ def test_sources_are_the_links_cited_once_each():
 def test_usage_of_rounds_adds_up():
     total = tools.add_usage(Usage(10, 2, 12, 1), Usage(20, 3, 23, 0))
     assert total == Usage(30, 5, 35, 1) and tools.add_usage(None, None) is None
+
+
+def test_a_later_rounds_text_is_set_apart_and_its_own_text_excludes_the_break(settings):
+    state = loop()
+    assert state.separator("") == ""  # round one: nothing to set apart
+    state.follow_up((search_call(),), "Let me check.", "")
+    state.begin_round("Let me check.", "")
+    gap = state.separator("Let me check.")
+    assert gap == "\n\n" and state.separator("Let me check.\n\n") == ""  # once per round
+    text = "Let me check." + gap + "Found it."
+    assert state.round_text(text) == "Found it."

@@ -396,7 +396,7 @@ class GenerationRegistry:
                             break
                         pieces += 1
                     if isinstance(event, ContentDelta):
-                        await relayer.add(relay, event.text, "")
+                        await relayer.add(relay, loop.separator(relay.text()) + event.text, "")
                     elif isinstance(event, ReasoningDelta):
                         await relayer.add(relay, "", event.text)
                     elif isinstance(event, ToolCalls):

@@ -154,6 +154,15 @@ class ToolLoop:
         self.rounds += 1
         self._text_mark, self._reasoning_mark = len(text), len(reasoning)
 
+    def separator(self, text: str) -> str:
+        """Before a later round's first piece of content: a paragraph break, so the rounds' texts do not run together.
+        It is the app's, not the model's: the round's own text (sent back with its tool calls) starts after it."""
+        if self.rounds < 2 or len(text) != self._text_mark or not text or text.endswith("\n\n"):
+            return ""
+        gap = "\n" if text.endswith("\n") else "\n\n"
+        self._text_mark += len(gap)
+        return gap
+
     def round_text(self, text: str) -> str:
         return text[self._text_mark :]
 
