@@ -20,9 +20,13 @@ async def models(request):
     return JsonResponse(
         {
             "default": default,
-            "models": [
-                {"id": model, "capabilities": model_capabilities(model, info.get(model), client.provider)}
-                for model in ids
-            ],
+            "models": [{"id": model, "capabilities": _capabilities(client, model, info.get(model))} for model in ids],
         }
     )
+
+
+def _capabilities(client, model: str, info: dict | None) -> dict:
+    capabilities = model_capabilities(model, info, client.provider)
+    # The built-in search has no Anthropic-format shape [notes §8, §17 ?] (docs/tools.md).
+    capabilities["web_search"] = capabilities["web_search"] and client.api_format == "openai"
+    return capabilities

@@ -3,6 +3,7 @@ import { ApiError, api, urls } from "./api.js";
 import { Composer } from "./composer.js";
 import { Frames } from "./frames.js";
 import { MessageList } from "./messages.js";
+import { Searches } from "./searches.js";
 import { Settings } from "./settings.js";
 import { ShareDialog, Sidebar, setupImportExport } from "./sidebar.js";
 import { ChatSocket } from "./socket.js";
@@ -12,7 +13,7 @@ import { Versions } from "./versions.js";
 
 // Each concern adds its methods to this one object rather than holding state apart: they call one another freely,
 // and sidebar.js, the browser tests and the console all reach the page through it (window.kimichat).
-const Base = [MessageList, Versions, Frames, Composer, Settings].reduce((base, mixin) => mixin(base), class {});
+const Base = [MessageList, Versions, Frames, Composer, Settings, Searches].reduce((base, mixin) => mixin(base), class {});
 
 class ChatApp extends Base {
   constructor(root) {

@@ -128,6 +128,7 @@ export const MessageList = (Base) => class extends Base {
     }
     const waiting = active && !m.content && !reasoning;
     node.classList.toggle("waiting", waiting);
+    this.renderSearches(m, node);
   }
 
   renderFoot(m, node) {
