@@ -64,6 +64,8 @@ def test_each_bound_has_its_code(settings, setup, code):
     with pytest.raises(tools.ToolBoundHit) as caught:
         state.follow_up((search_call(),), "", "")
     assert caught.value.code == code
+    # The search the model asked for was charged by the provider: it is kept, as failed.
+    assert [(s.query, s.status) for s in state.searches] == [("kimi", "failed")]
 
 
 def test_search_tokens_beyond_the_reserved_allowance_stop_the_loop(settings):
@@ -75,7 +77,7 @@ def test_search_tokens_beyond_the_reserved_allowance_stop_the_loop(settings):
 def test_the_reservation_covers_every_round(settings):
     settings.KIMICHAT_TOOL_MAX_ROUNDS = 3
     request = ChatRequest("kimi-k3", [{"role": "user", "content": "q"}], max_tokens=100, tools=[WEB_SEARCH_TOOL])
-    assert tools.reservation_size(request, 10) == (3 * 10 + 2 * (100 + tools.SEARCH_TOKENS_ALLOWANCE), 2)
+    assert tools.reservation_size(request, 10) == (3 * 10 + 2 * (100 + tools.SEARCH_TOKENS_ALLOWANCE), 3)
     request.tools = None
     assert tools.reservation_size(request, 10) == (10, 0)
 

@@ -145,7 +145,9 @@ async def test_the_bound_on_rounds_ends_the_answer_with_its_code(connect, owner,
     assert [f["code"] for f in frames if f["type"] == "error"] == ["tool_rounds_exceeded"]
     assert chat_settings.chat_count == 2
     row = await answer_row(done["message_id"])
-    assert [s["query"] for s in row.searches] == ["one"] and row.cost == Decimal("1") + default_search_fee()
+    # The second call was never followed, but the provider charges the response that made it [notes §8].
+    assert [(s["query"], s["status"]) for s in row.searches] == [("one", "done"), ("two", "failed")]
+    assert row.cost == Decimal("1") + 2 * default_search_fee()
 
 
 async def test_the_bound_on_time_ends_a_search_that_hangs(connect, owner, chat_settings, settings):

@@ -73,7 +73,8 @@ def reservation_size(request: ChatRequest, prompt_tokens: int) -> tuple[int, int
         return prompt_tokens, 0
     extra_rounds = max_rounds() - 1
     budget = request.max_tokens or 0
-    return prompt_tokens * max_rounds() + extra_rounds * (budget + SEARCH_TOKENS_ALLOWANCE), extra_rounds
+    # Every round may end in a search call, and each is charged, also the last one's that no round follows.
+    return prompt_tokens * max_rounds() + extra_rounds * (budget + SEARCH_TOKENS_ALLOWANCE), max_rounds()
 
 
 @dataclass
@@ -176,25 +177,16 @@ class ToolLoop:
 
     def follow_up(self, calls: tuple[ToolCall, ...], text: str, reasoning: str) -> list[Search]:
         """The searches these calls start, and ``self.request`` becomes the next round's request. Raises
-        ``ToolBoundHit`` when no further round may run."""
-        if self.rounds >= max_rounds():
-            raise ToolBoundHit(
-                "tool_rounds_exceeded",
-                _("The answer needed more than %(n)d rounds of web search and was stopped.") % {"n": max_rounds()},
-            )
-        if time.monotonic() >= self.deadline():
-            raise self.time_bound()
+        ``ToolBoundHit`` when no further round may run; the searches asked for are then kept as ``failed``: the
+        provider charges a search for the response that calls it [notes §8]."""
         new = [search_from_call(call) for call in calls if call.name == WEB_SEARCH]
-        left = (self.request.max_tokens or 0) - self.completion_used
-        if self.request.max_tokens is not None and left < 1:
-            raise ToolBoundHit("tool_budget_exceeded", _("The answer used its whole length budget while searching."))
-        tokens = sum(s.tokens for s in [*self.searches, *new])
-        searches = len(self.searches) + len(new)
-        if searches > max_rounds() - 1 or tokens > searches * SEARCH_TOKENS_ALLOWANCE:
-            raise ToolBoundHit(
-                "tool_budget_exceeded",
-                _("The searches of this answer would cost more credits than were reserved for it."),
-            )
+        try:
+            left = self._check_bounds(new)
+        except ToolBoundHit:
+            for search in new:
+                search.status = "failed"
+            self.searches.extend(new)
+            raise
         assistant = {
             "role": "assistant",
             "content": self.round_text(text),
@@ -211,6 +203,27 @@ class ToolLoop:
         )
         self.searches.extend(new)
         return new
+
+    def _check_bounds(self, new: list[Search]) -> int:
+        """The output budget left for the next round, or ToolBoundHit."""
+        if self.rounds >= max_rounds():
+            raise ToolBoundHit(
+                "tool_rounds_exceeded",
+                _("The answer needed more than %(n)d rounds of web search and was stopped.") % {"n": max_rounds()},
+            )
+        if time.monotonic() >= self.deadline():
+            raise self.time_bound()
+        left = (self.request.max_tokens or 0) - self.completion_used
+        if self.request.max_tokens is not None and left < 1:
+            raise ToolBoundHit("tool_budget_exceeded", _("The answer used its whole length budget while searching."))
+        tokens = sum(s.tokens for s in [*self.searches, *new])
+        searches = len(self.searches) + len(new)
+        if searches > max_rounds() or tokens > searches * SEARCH_TOKENS_ALLOWANCE:
+            raise ToolBoundHit(
+                "tool_budget_exceeded",
+                _("The searches of this answer would cost more credits than were reserved for it."),
+            )
+        return left
 
     def deadline(self) -> float:
         """When the loop may run no longer (event-loop time = time.monotonic)."""
