@@ -203,3 +203,15 @@ def test_exports_list_the_searches_and_their_sources(owner, kimi_settings):
     markdown = export_markdown(conversation)
     assert f"*Web search: {QUERY} (done)*" in markdown
     assert f"- [{search_sources(QUERY)[0]['title']}]({search_sources(QUERY)[0]['url']})" in markdown
+
+
+def test_the_search_fee_is_the_models_price_else_the_default(settings):
+    from conversations.models import ModelPrice
+    from conversations.services.billing.search_fees import search_fee
+
+    ModelPrice.objects.create(model="kimi-k3", per_search=Decimal("2"))
+    ModelPrice.objects.create(model="kimi-k2.6", per_request=Decimal("1"))
+    assert search_fee("kimi-k3") == Decimal("2")
+    assert search_fee("kimi-k2.6") == search_fee("unpriced") == Decimal("0.5")
+    settings.KIMICHAT_CREDIT_VALUE_USD = Decimal("0.001")
+    assert search_fee("unpriced") == Decimal("5")
