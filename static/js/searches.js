@@ -11,8 +11,9 @@ export const Searches = (Base) => class extends Base {
     if (!m) return;
     const searches = (m.searches || []).map((s) => ({ ...s }));
     const found = searches.find((s) => s.query === frame.query && s.status === "searching");
-    if (frame.status === "searching") searches.push({ query: frame.query, status: "searching", tokens: 0, sources: [] });
-    else if (found) found.status = frame.status;
+    // The snapshot may already hold this search (stored before its frame went out).
+    if (frame.status === "searching" && !found) searches.push({ query: frame.query, status: "searching", tokens: 0, sources: [] });
+    else if (frame.status !== "searching" && found) found.status = frame.status;
     m.searches = searches;
     this.renderSearches(m, this.elements.get(m.id));
   }

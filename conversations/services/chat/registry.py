@@ -414,8 +414,13 @@ class GenerationRegistry:
         return calls
 
     async def _tool_frames(self, generation: Generation, searches: list, status: str) -> None:
-        """A ``tool`` frame per search (after the answer's pieces so far), and the searches stored on the row."""
+        """The searches stored on the row, then a ``tool`` frame per search (after the answer's pieces so far): a tab
+        that subscribes in between finds them in its snapshot, and the frame only confirms them."""
         relay, loop = generation.relay, generation.tools
+        try:
+            await database_sync_to_async(save_searches)(generation.message_id, loop.as_list())
+        except Exception:  # noqa: BLE001 - the frames still go out; the final store writes the searches again
+            logger.warning("could not store the searches of answer %s", generation.message_id, exc_info=True)
         await self.relayer.flush(relay)
         for search in searches:
             await self.relayer.publish(
@@ -430,10 +435,6 @@ class GenerationRegistry:
                     "status": status,
                 },
             )
-        try:
-            await database_sync_to_async(save_searches)(generation.message_id, loop.as_list())
-        except Exception:  # noqa: BLE001 - shown live already; the final store writes them again
-            logger.warning("could not store the searches of answer %s", generation.message_id, exc_info=True)
 
     async def _finish(self, generation: Generation, relay: Relay, outcome: _Outcome) -> None:
         message_id = generation.message_id
