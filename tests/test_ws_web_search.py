@@ -215,3 +215,15 @@ def test_the_search_fee_is_the_models_price_else_the_default(settings):
     assert search_fee("kimi-k2.6") == search_fee("unpriced") == Decimal("0.5")
     settings.KIMICHAT_CREDIT_VALUE_USD = Decimal("0.001")
     assert search_fee("unpriced") == Decimal("5")
+
+
+def test_the_anthropic_format_offers_no_web_search(owner, kimi_settings, settings):
+    settings.KIMI_API_FORMAT = "anthropic"
+    client = Client()
+    client.force_login(owner)
+    conversation = Conversation.objects.create(owner=owner, model="kimi-k3")
+    body = json.dumps({"settings": {"web_search": True}})
+    response = client.patch(f"/api/conversations/{conversation.pk}/", body, content_type="application/json")
+    assert response.status_code == 400 and response.json()["error"]["field"] == "settings.web_search"
+    models = client.get("/api/models/").json()["models"]
+    assert not any(m["capabilities"]["web_search"] for m in models)
