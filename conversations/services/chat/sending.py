@@ -161,11 +161,11 @@ def _start_answer(user, conversation: Conversation, model: str, thread: list[Mes
     assistant = Message.objects.create(
         conversation=conversation, role=Message.Role.ASSISTANT, status=Message.Status.STREAMING, model=model, **fields
     )
+    # A tool-using answer reserves for every round its loop may run, and a search's fee per round (chat/tools.py).
+    reserved_prompt, searches = tools.reservation_size(request, prompt_tokens)
     try:
         # Locks the user's credit account row until commit: concurrent sends of one user queue here, which also
         # makes the concurrency cap below exact.
-        # A tool-using answer reserves for every round its loop may run, and every search's fee (chat/tools.py).
-        reserved_prompt, searches = tools.reservation_size(request, prompt_tokens)
         reservation = credits.reserve(
             user,
             model=model,

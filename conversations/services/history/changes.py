@@ -7,6 +7,7 @@ import math
 from django.db import transaction
 
 from conversations.models import Conversation, Message
+from conversations.services.chat.tools import web_search_refusal
 
 TITLE_MAX_CHARS = 200
 MODEL_MAX_CHARS = 100
@@ -111,8 +112,6 @@ def update_conversation(conversation: Conversation, body) -> Conversation:
     """Apply a validated PATCH. Only the named fields are written: renaming or pinning never reorders by recency."""
     changes = check_changes(body)
     if changes.get("web_search"):
-        from conversations.services.chat.tools import web_search_refusal
-
         refusal = web_search_refusal(changes.get("model", conversation.model))
         if refusal:
             raise InvalidChange("settings.web_search", refusal)
