@@ -176,3 +176,16 @@ async def test_the_client_streams_the_call_split_across_events_and_parses_it(mak
     again = ChatRequest("kimi-k3", messages, tools=[WEB_SEARCH_TOOL])
     text = "".join([e.text async for e in client.stream_chat(again) if isinstance(e, ContentDelta)])
     assert search_sources("kimi k3 release")[0]["url"] in text
+
+
+async def test_a_search_call_in_one_json_body_is_reported_the_same(make_kimi_client, offline_kimi):
+    """A gateway that ignores stream=true answers one JSON body: its tool calls come out as the stream's would."""
+    client = make_kimi_client()
+    request = ChatRequest(
+        "kimi-k3", [{"role": "user", "content": QUESTION + " [[fault:json_for_stream]]"}], tools=[WEB_SEARCH_TOOL]
+    )
+    events = [event async for event in client.stream_chat(request)]
+    (calls,) = [e for e in events if isinstance(e, ToolCalls)]
+    assert events[events.index(calls) + 1] == Finish("tool_calls")
+    assert calls.calls[0].name == "$web_search"
+    assert json.loads(calls.calls[0].arguments)["search_query"] == "kimi k3 release"

@@ -9,7 +9,16 @@ import orjson
 
 from conversations.kimi.error_mapping import error_from_response
 from conversations.kimi.errors import BadResponse, InvalidParameter
-from conversations.kimi.events import ContentDelta, Event, Finish, ReasoningDelta, ToolCallDelta, ToolCalls, Usage
+from conversations.kimi.events import (
+    ContentDelta,
+    Event,
+    Finish,
+    ReasoningDelta,
+    ToolCall,
+    ToolCallDelta,
+    ToolCalls,
+    Usage,
+)
 from conversations.kimi.params import ChatRequest, ResolvedParams
 from conversations.kimi.sse import SSEEvent
 from conversations.kimi.tools import BUILTINS, ToolCallCollector
@@ -257,3 +266,17 @@ def parse_completion(payload: object) -> tuple[str, str, str, Usage | None]:
         else None
     )
     return text, reasoning, STOP_REASONS.get(reason, str(reason)), parsed
+
+
+def completion_tool_calls(payload: dict) -> tuple[ToolCall, ...]:
+    """The ``tool_use`` blocks of a non-streaming answer."""
+    blocks = [b for b in payload.get("content") or [] if isinstance(b, dict) and b.get("type") == "tool_use"]
+    return tuple(
+        ToolCall(
+            str(b.get("id") or ""),
+            "builtin_function" if b.get("name") in BUILTINS else "function",
+            str(b.get("name") or ""),
+            orjson.dumps(b.get("input") or {}).decode(),
+        )
+        for b in blocks
+    )

@@ -6,7 +6,16 @@ import orjson
 
 from conversations.kimi.error_mapping import error_from_response
 from conversations.kimi.errors import BadResponse
-from conversations.kimi.events import ContentDelta, Event, Finish, ReasoningDelta, ToolCallDelta, ToolCalls, Usage
+from conversations.kimi.events import (
+    ContentDelta,
+    Event,
+    Finish,
+    ReasoningDelta,
+    ToolCall,
+    ToolCallDelta,
+    ToolCalls,
+    Usage,
+)
 from conversations.kimi.params import ChatRequest, ResolvedParams
 from conversations.kimi.sse import SSEEvent
 from conversations.kimi.tools import ToolCallCollector
@@ -198,3 +207,21 @@ def parse_completion(payload: object) -> tuple[str, str, str, Usage | None]:
         str(choice.get("finish_reason") or ""),
         usage,
     )
+
+
+def completion_tool_calls(payload: dict) -> tuple[ToolCall, ...]:
+    """The ``message.tool_calls`` of a non-streaming answer (a gateway that ignored ``stream``)."""
+    choice = payload["choices"][0]
+    message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+    calls = message.get("tool_calls") if isinstance(message.get("tool_calls"), list) else []
+    collector = ToolCallCollector()
+    for index, call in enumerate(c for c in calls if isinstance(c, dict)):
+        function = call.get("function") if isinstance(call.get("function"), dict) else {}
+        collector.add(
+            index,
+            id=str(call.get("id") or ""),
+            type=str(call.get("type") or ""),
+            name=str(function.get("name") or ""),
+            arguments=function.get("arguments") if isinstance(function.get("arguments"), str) else "",
+        )
+    return collector.calls()
