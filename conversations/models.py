@@ -41,6 +41,7 @@ class Conversation(models.Model):
     thinking = models.BooleanField(null=True, blank=True)  # None: the model's default
     # kimi-k3's "low" | "high" | "max"; None: the model's default, like the settings above (the API's null).
     reasoning_effort = models.CharField(max_length=8, null=True, blank=True)  # noqa: DJ001 - null is "default"
+    web_search = models.BooleanField(default=False)  # answers may use the built-in $web_search (docs/tools.md)
     pinned = models.BooleanField(default=False)  # sidebar: pinned first
     archived = models.BooleanField(default=False)  # hidden from the sidebar, shown in the Archived view
     created_at = models.DateTimeField(default=timezone.now)
@@ -123,6 +124,8 @@ class Message(models.Model):
     # Set by the browser on a user message so a resend after a reconnect never creates a second one.
     client_msg_id = models.UUIDField(null=True, blank=True)
     seq = models.PositiveIntegerField(default=0)  # last delta seq folded into content (checkpoints)
+    # The web searches of a tool-using answer: [{query, status, tokens, sources: [{title, url}]}] (docs/tools.md).
+    searches = models.JSONField(default=list, blank=True)
     # Regenerate / edit-and-resend keep the replaced message as an earlier version of its successor.
     superseded_by = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="earlier_versions"
@@ -222,6 +225,8 @@ class ModelPrice(models.Model):
     per_million_prompt = models.DecimalField(default=ZERO, validators=[MinValueValidator(ZERO)], **CREDIT_DIGITS)
     per_million_completion = models.DecimalField(default=ZERO, validators=[MinValueValidator(ZERO)], **CREDIT_DIGITS)
     per_million_cached = models.DecimalField(default=ZERO, validators=[MinValueValidator(ZERO)], **CREDIT_DIGITS)
+    # Credits per web search; empty: the default from settings (WEB_SEARCH_FEE_USD / CREDIT_VALUE_USD).
+    per_search = models.DecimalField(null=True, blank=True, validators=[MinValueValidator(ZERO)], **CREDIT_DIGITS)
     updated_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -232,7 +237,10 @@ class ModelPrice(models.Model):
                 & Q(per_million_completion__gte=0)
                 & Q(per_million_cached__gte=0),
                 name="model_price_not_negative",
-            )
+            ),
+            models.CheckConstraint(
+                condition=Q(per_search__isnull=True) | Q(per_search__gte=0), name="model_price_search_not_negative"
+            ),
         ]
 
     def __str__(self) -> str:

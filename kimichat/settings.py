@@ -265,6 +265,13 @@ KIMICHAT_COALESCE_MS = env_int("COALESCE_MS", 20, minimum=0, maximum=30)
 # Under load (the event loop lagging) pieces wait for company up to this long: fewer, larger frames (relay.py).
 KIMICHAT_COALESCE_MAX_MS = env_int("COALESCE_MAX_MS", 150, minimum=0, maximum=1000)
 KIMICHAT_GENERATION_TIME_LIMIT = env_float("GENERATION_TIME_LIMIT", 900.0, minimum=1)
+# The tool loop of one answer (docs/tools.md): at most this many upstream calls, and no new round after this long.
+KIMICHAT_TOOL_MAX_ROUNDS = env_int("TOOL_MAX_ROUNDS", 4, minimum=1, maximum=20)
+KIMICHAT_TOOL_MAX_SECONDS = env_float("TOOL_MAX_SECONDS", 300.0, minimum=1)
+# A web search's fee: Moonshot's $0.005 per call [notes §8] in credits worth CREDIT_VALUE_USD each (kimi-k2.ai's
+# Starter package is $0.0099 a credit, seed 003); a ModelPrice row's per_search overrides it per model.
+KIMICHAT_CREDIT_VALUE_USD = Decimal(str(env_float("CREDIT_VALUE_USD", 0.01, minimum=0.000001)))
+KIMICHAT_WEB_SEARCH_FEE_USD = Decimal(str(env_float("WEB_SEARCH_FEE_USD", 0.005, minimum=0)))
 
 # Credits and limits (the credits issue); docs/credits.md describes each.
 KIMICHAT_SIGNUP_CREDITS = env_int("SIGNUP_CREDITS", 100, minimum=0)

@@ -365,7 +365,7 @@ PRICE = {
 
 def test_model_price_admin_rejects_negative_prices_with_a_clear_message(admin_client):
     add_url = reverse("admin:conversations_modelprice_add")
-    for field in ["per_request", "per_million_prompt", "per_million_completion", "per_million_cached"]:
+    for field in ["per_request", "per_million_prompt", "per_million_completion", "per_million_cached", "per_search"]:
         response = admin_client.post(add_url, {**PRICE, field: "-1"})
         assert response.status_code == 200
         assert response.context["adminform"].form.errors[field] == ["A price cannot be negative."]
@@ -375,6 +375,7 @@ def test_model_price_admin_rejects_negative_prices_with_a_clear_message(admin_cl
     assert admin_client.post(add_url, PRICE).status_code == 302
     price = ModelPrice.objects.get(model="kimi-k3")
     assert price.per_million_completion == Decimal(8)
+    assert price.per_search is None  # left empty: the default search fee applies (docs/tools.md)
     change_url = reverse("admin:conversations_modelprice_change", args=[price.pk])
     response = admin_client.post(change_url, {**PRICE, "per_million_completion": "-0.000001"})
     assert response.status_code == 200

@@ -632,3 +632,39 @@ def test_screenshots_desktop_and_phone(live_daphne, browser_user, open_page, sch
     screenshot(login, f"login-phone-{scheme}")
     no_js_errors(desktop)
     no_js_errors(phone)
+
+
+def test_web_search_shows_what_it_searches_and_the_sources_under_the_answer(live_daphne, browser_user, open_page):
+    conversation = make_conversation(browser_user, "News", ("user", "hi"))
+    Conversation.objects.filter(pk=conversation.pk).update(model="kimi-k3", web_search=True)
+    page = open_page(f"/c/{conversation.pk}/")
+    page.wait_for_selector(".msg-user")
+    page.click("#open-settings")
+    page.wait_for_selector("#settings-dialog[open]")
+    assert page.is_visible("#row-web_search") and page.is_checked("#row-web_search input")
+    page.click("#settings-cancel")
+    send(page, "What is new? [[search:kimi k3]] [[fault:search_timeout:1.5]]")
+    status = page.wait_for_selector(".msg-assistant >> nth=-1 >> .search-status", timeout=15000)
+    assert status.text_content() == "Searching: kimi k3"
+    assert wait_status(page) == "complete"
+    assert page.query_selector(".msg-assistant >> nth=-1 >> .search-status") is None
+    links = page.eval_on_selector_all(
+        ".msg-assistant:last-child .search-sources a", "els => els.map(a => [a.textContent, a.href, a.rel])"
+    )
+    assert [href for _text, href, _rel in links] == [
+        "https://news.example.org/kimi-k3",
+        "https://wiki.example.org/kimi-k3",
+        "https://blog.example.net/kimi-k3",
+    ]
+    assert all(rel == "noopener noreferrer" for *_x, rel in links)
+    # After a reload the stored answer shows its sources again.
+    page.reload()
+    page.wait_for_selector(".msg-assistant .search-sources a")
+    no_js_errors(page)
+    # A model without web search does not offer the switch.
+    Conversation.objects.filter(pk=conversation.pk).update(model="moonshot-v1-8k-vision-preview", web_search=False)
+    page.reload()
+    page.wait_for_selector(".msg-user")
+    page.click("#open-settings")
+    page.wait_for_selector("#settings-dialog[open]")
+    assert page.is_hidden("#row-web_search")

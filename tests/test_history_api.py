@@ -60,6 +60,7 @@ def test_patch_renames_pins_archives_and_changes_settings(owner_client, owner):
         "json_mode": True,
         "thinking": None,
         "reasoning_effort": None,
+        "web_search": False,
     }
     conversation.refresh_from_db()
     assert (conversation.title, conversation.top_p, conversation.max_tokens) == ("Kyoto in April", 0.9, 2048)

@@ -69,3 +69,19 @@ async def test_the_reaper_leaves_live_and_fresh_answers_alone(connect, owner):
     await tab.send(type="stop", conversation_id=first["conversation_id"])
     done, _ = await tab.answer()
     assert done["status"] == "stopped"
+
+
+@pytest.mark.django_db
+def test_a_reaped_answer_keeps_the_fee_of_searches_it_made_and_fails_the_unanswered_one(owner):
+    from decimal import Decimal
+
+    from conversations.services.billing.search_fees import default_search_fee
+
+    searches = [{"query": "one", "status": "done", "tokens": 10, "sources": []}]
+    searches.append({"query": "two", "status": "searching", "tokens": 10, "sources": []})
+    answer = orphan(owner, content="", searches=searches)
+    call_command("reapgenerations")
+    answer.refresh_from_db()
+    assert [s["status"] for s in answer.searches] == ["done", "failed"]
+    assert answer.cost == Decimal("1") + 2 * default_search_fee()  # not released: two searches were made upstream
+    assert credits.verify_ledger(owner) == []

@@ -147,3 +147,33 @@ async def test_sigterm_lets_short_answers_finish_and_stores_the_rest_as_interrup
     )
     assert long.content
     assert "shutting down" in c.log()
+
+
+async def test_a_web_search_answer_on_worker_a_is_followed_from_worker_b_in_the_middle_of_its_search(workers, owner):
+    a, b = workers("a"), workers("b")
+    on_a, on_b = await open_socket(a, owner), await open_socket(b, owner)
+    await on_a.send(
+        type="send",
+        conversation_id=None,
+        content="news [[search:kimi k3]] [[fault:search_timeout:2]]",
+        client_msg_id=str(uuid.uuid4()),
+        model="kimi-k3",
+        conversation={"settings": {"web_search": True}},
+    )
+    searching, _ = await on_a.until(lambda f: f["type"] == "tool")
+    assert (searching["query"], searching["status"]) == ("kimi k3", "searching")
+    conversation_id, message_id = searching["conversation_id"], searching["message_id"]
+
+    await on_b.send(type="subscribe", conversation_id=conversation_id)
+    snapshot, _ = await on_b.until(lambda f: f["type"] == "message" and f["message"]["id"] == message_id)
+    snapshot = snapshot["message"]
+    assert snapshot["status"] == "streaming" and [s["status"] for s in snapshot["searches"]] == ["searching"]
+    done, frames = await on_b.until(lambda f: f["type"] == "done", timeout=30)
+    assert [(f["query"], f["status"]) for f in frames if f["type"] == "tool"] == [("kimi k3", "done")]
+    seqs = [f["seq"] for f in frames if f["type"] == "delta"]
+    assert seqs == list(range(snapshot["seq"] + 1, done["message"]["seq"] + 1))  # one stream, no gap
+    assert done["status"] == "complete" and done["message"]["searches"][0]["sources"]
+    assert (
+        snapshot["reasoning"] + "".join(f["reasoning"] for f in frames if f["type"] == "delta")
+        == (await message(message_id)).reasoning
+    )

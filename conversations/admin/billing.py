@@ -69,7 +69,7 @@ class CreditTransactionAdmin(admin.ModelAdmin):
         return tx.account.user
 
 
-PRICE_FIELDS = ("per_request", "per_million_prompt", "per_million_completion", "per_million_cached")
+PRICE_FIELDS = ("per_request", "per_million_prompt", "per_million_completion", "per_million_cached", "per_search")
 
 
 def _not_negative(value):

@@ -44,10 +44,17 @@ async def models(request):
                     "id": model,
                     "name": display_name(model),
                     "family": family_name(model),
-                    "capabilities": model_capabilities(model, info.get(model), client.provider),
+                    "capabilities": _capabilities(client, model, info.get(model)),
                     "price": prices[model],
                 }
                 for model in ids
             ],
         }
     )
+
+
+def _capabilities(client, model: str, info: dict | None) -> dict:
+    capabilities = model_capabilities(model, info, client.provider)
+    # The built-in search has no Anthropic-format shape [notes §8, §17 ?] (docs/tools.md).
+    capabilities["web_search"] = capabilities["web_search"] and client.api_format == "openai"
+    return capabilities

@@ -370,6 +370,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def chat_error(self, event):
         await self.send_json({**event, "type": "error"})
 
+    async def chat_tool(self, event):
+        await self.send_json({**event, "type": "tool"})
+
     @classmethod
     async def encode_json(cls, content):
         return orjson.dumps(content).decode()

@@ -35,7 +35,7 @@ from conversations.kimi.errors import (
     KimiError,
     Timeout,
 )
-from conversations.kimi.events import ContentDelta, Event, Finish, ReasoningDelta, ResponseMeta, Usage
+from conversations.kimi.events import ContentDelta, Event, Finish, ReasoningDelta, ResponseMeta, ToolCalls, Usage
 from conversations.kimi.params import ChatRequest, resolve_params
 from conversations.kimi.providers import Provider, provider_for_url, provider_named
 from conversations.kimi.sse import SSEDecoder
@@ -268,6 +268,11 @@ class KimiClient:
             events.append(ReasoningDelta(reasoning))
         if text:
             events.append(ContentDelta(text))
+        if finish == "tool_calls":
+            calls = self._format.completion_tool_calls(payload)
+            if not calls:
+                raise BadResponse(detail="finish_reason tool_calls without any tool call", request_id=meta.request_id)
+            events.append(ToolCalls(calls))
         if finish:
             events.append(Finish(finish))
         if usage is not None:

@@ -49,4 +49,36 @@ class Usage:
     cached_tokens: int = 0
 
 
-Event = ResponseMeta | ContentDelta | ReasoningDelta | Finish | Usage
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A fragment of a tool call as it streams: the first of an ``index`` carries id, type and name, later ones only
+    a slice of the arguments (a JSON string cut anywhere)."""
+
+    index: int
+    id: str = ""
+    type: str = ""
+    name: str = ""
+    arguments: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    id: str
+    type: str  # "function", or "builtin_function" for $web_search
+    name: str
+    arguments: str  # a JSON string, exactly as the provider sent it (echoed back unchanged for $web_search)
+
+    def as_dict(self) -> dict:
+        """The call as an assistant message's ``tool_calls`` entry."""
+        return {"id": self.id, "type": self.type, "function": {"name": self.name, "arguments": self.arguments}}
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCalls:
+    """The complete calls of an answer that ended with ``finish_reason: tool_calls``; yielded just before its
+    ``Finish``."""
+
+    calls: tuple[ToolCall, ...]
+
+
+Event = ResponseMeta | ContentDelta | ReasoningDelta | ToolCallDelta | ToolCalls | Finish | Usage

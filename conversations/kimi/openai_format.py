@@ -6,9 +6,19 @@ import orjson
 
 from conversations.kimi.error_mapping import error_from_response
 from conversations.kimi.errors import BadResponse
-from conversations.kimi.events import ContentDelta, Event, Finish, ReasoningDelta, Usage
+from conversations.kimi.events import (
+    ContentDelta,
+    Event,
+    Finish,
+    ReasoningDelta,
+    ToolCall,
+    ToolCallDelta,
+    ToolCalls,
+    Usage,
+)
 from conversations.kimi.params import ChatRequest, ResolvedParams
 from conversations.kimi.sse import SSEEvent
+from conversations.kimi.tools import ToolCallCollector
 
 PATH = "/chat/completions"
 
@@ -44,6 +54,10 @@ def build_body(request: ChatRequest, params: ResolvedParams, *, stream: bool) ->
         body["reasoning_effort"] = params.reasoning_effort
     if params.prompt_cache_key:
         body["prompt_cache_key"] = params.prompt_cache_key
+    if params.tools:
+        body["tools"] = params.tools
+        if params.tool_choice is not None:
+            body["tool_choice"] = params.tool_choice
     body.update(request.extra)
     return body
 
@@ -60,6 +74,8 @@ def _message(message: dict, preserve_reasoning: bool = False) -> dict:
             out["reasoning_content"] = reasoning if isinstance(reasoning, str) else ""
         elif reasoning:
             out["reasoning_content"] = reasoning
+        if out.get("tool_calls") and not out.get("content"):
+            out.pop("content", None)  # no empty text part beside tool calls [seen: kimi-cli]
     return out
 
 
@@ -90,6 +106,7 @@ class StreamParser:
         self.finish_reason: str | None = None
         self._top_usage: Usage | None = None
         self._choice_usage: dict[int, Usage] = {}
+        self.tool_calls = ToolCallCollector()
 
     def feed(self, sse: SSEEvent) -> list[Event]:
         data = sse.data.strip()
@@ -128,10 +145,36 @@ class StreamParser:
                 if isinstance(content, str) and content:
                     self.text.append(content)
                     events.append(ContentDelta(content))
+                events += self._tool_call_deltas(delta.get("tool_calls"))
             reason = choice.get("finish_reason")
             if reason and self.finish_reason is None:
                 self.finish_reason = str(reason)
+                if self.finish_reason == "tool_calls":
+                    if not self.tool_calls:
+                        raise BadResponse(detail="finish_reason tool_calls without any tool call")
+                    events.append(ToolCalls(self.tool_calls.calls()))
                 events.append(Finish(self.finish_reason))
+        return events
+
+    def _tool_call_deltas(self, value: object) -> list[Event]:
+        # Keyed by index: the first fragment of a call has id, type and name, later ones only an arguments slice
+        # [doc: spec; seen: kimi-cli]; calls may interleave.
+        events: list[Event] = []
+        for item in value if isinstance(value, list) else ():
+            if not isinstance(item, dict):
+                continue
+            index = item.get("index")
+            if isinstance(index, bool) or not isinstance(index, int):
+                raise BadResponse(detail="tool call fragment without an index")
+            function = item.get("function") if isinstance(item.get("function"), dict) else {}
+            fields = {
+                "id": item.get("id") if isinstance(item.get("id"), str) else "",
+                "type": item.get("type") if isinstance(item.get("type"), str) else "",
+                "name": function.get("name") if isinstance(function.get("name"), str) else "",
+                "arguments": function.get("arguments") if isinstance(function.get("arguments"), str) else "",
+            }
+            self.tool_calls.add(index, **fields)
+            events.append(ToolCallDelta(index, **fields))
         return events
 
     def usage(self) -> Usage | None:
@@ -164,3 +207,21 @@ def parse_completion(payload: object) -> tuple[str, str, str, Usage | None]:
         str(choice.get("finish_reason") or ""),
         usage,
     )
+
+
+def completion_tool_calls(payload: dict) -> tuple[ToolCall, ...]:
+    """The ``message.tool_calls`` of a non-streaming answer (a gateway that ignored ``stream``)."""
+    choice = payload["choices"][0]
+    message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+    calls = message.get("tool_calls") if isinstance(message.get("tool_calls"), list) else []
+    collector = ToolCallCollector()
+    for index, call in enumerate(c for c in calls if isinstance(c, dict)):
+        function = call.get("function") if isinstance(call.get("function"), dict) else {}
+        collector.add(
+            index,
+            id=str(call.get("id") or ""),
+            type=str(call.get("type") or ""),
+            name=str(function.get("name") or ""),
+            arguments=function.get("arguments") if isinstance(function.get("arguments"), str) else "",
+        )
+    return collector.calls()

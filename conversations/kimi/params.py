@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 from conversations.kimi.errors import ContextTooLong, InvalidParameter
 from conversations.kimi.providers import Provider, provider_named
+from conversations.kimi.tools import check_tool_choice, check_tools
 
 NEAR_ZERO_TEMPERATURE = 0.01  # Moonshot: "temperature 0 or close to 0 (e.g. 0.001)" allows only n = 1
 MAX_N = 128
@@ -48,6 +49,8 @@ class ChatRequest:
     prompt_cache_key: str | None = None  # a stable per-conversation id; sent where the provider documents it
     continue_from: str | None = None  # partial mode: the answer so far; the reply is only what follows it
     keep_reasoning: bool = False  # kimi-k2.6: thinking.keep = "all" (earlier reasoning is read again)
+    tools: list[dict] | None = None  # function tools and/or the built-in $web_search (kimi/tools.py)
+    tool_choice: str | dict | None = None  # "auto" | "none" | "required" | a named function; None: not sent
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,8 @@ class ResolvedParams:
     thinking_keep: bool = False
     preserve_reasoning: bool = False  # add reasoning_content ("" when none) to every assistant turn
     continue_from: str | None = None
+    tools: list[dict] | None = None
+    tool_choice: str | dict | None = None
 
 
 _K2_CONTEXT = 262_144
@@ -256,8 +261,18 @@ def model_capabilities(model: str, info: dict | None = None, provider: Provider 
         "context_window": window,
         "image_in": image if isinstance(image, bool) else rules.image_in,
         "video_in": video if isinstance(video, bool) else rules.video_in,
+        "web_search": supports_web_search(model, provider),
         "source": "models_endpoint" if info else "name",
     }
+
+
+def supports_web_search(model: str, provider: Provider | str | None = None) -> bool:
+    """The built-in $web_search is Moonshot's [doc: websearch]; gateways do not document it (S000-S003), and no
+    source says the vision previews take tools [?]."""
+    name = model.strip().lower()
+    if provider_named(provider).is_gateway or "vision" in name:
+        return False
+    return rules_for(model, provider).family != "openai-compatible"
 
 
 def _positive_int(value: object) -> int | None:
@@ -309,6 +324,8 @@ def resolve_params(request: ChatRequest, provider: Provider | str | None = None)
             raise InvalidParameter("Continuing an answer is not available in JSON mode.")  # [doc: partial]
         if not prov.documents_partial:
             raise InvalidParameter("Continuing an answer is not available with this Kimi provider.")
+    tools = check_tools(request.tools) if request.tools is not None else None
+    tool_choice = check_tool_choice(request.tool_choice, tools, family=rules.family, thinks=thinks)
     thinking: bool | None = None
     if rules.thinking == "toggle":
         # Gateways that do not document the field pass it on at best: send it only when it changes something.
@@ -327,6 +344,8 @@ def resolve_params(request: ChatRequest, provider: Provider | str | None = None)
         thinking_keep=keep,
         preserve_reasoning=thinks and (rules.preserved_thinking or keep),
         continue_from=continue_from,
+        tools=tools,
+        tool_choice=tool_choice,
     )
 
 

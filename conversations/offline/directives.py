@@ -3,7 +3,10 @@
 Given by the ``X-Offline-Fault`` header (comma-separated fault names) and/or markers in the LAST user message, so
 the browser and websocket layers can trigger them without custom headers:
 
-    [[fault:NAME]]  [[fault:NAME:ARG]]  [[tokens:N]]  [[rate:N]]  [[echo]]
+    [[fault:NAME]]  [[fault:NAME:ARG]]  [[tokens:N]]  [[rate:N]]  [[echo]]  [[search:QUERY]]
+
+``[[search:QUERY]]`` (once per search, in order) makes a request that declares ``$web_search`` answer with that
+search's tool call first (``tools.py``).
 
 Fault names are listed in ``FAULTS`` and documented in docs/kimi-client.md.
 """
@@ -13,7 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-_MARKER = re.compile(r"\[\[(fault|tokens|rate|echo)(?::([^\]]*))?\]\]")
+_MARKER = re.compile(r"\[\[(fault|tokens|rate|echo|search)(?::([^\]]*))?\]\]")
 
 FAULTS = {
     # error statuses and bodies
@@ -42,6 +45,9 @@ FAULTS = {
     "split_utf8",
     "empty_choices",
     "json_for_stream",  # a gateway that ignores stream=true and answers one JSON body
+    # web search (tools.py)
+    "search_error",  # the request carrying search results fails: 500 server_error
+    "search_timeout",  # search_timeout:SECONDS: the request carrying search results waits that long first
 }
 
 
@@ -51,6 +57,7 @@ class Directives:
     tokens: int | None = None
     rate: float | None = None
     echo: bool = False
+    searches: list[str] = field(default_factory=list)  # [[search:QUERY]], in order
 
     def has(self, name: str) -> bool:
         return name in self.faults
@@ -84,6 +91,8 @@ def parse(header: str | None, last_user_text: str) -> Directives:
                 pass
         elif kind == "echo":
             directives.echo = True
+        elif kind == "search" and arg.strip():
+            directives.searches.append(arg.strip())
     return directives
 
 

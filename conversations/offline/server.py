@@ -22,7 +22,7 @@ from collections.abc import Callable
 import orjson
 
 from conversations.kimi.tokens import estimate_messages_locally
-from conversations.offline import directives, faults, replies, wire
+from conversations.offline import directives, faults, replies, tools, wire
 from conversations.offline.catalogue import spec_for
 from conversations.offline.planning import PromptCache, answers_text, plan
 from conversations.offline.profiles import PROFILES, Profile, profile_named
@@ -77,6 +77,7 @@ class OfflineKimiServer:
         self._server: asyncio.base_events.Server | None = None
         self._handlers: set[asyncio.Task] = set()
         self._retries = faults.RetryCounter()
+        self.tool_memory = tools.ToolMemory()
         self._served = 0
         self._credits = 1000
         self._lock = threading.Lock()
@@ -250,6 +251,18 @@ class OfflineKimiServer:
         found = directives.parse(record.headers.get("x-offline-fault"), last_text)
 
         rejection = validate(body, self.profile, anthropic)
+        turn = None
+        if rejection is None and not anthropic:
+            rejection = tools.check_tools(body)
+            if rejection is None:
+                turn = tools.turn(body, messages, found, self.tool_memory)
+                if isinstance(turn, wire.ErrorReply):
+                    rejection, turn = turn, None
+        if rejection is None and turn is not None and turn.answered:
+            if found.has("search_error"):
+                rejection = wire.openai_error(500, "server_error", "web search failed, please try again later")  # [?]
+            elif found.has("search_timeout"):
+                await asyncio.sleep(found.number("search_timeout", 1.0))
         if rejection is None:
             rejection = faults.error_reply(found, anthropic=anthropic)
         if rejection is None:
@@ -278,6 +291,11 @@ class OfflineKimiServer:
         chat.headers = self._headers(chat.request_id)
         with self._lock:
             self._served += 1
+        if turn is not None and turn.query is not None:
+            await tools.stream_call(chat, response, turn.query, self.tool_memory, turn.tokens)
+            return
+        if turn is not None and turn.answered:
+            tools.cite(chat.plan, turn.answered)
         if not chat.stream:
             await replies.complete(chat, response)
         elif anthropic:

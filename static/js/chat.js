@@ -4,6 +4,7 @@ import { Composer } from "./composer.js";
 import { Frames } from "./frames.js";
 import { MessageList } from "./messages.js";
 import { ModelPicker } from "./modelpicker.js";
+import { Searches } from "./searches.js";
 import { Settings } from "./settings.js";
 import { ShareDialog, Sidebar, setupImportExport } from "./sidebar.js";
 import { ChatSocket } from "./socket.js";
@@ -13,7 +14,10 @@ import { Versions } from "./versions.js";
 
 // Each concern adds its methods to this one object rather than holding state apart: they call one another freely,
 // and sidebar.js, the browser tests and the console all reach the page through it (window.kimichat).
-const Base = [MessageList, Versions, Frames, Composer, Settings, ModelPicker].reduce((base, mixin) => mixin(base), class {});
+const Base = [MessageList, Versions, Frames, Composer, Settings, ModelPicker, Searches].reduce(
+  (base, mixin) => mixin(base),
+  class {},
+);
 
 class ChatApp extends Base {
   constructor(root) {

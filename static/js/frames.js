@@ -22,6 +22,8 @@ export const Frames = (Base) => class extends Base {
         return this.onDone(frame);
       case "error":
         return this.onError(frame);
+      case "tool":
+        return this.onToolFrame(frame);
       default:
         return undefined;
     }

@@ -138,6 +138,7 @@ export const MessageList = (Base) => class extends Base {
       if (onlyThought) content.replaceChildren(el("p.cut-off-note", { text: gettext("Thought, but ran out of room before answering") }));
       else if (!m.content) content.replaceChildren();
     }
+    this.renderSearches(m, node);
   }
 
   renderFoot(m, node) {

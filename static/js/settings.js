@@ -20,6 +20,8 @@ export const Settings = (Base) => class extends Base {
 
     $("row-json_mode").hidden = caps.json_mode === false;
     form.elements.json_mode.checked = Boolean(settings.json_mode);
+    $("row-web_search").hidden = !caps.web_search;
+    form.elements.web_search.checked = Boolean(settings.web_search);
 
     const thinking = caps.thinking || "none";
     $("row-thinking").hidden = thinking !== "toggle";
@@ -79,6 +81,7 @@ export const Settings = (Base) => class extends Base {
       top_p: number("top_p"),
       max_tokens: number("max_tokens"),
       json_mode: form.elements.json_mode.checked,
+      web_search: Boolean(caps.web_search) && form.elements.web_search.checked,
       thinking: caps.thinking === "toggle"
         ? { on: true, off: false }[form.elements.thinking.value] ?? null
         : ((this.conv || this.draft || {}).settings || {}).thinking ?? null,

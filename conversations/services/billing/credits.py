@@ -188,10 +188,17 @@ def estimate_cost(model: str, prompt_tokens: int, max_completion_tokens: int) ->
 
 
 def reserve(
-    user, *, model: str, prompt_tokens: int, max_completion_tokens: int, message: Message | None = None
+    user,
+    *,
+    model: str,
+    prompt_tokens: int,
+    max_completion_tokens: int,
+    message: Message | None = None,
+    fees: Decimal = ZERO,
 ) -> Reservation:
-    """Charge the estimated cost now. Raises InsufficientCredits (writing nothing) if the balance is short."""
-    cost = estimate_cost(model, prompt_tokens, max_completion_tokens)
+    """Charge the estimated cost now (plus ``fees``: web searches, services/billing/search_fees.py). Raises
+    InsufficientCredits (writing nothing) if the balance is short."""
+    cost = estimate_cost(model, prompt_tokens, max_completion_tokens) + fees
     message_id = message.pk if message is not None else None
     with transaction.atomic():
         account = _locked_account(user.pk)
@@ -228,7 +235,13 @@ def _usage_note(model: str, usage: Usage, estimated: bool) -> str:
 
 
 def settle(
-    reservation: Reservation, *, message: Message, usage: Usage | None, estimated: bool, adds_to_message: bool = False
+    reservation: Reservation,
+    *,
+    message: Message,
+    usage: Usage | None,
+    estimated: bool,
+    adds_to_message: bool = False,
+    fees: Decimal = ZERO,
 ) -> SettleResult:
     """Charge what the answer really cost: refund the unused part of the reservation, or charge the excess.
 
@@ -240,10 +253,10 @@ def settle(
     """
     if usage is None:
         usage, estimated = Usage(prompt_tokens=reservation.prompt_tokens), True
-    cost = pricing.usage_cost(reservation.model, usage)
+    cost = pricing.usage_cost(reservation.model, usage) + fees  # fees: the answer's web searches
     with transaction.atomic():
         account = _locked_account(reservation.user_id)
-        note = _usage_note(reservation.model, usage, estimated)
+        note = _usage_note(reservation.model, usage, estimated) + (f" + {fees} for web search" if fees else "")
         _close_reservation(account, reservation, note, message_id=message.pk, estimated=estimated)
         ref = f"#{reservation.transaction_id}" if reservation.transaction_id else "(free)"
         charged = cost

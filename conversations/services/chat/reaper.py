@@ -11,6 +11,7 @@ from django.utils import timezone
 from conversations.kimi.events import Usage
 from conversations.models import Message
 from conversations.services.billing import credits
+from conversations.services.billing.search_fees import search_fee
 from conversations.services.chat.storing import usage_estimate
 
 
@@ -31,11 +32,16 @@ def reap_message(message_id: int) -> tuple[Message | None, Decimal | None]:
         message.error_code = "worker_lost"
         message.error_message = "The server stopped while this answer was being written; it was cut off."
         message.completed_at = timezone.now()
-        message.save(update_fields=["status", "error_code", "error_message", "completed_at"])
+        # Searches stored while the answer ran were made upstream: they keep their fee; unanswered ones failed.
+        searches = [{**s, "status": "failed" if s.get("status") == "searching" else s.get("status")}
+                    for s in message.searches or []]  # fmt: skip
+        message.searches = searches
+        message.save(update_fields=["status", "error_code", "error_message", "completed_at", "searches"])
         balance = None
         reservation = credits.open_reservation_for(message)
+        fees = search_fee(message.model) * len(searches) if searches else Decimal(0)
         if reservation is not None:
-            if message.content or message.reasoning:
+            if message.content or message.reasoning or fees:
                 usage = usage_estimate(reservation.prompt_tokens, message.content, message.reasoning)
                 # A continued answer already carries its earlier part's usage: this part is what came after it.
                 continued = message.completion_tokens > 0
@@ -43,7 +49,7 @@ def reap_message(message_id: int) -> tuple[Message | None, Decimal | None]:
                     new = max(0, usage.completion_tokens - message.completion_tokens)
                     usage = Usage(usage.prompt_tokens, new, usage.prompt_tokens + new)
                 balance = credits.settle(
-                    reservation, message=message, usage=usage, estimated=True, adds_to_message=continued
+                    reservation, message=message, usage=usage, estimated=True, adds_to_message=continued, fees=fees
                 ).balance
             else:
                 balance = credits.release(reservation, message=message, note="worker_lost")

@@ -34,15 +34,16 @@ from django.conf import settings
 from conversations.kimi import errors as kimi_errors
 from conversations.kimi.client import close_client
 from conversations.kimi.configured import get_client
-from conversations.kimi.events import ContentDelta, Finish, ReasoningDelta, ResponseMeta, Usage
+from conversations.kimi.events import ContentDelta, Finish, ReasoningDelta, ResponseMeta, ToolCalls, Usage
 from conversations.kimi.params import ChatRequest
 from conversations.models import Message
 from conversations.serializers import conversation_to_dict, message_to_dict
-from conversations.services.billing import credits
+from conversations.services.billing import credits, search_fees
+from conversations.services.chat import tools
 from conversations.services.chat.reaper import in_progress_ids, reap_message
 from conversations.services.chat.relay import Relay, Relayer, control_group, conversation_group, user_group
 from conversations.services.chat.sending import Accepted, Continued
-from conversations.services.chat.storing import checkpoint, finish_message, usage_estimate
+from conversations.services.chat.storing import checkpoint, finish_message, save_searches, usage_estimate
 from conversations.services.chat.stream_state import EMPTY, Snapshot, get_stream_state, heartbeat_ttl
 
 logger = logging.getLogger(__name__)
@@ -64,6 +65,8 @@ class Generation:
     stop_requested: bool = False
     shutting_down: bool = False
     started: float = field(default_factory=time.monotonic)
+    tools: tools.ToolLoop | None = None  # its rounds and searches (services/chat/tools.py)
+    reasoning_gap: str = ""  # put before the first new reasoning piece (a continuation of an answer that thought)
 
 
 @dataclass
@@ -312,45 +315,37 @@ class GenerationRegistry:
 
     # The answer itself.
     async def _run(self, generation: Generation) -> None:
-        relay, relayer = generation.relay, self.relayer
+        relay = generation.relay
         outcome = _Outcome()
-        # A piece carries at least one token, so more pieces than the max_tokens we sent means the upstream ignored
-        # it: end the answer as the provider should have, with "length". Without max_tokens none is sent and the
-        # provider's own default applies (long thinking answers legitimately pass any local guess).
-        limit = generation.request.max_tokens
-        pieces = 0
+        loop = generation.tools = tools.ToolLoop(generation.request, generation.prompt_tokens)
         # A continuation's new reasoning starts a paragraph of its own after the reasoning already shown.
-        separator = "\n\n" if generation.continued is not None and generation.continued.had_reasoning else ""
+        if generation.continued is not None and generation.continued.had_reasoning:
+            generation.reasoning_gap = "\n\n"
         try:
-            async with (
-                asyncio.timeout(settings.KIMICHAT_GENERATION_TIME_LIMIT),
-                contextlib.aclosing(get_client().stream_chat(generation.request)) as events,
-            ):
-                async for event in events:
-                    if isinstance(event, ContentDelta | ReasoningDelta) and event.text:
-                        if limit is not None and pieces >= limit:
-                            outcome.finish_reason = "length"
-                            outcome.usage = Usage(
-                                prompt_tokens=generation.prompt_tokens,
-                                completion_tokens=pieces,
-                                total_tokens=generation.prompt_tokens + pieces,
-                            )
-                            outcome.usage_estimated = True
+            async with asyncio.timeout(settings.KIMICHAT_GENERATION_TIME_LIMIT):
+                # One round per upstream call; a round that ends with tool calls is followed by another (tools.py).
+                while True:
+                    loop.begin_round(relay.text(), relay.thought())
+                    if loop.rounds == 1:
+                        calls = await self._stream_round(generation, loop.request, outcome)
+                    else:
+                        try:  # a later round (the provider searching) is bounded by TOOL_MAX_SECONDS too
+                            async with asyncio.timeout_at(loop.deadline()):
+                                calls = await self._stream_round(generation, loop.request, outcome)
+                        except TimeoutError:
+                            bound = loop.time_bound()
+                            outcome.fail(Message.Status.INTERRUPTED, bound.code, bound.message)
                             break
-                        pieces += 1
-                    if isinstance(event, ContentDelta):
-                        await relayer.add(relay, event.text, "")
-                    elif isinstance(event, ReasoningDelta):
-                        if separator and event.text:
-                            await relayer.add(relay, "", separator)
-                            separator = ""
-                        await relayer.add(relay, "", event.text)
-                    elif isinstance(event, Finish):
-                        outcome.finish_reason = event.reason
-                    elif isinstance(event, Usage):
-                        outcome.usage = event
-                    elif isinstance(event, ResponseMeta):
-                        outcome.request_id = event.request_id
+                    loop.cite(relay.text())
+                    if not calls or outcome.finish_reason == "length":
+                        break
+                    try:
+                        started = loop.follow_up(calls, relay.text(), relay.thought())
+                    except tools.ToolBoundHit as exc:
+                        outcome.fail(Message.Status.INTERRUPTED, exc.code, exc.message)
+                        break
+                    outcome.finish_reason = ""
+                    await self._tool_frames(generation, started, "searching")
         except asyncio.CancelledError:
             if generation.stop_requested:
                 outcome.status = Message.Status.STOPPED
@@ -369,7 +364,7 @@ class GenerationRegistry:
         except kimi_errors.KimiError as exc:
             status = Message.Status.INTERRUPTED if isinstance(exc, kimi_errors.Interrupted) else Message.Status.ERROR
             outcome.fail(status, exc.code, exc.message)
-            outcome.usage = outcome.usage or getattr(exc, "usage", None)
+            outcome.usage = tools.add_usage(outcome.usage, getattr(exc, "usage", None))
             outcome.request_id = outcome.request_id or exc.request_id
             logger.warning(
                 "answer %s failed upstream: %s (request id %s)", generation.message_id, exc.code, exc.request_id or "-"
@@ -379,8 +374,81 @@ class GenerationRegistry:
                 Message.Status.ERROR, "server_error", "Something went wrong on our side while writing this answer."
             )
             logger.exception("answer %s failed", generation.message_id)
+        if outcome.status != Message.Status.COMPLETE:
+            # A search the provider never answered is not shown as done.
+            loop.failed("stopped" if outcome.status == Message.Status.STOPPED else "failed")
         # Shielded: a second cancel (shutdown during a stop) must not leave the answer unstored.
         await asyncio.shield(self._finish(generation, relay, outcome))
+
+    async def _stream_round(self, generation: Generation, request: ChatRequest, outcome: _Outcome) -> tuple:
+        """One upstream call of the answer, its pieces relayed; returns the tool calls it ended with (or ())."""
+        relay, relayer, loop = generation.relay, self.relayer, generation.tools
+        # A piece carries at least one token, so more pieces than the max_tokens we sent means the upstream ignored
+        # it: end the answer as the provider should have, with "length". Without max_tokens none is sent and the
+        # provider's own default applies (long thinking answers legitimately pass any local guess).
+        limit = request.max_tokens
+        pieces = 0
+        calls: tuple = ()
+        try:
+            async with contextlib.aclosing(get_client().stream_chat(request)) as events:
+                async for event in events:
+                    if isinstance(event, ContentDelta | ReasoningDelta) and event.text:
+                        if limit is not None and pieces >= limit:
+                            outcome.finish_reason = "length"
+                            outcome.usage = tools.add_usage(
+                                outcome.usage,
+                                Usage(
+                                    prompt_tokens=generation.prompt_tokens,
+                                    completion_tokens=pieces,
+                                    total_tokens=generation.prompt_tokens + pieces,
+                                ),
+                            )
+                            outcome.usage_estimated = True
+                            break
+                        pieces += 1
+                    if isinstance(event, ContentDelta):
+                        await relayer.add(relay, loop.separator(relay.text()) + event.text, "")
+                    elif isinstance(event, ReasoningDelta):
+                        if generation.reasoning_gap and event.text:
+                            await relayer.add(relay, "", generation.reasoning_gap)
+                            generation.reasoning_gap = ""
+                        await relayer.add(relay, "", event.text)
+                    elif isinstance(event, ToolCalls):
+                        calls = event.calls
+                    elif isinstance(event, Finish):
+                        outcome.finish_reason = event.reason
+                    elif isinstance(event, Usage):
+                        outcome.usage = tools.add_usage(outcome.usage, event)
+                    elif isinstance(event, ResponseMeta):
+                        outcome.request_id = event.request_id
+                        if loop.rounds > 1:  # the provider answered the searches it was sent
+                            await self._tool_frames(generation, loop.searched(), "done")
+        finally:
+            loop.completion_used += pieces
+        return calls
+
+    async def _tool_frames(self, generation: Generation, searches: list, status: str) -> None:
+        """The searches stored on the row, then a ``tool`` frame per search (after the answer's pieces so far): a tab
+        that subscribes in between finds them in its snapshot, and the frame only confirms them."""
+        relay, loop = generation.relay, generation.tools
+        try:
+            await database_sync_to_async(save_searches)(generation.message_id, loop.as_list())
+        except Exception:  # noqa: BLE001 - the frames still go out; the final store writes the searches again
+            logger.warning("could not store the searches of answer %s", generation.message_id, exc_info=True)
+        await self.relayer.flush(relay)
+        for search in searches:
+            await self.relayer.publish(
+                relay,
+                {
+                    "type": "chat.tool",
+                    "message_id": generation.message_id,
+                    "conversation_id": generation.conversation_id,
+                    "seq": relay.seq,
+                    "name": tools.WEB_SEARCH,
+                    "query": search.query,
+                    "status": status,
+                },
+            )
 
     async def _finish(self, generation: Generation, relay: Relay, outcome: _Outcome) -> None:
         message_id = generation.message_id
@@ -391,10 +459,15 @@ class GenerationRegistry:
                 logger.warning("last flush of answer %s failed; storing the answer anyway", message_id, exc_info=True)
             text, thought = relay.text(), relay.thought()
             usage, estimated = outcome.usage, outcome.usage_estimated
-            if usage is None and (text or thought):
+            loop = generation.tools
+            searches = loop.as_list() if loop is not None and loop.searches else None
+            if usage is None and (text or thought or searches):
                 start = generation.start  # a continuation is charged for what it added
                 added, thought_added = text[len(start.content) :], thought[len(start.reasoning) :]
                 usage, estimated = usage_estimate(generation.prompt_tokens, added, thought_added), True
+            fees = Decimal(0)
+            if searches:  # each search is charged its fee, stopped or failed after it or not [notes §8]
+                fees = await database_sync_to_async(search_fees.search_fee)(generation.model) * len(searches)
             message, balance = await self._store_final(
                 generation,
                 status=outcome.status,
@@ -407,6 +480,8 @@ class GenerationRegistry:
                 error_code=outcome.error_code,
                 error_message=outcome.error_message,
                 request_id=outcome.request_id,
+                searches=searches,
+                fees=fees,
             )
         except Exception:
             logger.exception("could not store answer %s; the reaper will mark it interrupted", message_id)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -23,8 +24,9 @@ from conversations.kimi.configured import get_client
 from conversations.kimi.params import ChatRequest, output_budget, recommended_output, resolve_params, rules_for
 from conversations.kimi.tokens import estimate_messages_locally, estimate_tokens_locally
 from conversations.models import Conversation, Message
-from conversations.services.billing import credits
+from conversations.services.billing import credits, search_fees
 from conversations.services.billing.ratelimit import RateLimited, check_rate_limit
+from conversations.services.chat import tools
 from conversations.services.chat.context import (
     ContextTooLong,
     build_messages,
@@ -158,7 +160,10 @@ def _chat_request(
         reasoning_effort=conversation.reasoning_effort if rules_for(model, provider).reasoning_efforts else None,
         prompt_cache_key=f"kimichat-conversation-{conversation.pk}",
         continue_from=(continuing.content or None) if continuing is not None else None,
+        tools=tools.search_tools(conversation.web_search),
     )
+    if conversation.web_search and (refusal := tools.web_search_refusal(model)):
+        raise SendRefused("invalid_parameter", refusal, conversation_id=conversation.pk)
     try:
         params = resolve_params(request, provider)
         request.messages, prompt_tokens = build_messages(
@@ -199,15 +204,18 @@ def _reserve(
     user, conversation: Conversation, assistant: Message, request: ChatRequest, prompt_tokens: int
 ) -> credits.Reservation:
     """Reserve the answer's credits, check the per-user cap, bump the conversation. Inside the caller's atomic."""
+    # A tool-using answer reserves for every round its loop may run, and a search's fee per round (chat/tools.py).
+    reserved_prompt, searches = tools.reservation_size(request, prompt_tokens)
     try:
         # Locks the user's credit account row until commit: concurrent sends of one user queue here, which also
         # makes the concurrency cap below exact.
         reservation = credits.reserve(
             user,
             model=assistant.model,
-            prompt_tokens=prompt_tokens,
+            prompt_tokens=reserved_prompt,
             max_completion_tokens=request.max_tokens,
             message=assistant,
+            fees=search_fees.search_fee(assistant.model) * searches if searches else Decimal(0),
         )
     except credits.InsufficientCredits as exc:
         raise SendRefused(

@@ -41,13 +41,16 @@ def finish_message(
     request_id: str = "",
     reservation: credits.Reservation | None = None,
     continued: Continued | None = None,
+    searches: list[dict] | None = None,
+    fees: Decimal = Decimal(0),
 ) -> tuple[Message, Decimal | None]:
     """Store the answer's final state and settle its credits; returns the message and the balance after.
 
     ``continued``: the answer was a Continue of a stored one. Its usage and cost add to the earlier part's; if it
     failed or was stopped before adding anything, the answer goes back to how it stood (still continuable) and this
-    reservation is released."""
-    nothing_new = continued is not None and seq == continued.seq and status != Message.Status.COMPLETE
+    reservation is released. ``searches``/``fees``: a tool-using answer's web searches and what they cost
+    (chat/tools.py)."""
+    nothing_new = continued is not None and seq == continued.seq and status != Message.Status.COMPLETE and not fees
     if nothing_new:
         status, finish_reason = continued.status, continued.finish_reason
         error_code, error_message = continued.error_code, continued.error_message
@@ -62,8 +65,11 @@ def finish_message(
         message.error_message = error_message
         message.upstream_request_id = request_id[:128]
         message.completed_at = timezone.now()
+        if searches is not None:
+            message.searches = searches
         message.save(
             update_fields=[
+                *(["searches"] if searches is not None else []),
                 "status",
                 "content",
                 "reasoning",
@@ -79,7 +85,7 @@ def finish_message(
         if reservation is not None:
             if nothing_new:  # not passed the message: it keeps the cost of its earlier part
                 balance = credits.release(reservation, note="the continuation added nothing")
-            elif not content and not reasoning and status != Message.Status.COMPLETE:
+            elif not content and not reasoning and not fees and status != Message.Status.COMPLETE:
                 # Nothing was generated (a failed request, or stopped before the first token): it costs nothing.
                 balance = credits.release(reservation, message=message, note=error_code or status)
             else:
@@ -89,9 +95,15 @@ def finish_message(
                     usage=usage,
                     estimated=usage_estimated,
                     adds_to_message=continued is not None,
+                    fees=fees,
                 ).balance
         Conversation.objects.filter(pk=message.conversation_id).update(updated_at=timezone.now())
     return message, balance
+
+
+def save_searches(message_id: int, searches: list[dict]) -> None:
+    """A running answer's searches, stored as each starts and ends: a reload, or another worker, shows them."""
+    Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(searches=searches)
 
 
 def usage_estimate(prompt_tokens: int, content: str, reasoning: str) -> Usage:

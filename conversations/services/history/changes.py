@@ -11,6 +11,7 @@ from conversations.kimi.configured import get_client
 from conversations.kimi.errors import InvalidParameter
 from conversations.kimi.params import REASONING_EFFORTS, ChatRequest, resolve_params
 from conversations.models import Conversation, Message
+from conversations.services.chat.tools import web_search_refusal
 from conversations.services.text import NulCharacter, refuse_nul
 
 TITLE_MAX_CHARS = 200
@@ -19,7 +20,9 @@ SYSTEM_PROMPT_MAX_CHARS = 20_000
 MAX_TOKENS_LIMIT = 1_000_000
 
 TOP_LEVEL_FIELDS = frozenset({"title", "pinned", "archived", "model", "system_prompt", "settings"})
-SETTINGS_FIELDS = frozenset({"temperature", "top_p", "max_tokens", "json_mode", "thinking", "reasoning_effort"})
+SETTINGS_FIELDS = frozenset(
+    {"temperature", "top_p", "max_tokens", "json_mode", "thinking", "reasoning_effort", "web_search"}
+)
 
 
 class InvalidChange(ValueError):
@@ -86,8 +89,9 @@ def _settings_changes(settings) -> dict:
                 "settings.max_tokens", f"'settings.max_tokens' must be from 1 to {MAX_TOKENS_LIMIT:,}, got {value}"
             )
         changes["max_tokens"] = value
-    if "json_mode" in settings:
-        changes["json_mode"] = _bool("settings.json_mode", settings["json_mode"])
+    for name in ("json_mode", "web_search"):
+        if name in settings:
+            changes[name] = _bool(f"settings.{name}", settings[name])
     if "thinking" in settings:
         value = settings["thinking"]
         changes["thinking"] = None if value is None else _bool("settings.thinking", value)
@@ -173,6 +177,10 @@ def update_conversation(conversation: Conversation, body) -> Conversation:
     """Apply a validated PATCH. Only the named fields are written: renaming or pinning never reorders by recency."""
     changes = check_changes(body)
     check_settings_fit(conversation, changes)
+    if changes.get("web_search"):
+        refusal = web_search_refusal(changes.get("model", conversation.model))
+        if refusal:
+            raise InvalidChange("settings.web_search", refusal)
     for name, value in changes.items():
         setattr(conversation, name, value)
     if changes:

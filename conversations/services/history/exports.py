@@ -104,6 +104,15 @@ def _usage_line(message: Message) -> str:
     )
 
 
+def _searches_lines(searches) -> list[str]:
+    """A web-search answer's searches and the sources it cited (docs/tools.md)."""
+    lines = []
+    for search in searches or []:
+        lines += ["", f"*Web search: {search.get('query') or '?'} ({search.get('status', '')})*"]
+        lines += [f"- [{source['title']}]({source['url']})" for source in search.get("sources") or []]
+    return lines
+
+
 def export_markdown(conversation: Conversation) -> str:
     """The current thread as a Markdown document: what the user sees on the chat page, not earlier versions."""
     messages = Message.objects.filter(conversation=conversation).current().order_by("id")
@@ -121,6 +130,7 @@ def export_markdown(conversation: Conversation) -> str:
             # inside be read as Markdown.
             lines += ["<details><summary>Reasoning</summary>", "", _quote(message.reasoning), "", "</details>", ""]
         lines.append(message.content)
+        lines += _searches_lines(message.searches)
         if message.status not in (Message.Status.COMPLETE,):
             lines += ["", f"*Status: {message.get_status_display()}*"]
         if message.error_message:
