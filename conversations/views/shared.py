@@ -23,7 +23,7 @@ def shared_conversation(request, token: str):
     response = render(
         request,
         "conversations/shared.html",
-        {"conversation": conversation, "entries": entries, "highlight_css": markdown.highlight_css()},
+        {"conversation": conversation, "entries": entries},
     )
     # Shared by a link, not published: keep it out of search engines and caches shared between users.
     response["X-Robots-Tag"] = "noindex, nofollow"
