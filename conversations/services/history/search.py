@@ -27,6 +27,7 @@ from datetime import datetime
 from django.db import connections
 from django.db.models import BooleanField, Q
 from django.db.models.expressions import RawSQL
+from django.utils.translation import gettext as _
 
 from conversations.models import Conversation, Message
 
@@ -48,7 +49,7 @@ _TOKEN = re.compile(r'-?"[^"]*"?|\S+')
 
 
 class SearchQueryError(ValueError):
-    pass
+    """A query with nothing to look for or too much of it; the message is a translated sentence for the person."""
 
 
 @dataclass(frozen=True)
@@ -72,9 +73,12 @@ def parse_query(raw: str) -> ParsedQuery:
     """The same grammar as PostgreSQL's ``websearch_to_tsquery``: words, "phrases", ``or``, ``-excluded``."""
     query = (raw or "").strip()
     if not query:
-        raise SearchQueryError("'q' must not be empty")
+        raise SearchQueryError(_("Type a word to search for."))
     if len(query) > MAX_QUERY_CHARS:
-        raise SearchQueryError(f"'q' must be at most {MAX_QUERY_CHARS} characters")
+        raise SearchQueryError(
+            _("A search can be at most %(maximum)d characters long; this one has %(count)d.")
+            % {"maximum": MAX_QUERY_CHARS, "count": len(query)}
+        )
     groups: list[list[str]] = [[]]
     excluded: list[str] = []
     for token in _TOKEN.findall(query):
@@ -91,9 +95,17 @@ def parse_query(raw: str) -> ParsedQuery:
         (excluded if negated else groups[-1]).append(term)
     groups = [group for group in groups if group]
     if not groups:
-        raise SearchQueryError("'q' has no word to look for")
+        raise SearchQueryError(
+            _(
+                "There is no word to look for. Add a word: “or” only joins words, and a word after a minus sign is "
+                "left out of the results."
+            )
+        )
     if sum(len(group) for group in groups) + len(excluded) > MAX_TERMS:
-        raise SearchQueryError(f"'q' may have at most {MAX_TERMS} words")
+        raise SearchQueryError(
+            _("A search can have at most %(maximum)d words; this one has %(count)d.")
+            % {"maximum": MAX_TERMS, "count": sum(len(group) for group in groups) + len(excluded)}
+        )
     return ParsedQuery(raw=query, groups=tuple(tuple(g) for g in groups), excluded=tuple(excluded))
 
 
