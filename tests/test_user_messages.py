@@ -74,9 +74,7 @@ def test_search_refusals_are_sentences(owner_client, query, names):
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_new_chat_settings_refused_on_the_socket_in_the_readers_language(
-    connect, owner, chinese_temperature
-):
+async def test_new_chat_settings_refused_on_the_socket_in_the_readers_language(connect, owner, chinese_temperature):
     key = await sync_to_async(_session_key)(owner)
     tab, connected, _code = await connect.raw(None, cookie=f"sessionid={key}; django_language=zh-hans")
     assert connected and ORIGIN
