@@ -237,3 +237,22 @@ def test_markdown_image_becomes_a_link_labelled_with_its_alt_text(open_page, chr
     assert ">https://example.com/x.png</a>" in bare
     hostile = page.evaluate("(s) => window.KimiMarkdown.renderMarkdown(s)", "![x](javascript:alert(1))")
     assert "javascript:" not in hostile and "<img" not in hostile
+
+
+def test_sidebar_search_lists_a_chat_once_with_a_plain_text_snippet(open_page, browser_user):
+    conversation = Conversation.objects.create(owner=browser_user, model="kimi-k2.6", title="Kyoto trip")
+    Message.objects.create(conversation=conversation, role="user", content="Plan a trip to Kyoto")
+    Message.objects.create(
+        conversation=conversation, role="assistant", status="complete", model="kimi-k2.6", completed_at=timezone.now(),
+        content="## Lodging\n\n**Book** the ryokan in [Kyoto](https://example.com/kyoto) early, with `cash`.",
+    )  # fmt: skip
+    page = open_page("/")
+    page.fill("#search", "kyoto")
+    page.wait_for_selector(".search-hit")
+    # The results are put in place at once (one replaceChildren), so a second hit would be here already.
+    assert page.locator(".search-hit").count() == 1
+    assert page.inner_html(".search-hit .search-title") == "<mark>Kyoto</mark> trip"
+    snippet = page.inner_html(".search-hit .search-snippet")
+    assert snippet == "Lodging Book the ryokan in <mark>Kyoto</mark> early, with cash.", snippet
+    screenshot(page, "pages-sidebar-search")
+    assert page.js_errors == []

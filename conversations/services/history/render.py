@@ -198,6 +198,23 @@ def render_markdown(text: str) -> str:
     return _cleaner.clean(_parser().render(text or ""))
 
 
+def markdown_to_text(text: str) -> str:
+    """What a reader sees of Markdown, as plain text on one line: no syntax, no link targets, code and TeX as
+    written (search snippets show this, not ``**bold**`` or ``[label](https://…)``)."""
+    parts: list[str] = []
+    for token in _parser().parse(text or ""):
+        if token.type in ("fence", "code_block", "math_block"):
+            parts.append(token.content)
+        elif token.type == "inline":
+            for child in token.children or []:
+                if child.type in ("text", "code_inline", "math_inline", "image"):
+                    parts.append(child.content)
+                elif child.type in ("softbreak", "hardbreak"):
+                    parts.append(" ")
+            parts.append(" ")
+    return " ".join("".join(parts).split())
+
+
 @functools.cache
 def highlight_css() -> str:
     """The Pygments colours for code blocks, scoped to rendered Markdown: the content of static/css/pygments.css (a
