@@ -15,7 +15,6 @@ handler404 = errors.page_not_found
 handler500 = errors.server_error
 
 
-
 class FaviconView(RedirectView):
     """``/favicon.ico``, which browsers ask for on pages that name no icon: our SVG (looked up per request, so the
     hashed name of the manifest storage is read once collectstatic has run)."""
