@@ -113,6 +113,8 @@ def test_no_page_breaks_the_content_security_policy(chromium, live_daphne, chat_
     for path, who, wait_for in pages:
         page = visit(chromium, live_daphne, path, who, wait_for=wait_for)
         seen[path] = (page.status, violations(page), page.js_errors)
+        if path in (f"/c/{conversation.pk}/", "/c/999999/"):
+            screenshot(page, "pages-chat-math" if page.status == 200 else "pages-404")
         page.context.close()
     assert {path: found for path, found in seen.items() if found[1] or found[2]} == {}
     assert {path: status for path, (status, _, _) in seen.items() if status != 200} == {
