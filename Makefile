@@ -43,13 +43,20 @@ migrate: $(VENV)/.installed
 	$(PY) manage.py migrate --noinput
 
 # Serve the app on http://$(HOST):$(PORT)/. With no KIMI_API_KEY, the built-in offline Kimi-compatible server
-# runs beside it on 127.0.0.1:$(OFFLINE_KIMI_PORT) and the app talks to it.
+# runs beside it on 127.0.0.1:$(OFFLINE_KIMI_PORT) and the app talks to it; the app starts only once that server
+# listens, so a busy port stops here (with one line naming OFFLINE_KIMI_PORT) instead of reaching someone else's.
 run: migrate
 	$(PY) manage.py reapgenerations
 	@if [ -z "$$KIMI_API_KEY" ] && [ -z "$$KIMI_API_KEY_FILE" ]; then \
 	  echo "No KIMI_API_KEY: using the built-in offline Kimi-compatible server on 127.0.0.1:$(OFFLINE_KIMI_PORT)"; \
-	  $(PY) manage.py offlinekimi --port $(OFFLINE_KIMI_PORT) & offline=$$!; \
-	  trap 'kill $$offline 2>/dev/null' EXIT INT TERM; \
+	  ready=$$(mktemp); \
+	  $(PY) manage.py offlinekimi --port $(OFFLINE_KIMI_PORT) >"$$ready" & offline=$$!; \
+	  trap 'kill $$offline 2>/dev/null; rm -f "$$ready"' EXIT INT TERM; \
+	  until grep -q "Offline Kimi-compatible server on" "$$ready"; do \
+	    kill -0 $$offline 2>/dev/null || { wait $$offline; exit 1; }; \
+	    sleep 0.2; \
+	  done; \
+	  cat "$$ready"; \
 	  $(VENV)/bin/daphne -b $(HOST) -p $(PORT) kimichat.asgi:application; \
 	else \
 	  exec $(VENV)/bin/daphne -b $(HOST) -p $(PORT) kimichat.asgi:application; \

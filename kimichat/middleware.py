@@ -74,3 +74,27 @@ class ApiMethodNotAllowedMiddleware:
             )
             response["Allow"] = allowed
         return response
+
+
+class NotFoundPageMiddleware:
+    """A view's 404 (a missing chat, another user's, a revoked share link) gets the app's own page, also under DEBUG.
+
+    Django answers ``Http404`` with ``handler404`` only when DEBUG is off; with DEBUG on (``make run``) it shows its
+    technical page, which lists the URL patterns and reads as a crash to a person. A view's 404 is an ordinary
+    answer, not a bug to debug. An address that matches no URL pattern still gets Django's page under DEBUG.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        from django.http import Http404
+
+        from conversations.views import errors
+
+        if isinstance(exception, Http404):
+            return errors.page_not_found(request, exception)
+        return None

@@ -64,6 +64,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "kimichat.middleware.LoginRequiredMiddleware",
     "kimichat.middleware.ApiMethodNotAllowedMiddleware",
+    "kimichat.middleware.NotFoundPageMiddleware",
 ]
 
 ROOT_URLCONF = "kimichat.urls"

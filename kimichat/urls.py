@@ -1,7 +1,9 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_not_required
+from django.templatetags.static import static
 from django.urls import include, path
+from django.views.generic import RedirectView
 from django.views.i18n import JavaScriptCatalog
 
 from conversations.views import accounts, errors, health
@@ -12,7 +14,17 @@ handler403 = errors.permission_denied
 handler404 = errors.page_not_found
 handler500 = errors.server_error
 
+
+class FaviconView(RedirectView):
+    """``/favicon.ico``, which browsers ask for on pages that name no icon: our SVG (looked up per request, so the
+    hashed name of the manifest storage is read once collectstatic has run)."""
+
+    def get_redirect_url(self, *args, **kwargs):
+        return static("img/favicon.svg")
+
+
 urlpatterns = [
+    path("favicon.ico", login_not_required(FaviconView.as_view())),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("admin/", admin.site.urls),

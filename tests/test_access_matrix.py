@@ -47,6 +47,7 @@ PUBLIC = Case("GET", 200, "public", "public")
 ROUTES: dict[str, list[Case]] = {
     "healthz": [PUBLIC],
     "readyz": [PUBLIC],
+    "favicon.ico": [Case("GET", 302, "public", "public")],  # a redirect to the static SVG
     "admin/dashboard/": [Case("GET", 302, "admin", "admin")],  # the owner is not staff either (see test_admin_*)
     "accounts/login/": [Case("GET", 302, "public", "public")],  # a logged-in visitor is sent on to the chat
     "accounts/logout/": [Case("POST", 302, "public", "public")],

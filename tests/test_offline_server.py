@@ -3,6 +3,7 @@
 import asyncio
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -326,3 +327,26 @@ def test_command_serves_on_loopback():
         process.terminate()
         process.wait(timeout=10)
         process.stdout.close()
+
+
+def test_command_on_a_busy_port_fails_with_one_line_naming_the_port_and_variable():
+    """`make run` must stop, not start the app against whatever already owns the port (issue 16, item 18)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "KIMI_API_KEY": ""}
+        result = subprocess.run(
+            [sys.executable, "manage.py", "offlinekimi", "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode != 0
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert f"127.0.0.1:{port}" in lines[0] and "OFFLINE_KIMI_PORT" in lines[0]
+    assert "Traceback" not in result.stderr

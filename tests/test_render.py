@@ -1,6 +1,9 @@
 """render_markdown: what a share page shows must never run code or load anything from elsewhere."""
 
+import html
+import re
 from html.parser import HTMLParser
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -189,3 +192,39 @@ _MARKDOWN_PIECES = st.sampled_from(
 @given(st.lists(_MARKDOWN_PIECES | st.text(max_size=5), max_size=40).map("".join))
 def test_any_input_renders_inert(text):
     assert_inert(render_markdown(text))
+
+
+def test_share_page_stylesheet_holds_the_current_highlight_colours():
+    """The share page cannot use an inline <style> (CSP): its Pygments colours are a file that must not drift."""
+    css = (Path(__file__).resolve().parents[1] / "static" / "css" / "pygments.css").read_text()
+    assert highlight_css() in css
+
+
+MATH_SOURCES = [
+    ("$a\\,b$", "a\\,b", "math-inline"),
+    ("$$\\frac{1}{2}$$", "\\frac{1}{2}", "math-display"),
+    ("\\(x\\)", "x", "math-inline"),
+    ("\\[y\\]", "y", "math-display"),
+    ("$x_1 * y_2 * z$", "x_1 * y_2 * z", "math-inline"),  # would be emphasis to markdown-it
+    ("$$\n\\sum_{k=1}^{n} k\n$$", "\n\\sum_{k=1}^{n} k\n", "math-display"),
+]
+
+
+@pytest.mark.parametrize(("source", "tex", "kind"), MATH_SOURCES)
+def test_math_keeps_its_tex_source_byte_for_byte(source, tex, kind):
+    rendered = render_markdown(f"Before {source} after" if "\n" not in source else source)
+    match = re.search(r'class="math ([\w-]+)">(.*?)</(?:span|div)>', rendered, re.S)
+    assert match, rendered
+    assert match.group(1) == kind
+    assert html.unescape(match.group(2)) == tex
+
+
+@pytest.mark.parametrize("source", ["$5 and $6", "costs $5, or $10", "`$x$`", "$ x $", "$x$5"])
+def test_dollar_signs_that_are_not_math_stay_text(source):
+    assert 'class="math' not in render_markdown(source)
+
+
+def test_math_source_cannot_become_markup():
+    rendered = render_markdown("$<img src=x onerror=alert(1)>$ and $$</span><script>alert(1)</script>$$")
+    assert "<img" not in rendered and "<script" not in rendered
+    assert "&lt;img src=x onerror=alert(1)&gt;" in rendered

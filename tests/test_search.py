@@ -29,6 +29,13 @@ def search(client, q, **params):
     return client.get("/api/search/", {"q": q, **params})
 
 
+def message_ids(user, q, limit=20):
+    """The matching messages, several per chat possible: what the search paths find, before grouping by chat."""
+    query = search_service.parse_query(q)
+    vendor = connection.vendor
+    return [m.pk for m in search_service.message_hits(user, query, vendor, limit)]
+
+
 def results(client, q, **params):
     response = search(client, q, **params)
     assert response.status_code == 200, response.content
@@ -53,15 +60,15 @@ def test_title_hits_have_no_message(owner_client, owner):
 
 
 def test_snippets_escape_stored_html(owner_client, owner):
-    conversation = make_conversation(owner, '<img src=x onerror="alert(1)"> needle title')
-    say(conversation, '<script>alert("needle")</script> and <b onmouseover=x>needle</b> & more')
+    make_conversation(owner, '<img src=x onerror="alert(1)"> needle title')
+    say(make_conversation(owner, "Plain"), '<script>alert("needle")</script> and <b onmouseover=x>needle</b> & more')
     hits = results(owner_client, "needle")
     assert len(hits) == 2
     for hit in hits:
-        markup = hit["snippet_html"]
-        without_marks = re.sub(r"</?mark>", "", markup)
-        assert "<" not in without_marks and ">" not in without_marks, markup
-        assert "<mark>needle</mark>" in markup
+        for markup in (hit["snippet_html"], hit["title_html"]):
+            without_marks = re.sub(r"</?mark>", "", markup)
+            assert "<" not in without_marks and ">" not in without_marks, markup
+        assert "<mark>needle</mark>" in hit["snippet_html"]
     message_hit = next(h for h in hits if h["message_id"])
     assert "&lt;script&gt;alert(&quot;<mark>needle</mark>&quot;)&lt;/script&gt;" in message_hit["snippet_html"]
     assert "&amp; more" in message_hit["snippet_html"]
@@ -94,10 +101,15 @@ def test_earlier_versions_and_empty_placeholders_are_not_searched(owner_client, 
 def test_newest_first_and_limit(owner_client, owner):
     conversation = make_conversation(owner, "Lists")
     old = say(conversation, "marmalade recipe", minutes_ago=30)
-    newest = say(conversation, "marmalade again", minutes_ago=1)
-    middle = say(conversation, "more marmalade", minutes_ago=10)
+    newest = say(make_conversation(owner, "B"), "marmalade again", minutes_ago=1)
+    middle = say(make_conversation(owner, "C"), "more marmalade", minutes_ago=10)
     assert [h["message_id"] for h in results(owner_client, "marmalade")] == [newest.pk, middle.pk, old.pk]
     assert [h["message_id"] for h in results(owner_client, "marmalade", limit=2)] == [newest.pk, middle.pk]
+    # Several hits in one chat: one result, at the place of the newest, showing it.
+    latest = say(conversation, "marmalade once more", minutes_ago=5)
+    hits = results(owner_client, "marmalade")
+    assert [h["message_id"] for h in hits] == [newest.pk, latest.pk, middle.pk]
+    assert message_ids(owner, "marmalade") == [latest.pk, middle.pk, newest.pk, old.pk]  # newest stored first
 
 
 def test_case_insensitive_phrases_or_and_exclusion(owner_client, owner):
@@ -105,10 +117,10 @@ def test_case_insensitive_phrases_or_and_exclusion(owner_client, owner):
     both = say(conversation, "Alpha and Beta together", minutes_ago=3)
     alpha = say(conversation, "only alpha here", minutes_ago=2)
     gamma = say(conversation, "gamma rays", minutes_ago=1)
-    assert [h["message_id"] for h in results(owner_client, "ALPHA beta")] == [both.pk]
-    assert [h["message_id"] for h in results(owner_client, '"alpha and beta"')] == [both.pk]
-    assert [h["message_id"] for h in results(owner_client, "alpha or gamma")] == [gamma.pk, alpha.pk, both.pk]
-    assert [h["message_id"] for h in results(owner_client, "alpha -beta")] == [alpha.pk]
+    assert message_ids(owner, "ALPHA beta") == [both.pk]
+    assert message_ids(owner, '"alpha and beta"') == [both.pk]
+    assert message_ids(owner, "alpha or gamma") == [gamma.pk, alpha.pk, both.pk]
+    assert message_ids(owner, "alpha -beta") == [alpha.pk]
 
 
 def test_chinese_text(owner_client, owner):
@@ -131,8 +143,8 @@ def test_exclusions_with_like_wildcards_are_literal(owner_client, owner):
     conversation = make_conversation(owner)
     plain = say(conversation, "discount offer today", minutes_ago=2)
     say(conversation, "discount of 50% today", minutes_ago=1)
-    assert [h["message_id"] for h in results(owner_client, "discount -50%")] == [plain.pk]
-    assert len(results(owner_client, "discount -5_%")) == 2
+    assert message_ids(owner, "discount -50%") == [plain.pk]
+    assert len(message_ids(owner, "discount -5_%")) == 2
 
 
 def test_common_words_in_other_users_rows_do_not_crowd_out_mine(owner_client, owner, outsider):
@@ -227,8 +239,8 @@ def test_same_hits_whichever_way_the_search_goes(owner_client, owner, outsider, 
     for n in range(6):
         say(other, f"filler message {n}", minutes_ago=10 - n)
 
-    def hits(q, **params):
-        return [h["message_id"] for h in results(owner_client, q, **params) if h["message_id"]]
+    def hits(q, limit=20):
+        return message_ids(owner, q, limit)
 
     assert hits("latency") == [current.pk, shouting.pk, relay.pk, oldest.pk]
     assert hits("latency", limit=2) == [current.pk, shouting.pk]
@@ -261,7 +273,7 @@ def test_query_count_is_constant(owner_client, owner, django_assert_num_queries,
     # 1) the session, 2) the user, 3) matching titles, 4) matching messages with their conversations.
     with django_assert_num_queries(4):
         hits = results(owner_client, "report", limit=50)
-    assert len(hits) == 50
+    assert len(hits) == 30  # one per chat
 
 
 @pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite's FTS5 table")
@@ -323,3 +335,45 @@ def test_snippet_never_contains_markup_but_marks(text, term):
     # What is shown is the text itself (white space collapsed), nothing invented.
     shown = html.unescape(bare).strip("…")
     assert shown in " ".join(text.split()) or not shown
+
+
+def test_a_chat_matching_in_its_title_and_a_message_is_listed_once(owner_client, owner):
+    conversation = make_conversation(owner, "Kyoto trip")
+    message = say(conversation, "Book the ryokan in Kyoto early.", role="assistant")
+    [hit] = results(owner_client, "kyoto")
+    assert hit["conversation_id"] == conversation.pk and hit["message_id"] == message.pk
+    assert hit["title_html"] == "<mark>Kyoto</mark> trip"
+    assert "<mark>Kyoto</mark>" in hit["snippet_html"]
+
+
+def test_several_matching_messages_in_a_chat_are_one_result_showing_the_newest(owner_client, owner):
+    conversation = make_conversation(owner, "Notes")
+    say(conversation, "first walrus", minutes_ago=3)
+    newest = say(conversation, "second walrus", minutes_ago=1)
+    [hit] = results(owner_client, "walrus")
+    assert hit["message_id"] == newest.pk
+
+
+def test_snippets_are_the_text_a_reader_sees_not_markdown(owner_client, owner):
+    conversation = make_conversation(owner, "Formatting")
+    say(
+        conversation,
+        "## Steps\n\n1. Run **`make needle`** first\n2. See [the needle guide](https://example.com/guide)\n\n"
+        "```sh\necho needle\n```",
+        role="assistant",
+    )
+    [hit] = results(owner_client, "needle")
+    snippet = hit["snippet_html"]
+    assert snippet == (
+        "Steps Run make <mark>needle</mark> first See the <mark>needle</mark> guide echo <mark>needle</mark>"
+    ), snippet
+
+
+def test_snippet_of_a_match_deep_in_a_long_message_is_plain_text_around_it(owner_client, owner):
+    conversation = make_conversation(owner, "Long")
+    say(conversation, ("filler words here. " * 400) + "\n\n- the **hidden needle** is *here*")
+    [hit] = results(owner_client, "hidden needle")
+    snippet = hit["snippet_html"]
+    assert (
+        "<mark>hidden</mark> <mark>needle</mark> is here" in snippet and "*" not in snippet and snippet.startswith("…")
+    )

@@ -27,6 +27,10 @@ PAYLOADS = [
     "</title><body onload=window.__xss=1>",
     "<details open ontoggle=window.__xss=1>",
     "{{ 7|add:7 }}{% now 'Y' %}",
+    # Math goes to KaTeX after sanitizing: with trust off, none of these may make a link, an element or a handler.
+    "$\\href{javascript:window.__xss=1}{x}$ \\(\\url{javascript:window.__xss=1}\\)",
+    "$<img src=x onerror=window.__xss=1>$",
+    "$$\\htmlId{xsslink}{\\htmlData{onclick=window.__xss=1}{x}}$$ $\\includegraphics{https://example.com/x.png}$",
 ]
 ALL = " ".join(PAYLOADS)
 USERNAME = '<img src=x onerror=window.__xss=1>"'  # the signup form would refuse it; an import or the ORM would not

@@ -28,6 +28,7 @@ from conversations.models import (
     CREDIT_DIGITS,
     Conversation,
     CreditAccount,
+    CreditTransaction,
     Message,
 )
 from conversations.services.accounts import login_throttle, sessions
@@ -188,6 +189,14 @@ class KimiChatUserAdmin(UserAdmin):
 
     def get_inlines(self, request, obj):
         return [CreditAccountInline] if obj is not None else []
+
+    def has_delete_permission(self, request, obj=None):
+        """A user with credit ledger rows can never be deleted (the ledger is append-only and would go with them):
+        no Delete button on such a user and no bulk delete action, which nearly every user would refuse
+        (deactivate instead). A user without ledger rows (made by createsuperuser, never credited) still can be."""
+        if obj is None or not super().has_delete_permission(request, obj):
+            return False
+        return not CreditTransaction.objects.filter(account__user=obj).exists()
 
     def get_queryset(self, request):
         tokens = subquery_total(

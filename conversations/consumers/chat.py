@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from types import SimpleNamespace
 
 import orjson
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.utils import translation
 
 from conversations.models import Conversation, Message
 from conversations.serializers import message_to_dict
@@ -53,6 +55,17 @@ def _latest_messages(conversation_id: int) -> list[Message]:
     return sorted([*latest, *streaming], key=lambda m: m.pk)
 
 
+def _language_of(scope) -> str:
+    """The language LocaleMiddleware chose for the page (language cookie, then Accept-Language), for the messages
+    the socket sends: a refused frame's message is shown to the person as it is."""
+    headers = dict(scope.get("headers") or [])
+    request = SimpleNamespace(
+        COOKIES=scope.get("cookies") or {},
+        META={"HTTP_ACCEPT_LANGUAGE": headers.get(b"accept-language", b"").decode("latin-1")},
+    )
+    return translation.get_language_from_request(request)
+
+
 class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self):
         self.user = self.scope["user"]
@@ -60,6 +73,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=CLOSE_NOT_AUTHENTICATED)
             return
         self.session_key = self.scope["session"].session_key  # the session this socket lives and dies with
+        self.language = _language_of(self.scope)
         self.subscriptions: set[int] = set()
         self.last_seq: dict[int, int] = {}  # message id -> last seq this socket has (snapshot or delta)
         self.bad_frames = 0
@@ -108,7 +122,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def receive_json(self, content, **kwargs):
         try:
-            frame = frames.parse_frame(content)
+            with translation.override(self.language):
+                frame = frames.parse_frame(content)
         except frames.FrameError as exc:
             await self._refuse(exc.code, exc.message, conversation_id=exc.conversation_id, **exc.extra)
             return

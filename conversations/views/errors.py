@@ -1,4 +1,5 @@
-"""Error pages: JSON for the API under /api/ (its clients parse every answer as JSON), Django's own pages elsewhere.
+"""Error pages: JSON for the API under /api/ (its clients parse every answer as JSON), HTML pages elsewhere (ours
+for 404: templates/404.html, shown under DEBUG too by kimichat.middleware.NotFoundPageMiddleware).
 
 Wired in kimichat/settings.py (``CSRF_FAILURE_VIEW``) and kimichat/urls.py (``handler400`` … ``handler500``).
 """

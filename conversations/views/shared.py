@@ -51,7 +51,7 @@ def shared_conversation(request, token: str):
     response = render(
         request,
         "conversations/shared.html",
-        {"conversation": link.conversation, "messages_html": fragment, "highlight_css": markdown.highlight_css()},
+        {"conversation": link.conversation, "messages_html": fragment},
     )
     # Shared by a link, not published: keep it out of search engines and caches shared between users.
     response["X-Robots-Tag"] = "noindex, nofollow"

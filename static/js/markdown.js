@@ -1,5 +1,8 @@
 // The ONE place untrusted text (model output) becomes HTML: Markdown by marked, code by highlight.js, and every
 // byte of the result through DOMPurify. Nothing else in the app may assign model or user text to innerHTML.
+// Math is kept out of marked's hands (its escapes would eat "\,"): its TeX source goes through as the text of a
+// span.math / div.math, and math.js renders it with KaTeX once the sanitized HTML is in the page.
+// Images are never loaded (docs/markdown.md): an image becomes a link to it, labelled with its alt text.
 import { Marked } from "../vendor/marked/marked.esm.js";
 import DOMPurify from "../vendor/dompurify/purify.es.js";
 import hljs from "../vendor/highlightjs/core.min.js";
@@ -22,6 +25,7 @@ import sql from "../vendor/highlightjs/languages/sql.min.js";
 import typescript from "../vendor/highlightjs/languages/typescript.min.js";
 import xml from "../vendor/highlightjs/languages/xml.min.js";
 import yaml from "../vendor/highlightjs/languages/yaml.min.js";
+import { renderMath, renderMathAsAdded } from "./math.js";
 
 const LANGUAGES = {
   bash, c, cpp, csharp, css, diff, go, java, javascript, json, markdown, plaintext, python, rust, shell, sql,
@@ -46,13 +50,60 @@ function highlight(code, lang) {
   return escapeHtml(code);
 }
 
+// The grammar of conversations/services/history/render.py (keep the two in step). Inline $…$ follows Pandoc: no
+// space just inside the dollars and no digit right after the closing one, so "$5 and $6" stays text.
+const INLINE_MATH =
+  /^(?:\$\$((?:\\[\s\S]|[^\\$])+?)\$\$|\\\[([\s\S]+?)\\\]|\\\(([\s\S]+?)\\\)|\$(?![\s$])((?:\\[\s\S]|[^\\$])+?)(?<!\s)\$(?!\d))/;
+const BLOCK_MATH = /^ {0,3}(?:\$\$([\s\S]+?)\$\$|\\\[([\s\S]+?)\\\])[ \t]*(?:\n+|$)/;
+
+function mathHtml(tex, display, tag = "span") {
+  return `<${tag} class="math ${display ? "math-display" : "math-inline"}">${escapeHtml(tex)}</${tag}>`;
+}
+
+const MATH_EXTENSIONS = [
+  {
+    name: "mathBlock",
+    level: "block",
+    start(src) {
+      return src.match(/^ {0,3}(?:\$\$|\\\[)/m)?.index;
+    },
+    tokenizer(src) {
+      const match = BLOCK_MATH.exec(src);
+      const text = match && (match[1] ?? match[2]);
+      if (text && text.trim()) return { type: "mathBlock", raw: match[0], text };
+    },
+    renderer: (token) => mathHtml(token.text, true, "div") + "\n",
+  },
+  {
+    name: "mathInline",
+    level: "inline",
+    start(src) {
+      const index = src.search(/\$|\\[[(]/);
+      return index < 0 ? undefined : index;
+    },
+    tokenizer(src) {
+      const match = INLINE_MATH.exec(src);
+      if (!match) return;
+      const display = match[1] !== undefined || match[2] !== undefined;
+      return { type: "mathInline", raw: match[0], text: match[1] ?? match[2] ?? match[3] ?? match[4], display };
+    },
+    renderer: (token) => mathHtml(token.text, token.display),
+  },
+];
+
 const marked = new Marked({
   gfm: true,
   breaks: false,
+  extensions: MATH_EXTENSIONS,
   renderer: {
     // Raw HTML in model output is shown as text, the way chat apps do: it is never markup.
     html({ text }) {
       return escapeHtml(text);
+    },
+    // Never an <img>: loading it would tell a third party who read the answer and when. A link the reader may
+    // choose to open, labelled with the alt text (the address when there is none).
+    image({ href, text }) {
+      return `<a href="${escapeHtml(href)}">${escapeHtml(text || href)}</a>`;
     },
     code({ text, lang }) {
       const label = (lang || "").trim().split(/\s+/)[0];
@@ -104,5 +155,8 @@ export function sanitizeSnippet(html) {
   return purify.sanitize(String(html ?? ""), SNIPPET_CONFIG);
 }
 
+// Math placeholders are rendered wherever rendered Markdown lands in the page.
+renderMathAsAdded();
+
 // For the browser tests, which check the sanitizer directly.
-window.KimiMarkdown = { renderMarkdown, sanitizeSnippet };
+window.KimiMarkdown = { renderMarkdown, sanitizeSnippet, renderMath };

@@ -387,9 +387,14 @@ export class Sidebar {
       return;
     }
     const ul = el("ul.conv-ul.search-ul");
+    // One result per chat (the server groups them): the title with its matches marked, then, when a message
+    // matched, that message as plain text around the match. A title-only hit has no second line to repeat it.
     for (const r of results) {
-      const snippet = el("span.search-snippet");
-      snippet.innerHTML = sanitizeSnippet(r.snippet_html); // only <mark> survives
+      const title = el("span.search-title");
+      if (r.conversation_title && r.title_html) title.innerHTML = sanitizeSnippet(r.title_html); // only <mark>
+      else title.textContent = r.conversation_title || gettext("New chat");
+      const snippet = el("span.search-snippet", { hidden: !r.message_id });
+      if (r.message_id) snippet.innerHTML = sanitizeSnippet(r.snippet_html); // only <mark> survives
       ul.append(
         el(
           "li",
@@ -406,7 +411,7 @@ export class Sidebar {
                 },
               },
             },
-            el("span.search-title", { text: r.conversation_title || gettext("New chat") }),
+            title,
             snippet,
             el("span.search-when", { text: formatDateTime(r.updated_at) }),
           ),

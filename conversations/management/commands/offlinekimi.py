@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 
 from django.conf import settings
@@ -42,8 +43,19 @@ class Command(BaseCommand):
         )
 
         async def serve():
-            await server.start()
+            try:
+                await server.start()
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise
+                # `make run` starts the app only after this line appears, so a busy port must stop it here with a
+                # sentence an operator can act on, not a traceback (and not the app talking to a stranger's server).
+                raise CommandError(
+                    f"{host}:{port} is already in use by another program: stop it, or choose a free port with "
+                    f"OFFLINE_KIMI_PORT (e.g. OFFLINE_KIMI_PORT={port + 1 if port < 65535 else 8765} make run)."
+                ) from None
             self.stdout.write(f"Offline Kimi-compatible server on {server.base_url} ({rate:g} tokens/s, {profile})")
+            self.stdout.flush()  # `make run` waits for this line through a file: do not leave it in a buffer
             await server.serve_forever()
 
         try:

@@ -153,7 +153,8 @@ def _new_conversation(data: dict, conversation_id: int | None) -> dict:
     try:
         return check_changes(value)
     except InvalidChange as exc:
-        raise FrameError("bad_frame", f"conversation.{exc.field}: {exc}") from None
+        # The message is the person's sentence; which field it was goes to programs in ``field``.
+        raise FrameError("bad_frame", str(exc), field=f"conversation.{exc.field}".rstrip(".")) from None
 
 
 def parse_frame(data: object) -> Frame:

@@ -6,6 +6,8 @@ import math
 
 from django.conf import settings as django_settings
 from django.db import transaction
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from conversations.kimi.configured import get_client
 from conversations.kimi.errors import InvalidParameter
@@ -23,10 +25,24 @@ TOP_LEVEL_FIELDS = frozenset({"title", "pinned", "archived", "model", "system_pr
 SETTINGS_FIELDS = frozenset(
     {"temperature", "top_p", "max_tokens", "json_mode", "thinking", "reasoning_effort", "web_search"}
 )
+# What the chat page calls each field, for messages a person reads (the settings dialog's labels).
+FIELD_LABELS = {
+    "pinned": gettext_lazy("Pinned"),
+    "archived": gettext_lazy("Archived"),
+    "settings.temperature": gettext_lazy("Temperature"),
+    "settings.top_p": gettext_lazy("Top P"),
+    "settings.max_tokens": gettext_lazy("Max tokens"),
+    "settings.json_mode": gettext_lazy("JSON mode"),
+    "settings.thinking": gettext_lazy("Thinking"),
+    "settings.reasoning_effort": gettext_lazy("Reasoning effort"),
+    "settings.web_search": gettext_lazy("Web search"),
+}
 
 
 class InvalidChange(ValueError):
-    """A PATCH body that cannot be applied; ``field`` names the offending field (dotted for settings)."""
+    """A PATCH body that cannot be applied; ``field`` names the offending field (dotted for settings), for programs;
+    the message is a translated sentence for the person who typed the value, naming the setting and what it accepts.
+    """
 
     def __init__(self, field: str, message: str):
         super().__init__(message)
@@ -48,7 +64,7 @@ class ConversationBusy(Exception):
 
 def _bool(field: str, value) -> bool:
     if not isinstance(value, bool):
-        raise InvalidChange(field, f"'{field}' must be true or false")
+        raise InvalidChange(field, _("%(setting)s must be true or false.") % {"setting": FIELD_LABELS[field]})
     return value
 
 
@@ -62,20 +78,26 @@ def _storable(field: str, value: str) -> str:
 def _unit_interval(field: str, value) -> float | None:
     if value is None:
         return None
+    label = FIELD_LABELS[field]
     # bool is an int in Python; `true` is not a temperature.
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise InvalidChange(field, f"'{field}' must be a number from 0 to 1, or null")
+        raise InvalidChange(
+            field, _("%(setting)s must be a number from 0 to 1, or empty for the default.") % {"setting": label}
+        )
     if not 0 <= value <= 1:
-        raise InvalidChange(field, f"'{field}' must be from 0 to 1, got {value}")
+        raise InvalidChange(
+            field,
+            _("%(setting)s must be from 0 to 1; %(value)s is outside that range.") % {"setting": label, "value": value},
+        )
     return float(value)
 
 
 def _settings_changes(settings) -> dict:
     if not isinstance(settings, dict):
-        raise InvalidChange("settings", "'settings' must be an object")
+        raise InvalidChange("settings", _("The settings must be a JSON object."))
     unknown = sorted(set(settings) - SETTINGS_FIELDS)
     if unknown:
-        raise InvalidChange(f"settings.{unknown[0]}", f"unknown settings: {', '.join(unknown)}")
+        raise InvalidChange(f"settings.{unknown[0]}", _("Unknown settings: %(names)s.") % {"names": ", ".join(unknown)})
     changes = {}
     for name in ("temperature", "top_p"):
         if name in settings:
@@ -83,10 +105,16 @@ def _settings_changes(settings) -> dict:
     if "max_tokens" in settings:
         value = settings["max_tokens"]
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            raise InvalidChange("settings.max_tokens", "'settings.max_tokens' must be a whole number, or null")
+            raise InvalidChange(
+                "settings.max_tokens",
+                _("%(setting)s must be a whole number, or empty for the default.")
+                % {"setting": FIELD_LABELS["settings.max_tokens"]},
+            )
         if value is not None and not 1 <= value <= MAX_TOKENS_LIMIT:
             raise InvalidChange(
-                "settings.max_tokens", f"'settings.max_tokens' must be from 1 to {MAX_TOKENS_LIMIT:,}, got {value}"
+                "settings.max_tokens",
+                _("%(setting)s must be from 1 to %(maximum)s; %(value)s is outside that range.")
+                % {"setting": FIELD_LABELS["settings.max_tokens"], "maximum": f"{MAX_TOKENS_LIMIT:,}", "value": value},
             )
         changes["max_tokens"] = value
     for name in ("json_mode", "web_search"):
@@ -100,7 +128,8 @@ def _settings_changes(settings) -> dict:
         if value is not None and value not in REASONING_EFFORTS:
             raise InvalidChange(
                 "settings.reasoning_effort",
-                f"'settings.reasoning_effort' must be one of {', '.join(REASONING_EFFORTS)}, or null",
+                _("%(setting)s must be one of %(choices)s, or empty for the model's default.")
+                % {"setting": FIELD_LABELS["settings.reasoning_effort"], "choices": ", ".join(REASONING_EFFORTS)},
             )
         changes["reasoning_effort"] = value
     return changes
@@ -109,15 +138,19 @@ def _settings_changes(settings) -> dict:
 def check_changes(body) -> dict:
     """Validate a PATCH body; returns model field → new value. Raises ``InvalidChange`` on the first problem."""
     if not isinstance(body, dict):
-        raise InvalidChange("", "the body must be a JSON object")
+        raise InvalidChange("", _("The request body must be a JSON object."))
     unknown = sorted(set(body) - TOP_LEVEL_FIELDS)
     if unknown:
-        raise InvalidChange(unknown[0], f"unknown fields: {', '.join(unknown)}")
+        raise InvalidChange(unknown[0], _("Unknown fields: %(names)s.") % {"names": ", ".join(unknown)})
     changes = {}
     if "title" in body:
         title = body["title"]
         if not isinstance(title, str) or not 1 <= len(title.strip()) <= TITLE_MAX_CHARS:
-            raise InvalidChange("title", f"'title' must be 1 to {TITLE_MAX_CHARS} characters (after trimming)")
+            raise InvalidChange(
+                "title",
+                _("The title must have 1 to %(maximum)d characters (spaces at either end do not count).")
+                % {"maximum": TITLE_MAX_CHARS},
+            )
         changes["title"] = _storable("title", title.strip())
     for name in ("pinned", "archived"):
         if name in body:
@@ -125,13 +158,17 @@ def check_changes(body) -> dict:
     if "model" in body:
         model = body["model"]
         if not isinstance(model, str) or not 1 <= len(model.strip()) <= MODEL_MAX_CHARS:
-            raise InvalidChange("model", f"'model' must be a non-empty string of at most {MODEL_MAX_CHARS} characters")
+            raise InvalidChange(
+                "model", _("The model name must have 1 to %(maximum)d characters.") % {"maximum": MODEL_MAX_CHARS}
+            )
         changes["model"] = _storable("model", model.strip())
     if "system_prompt" in body:
         prompt = body["system_prompt"]
         if not isinstance(prompt, str) or len(prompt) > SYSTEM_PROMPT_MAX_CHARS:
             raise InvalidChange(
-                "system_prompt", f"'system_prompt' must be a string of at most {SYSTEM_PROMPT_MAX_CHARS:,} characters"
+                "system_prompt",
+                _("The system prompt must be text of at most %(maximum)s characters.")
+                % {"maximum": f"{SYSTEM_PROMPT_MAX_CHARS:,}"},
             )
         changes["system_prompt"] = _storable("system_prompt", prompt)
     if "settings" in body:

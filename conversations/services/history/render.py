@@ -7,13 +7,18 @@ Three layers, each enough on its own for the common attacks, together for the un
    plugin) still cannot produce a script, an event handler, a style sheet or a remote resource.
 
 Images are never emitted: a share page must not make the reader's browser fetch anything from a third party (that
-would leak who read it and when). An image becomes a plain link to it instead.
+would leak who read it and when). An image becomes a plain link to it instead (docs/markdown.md).
+
+Math (``$…$``, ``\\(…\\)``, ``$$…$$``, ``\\[…\\]``, the grammar of static/js/markdown.js) is not rendered here: its
+TeX source is kept byte for byte as the text of a ``span.math`` / ``div.math``, which the page's KaTeX
+(static/js/math.js) renders in the browser. So markdown-it never sees it (``\\,`` would lose its backslash).
 """
 
 from __future__ import annotations
 
 import functools
 import html
+import re
 
 import nh3
 from markdown_it import MarkdownIt
@@ -30,6 +35,7 @@ ALLOWED_TAGS = frozenset(
         "br",
         "code",
         "del",
+        "div",
         "em",
         "h1",
         "h2",
@@ -58,6 +64,7 @@ ALLOWED_TAGS = frozenset(
 ALLOWED_ATTRIBUTES = {
     "a": {"href", "title"},
     "code": {"class"},
+    "div": {"class"},
     "span": {"class"},
     "pre": {"class"},
     "ol": {"start"},
@@ -109,10 +116,80 @@ def _render_image(self, tokens, idx, options, env) -> str:
     return f'<a href="{html.escape(src)}">{html.escape(label)}</a>'
 
 
+# The same grammar as static/js/markdown.js (keep the two in step). Inline ``$…$`` follows Pandoc: no space just
+# inside the dollars and no digit right after the closing one, so "$5 and $6" stays text.
+INLINE_MATH = re.compile(
+    r"\$\$(?P<dollars>(?:\\[\s\S]|[^\\$])+?)\$\$"
+    r"|\\\[(?P<brackets>[\s\S]+?)\\\]"
+    r"|\\\((?P<parens>[\s\S]+?)\\\)"
+    r"|\$(?![\s$])(?P<dollar>(?:\\[\s\S]|[^\\$])+?)(?<!\s)\$(?!\d)"
+)
+BLOCK_MATH_DELIMITERS = (("$$", "$$"), ("\\[", "\\]"))
+
+
+def _math_inline(state, silent: bool) -> bool:
+    match = INLINE_MATH.match(state.src, state.pos, state.posMax)
+    if match is None:
+        return False
+    if not silent:
+        token = state.push("math_inline", "span", 0)
+        token.content = next(group for group in match.groups() if group is not None)
+        token.meta = {"display": match.group("dollar") is None and match.group("parens") is None}
+    state.pos = match.end()
+    return True
+
+
+def _math_block(state, start_line: int, end_line: int, silent: bool) -> bool:
+    """``$$`` or ``\\[`` opening a line, up to the first closing delimiter that ends a line."""
+    if state.sCount[start_line] - state.blkIndent >= 4:
+        return False
+    begin = state.bMarks[start_line] + state.tShift[start_line]
+    delimiters = next((pair for pair in BLOCK_MATH_DELIMITERS if state.src.startswith(pair[0], begin)), None)
+    if delimiters is None:
+        return False
+    opening, closing = delimiters
+    begin += len(opening)
+    line, search_from = start_line, begin
+    while line < end_line:
+        line_end = state.eMarks[line]
+        found = state.src.find(closing, search_from, line_end)
+        while found != -1 and state.src[found + len(closing) : line_end].strip():
+            found = state.src.find(closing, found + 1, line_end)
+        if found != -1:
+            break
+        line += 1
+        search_from = state.bMarks[line] if line < end_line else line_end
+    else:
+        return False
+    if not state.src[begin:found].strip():
+        return False
+    if not silent:
+        token = state.push("math_block", "div", 0)
+        token.content = state.src[begin:found]
+        token.map = [start_line, line + 1]
+        token.block = True
+    state.line = line + 1
+    return True
+
+
+def _render_math_inline(self, tokens, idx, options, env) -> str:
+    token = tokens[idx]
+    kind = "math-display" if token.meta.get("display") else "math-inline"
+    return f'<span class="math {kind}">{html.escape(token.content, quote=False)}</span>'
+
+
+def _render_math_block(self, tokens, idx, options, env) -> str:
+    return f'<div class="math math-display">{html.escape(tokens[idx].content, quote=False)}</div>\n'
+
+
 @functools.cache
 def _parser() -> MarkdownIt:
     md = MarkdownIt("commonmark", {"html": False, "highlight": _highlight}).enable(["table", "strikethrough"])
     md.add_render_rule("image", _render_image)
+    md.inline.ruler.before("escape", "math_inline", _math_inline)
+    md.block.ruler.before("fence", "math_block", _math_block, {"alt": ["paragraph", "reference", "blockquote", "list"]})
+    md.add_render_rule("math_inline", _render_math_inline)
+    md.add_render_rule("math_block", _render_math_block)
     return md
 
 
@@ -121,9 +198,27 @@ def render_markdown(text: str) -> str:
     return _cleaner.clean(_parser().render(text or ""))
 
 
+def markdown_to_text(text: str) -> str:
+    """What a reader sees of Markdown, as plain text on one line: no syntax, no link targets, code and TeX as
+    written (search snippets show this, not ``**bold**`` or ``[label](https://…)``)."""
+    parts: list[str] = []
+    for token in _parser().parse(text or ""):
+        if token.type in ("fence", "code_block", "math_block"):
+            parts.append(token.content)
+        elif token.type == "inline":
+            for child in token.children or []:
+                if child.type in ("text", "code_inline", "math_inline", "image"):
+                    parts.append(child.content)
+                elif child.type in ("softbreak", "hardbreak"):
+                    parts.append(" ")
+            parts.append(" ")
+    return " ".join("".join(parts).split())
+
+
 @functools.cache
 def highlight_css() -> str:
-    """The Pygments colours for code blocks, scoped to rendered Markdown (for an inline <style> on the page)."""
+    """The Pygments colours for code blocks, scoped to rendered Markdown: the content of static/css/pygments.css (a
+    file, because the Content-Security-Policy refuses an inline <style>; tests/test_render.py keeps the two equal)."""
     rules = HtmlFormatter().get_style_defs(HIGHLIGHT_CSS_SCOPE).splitlines()
     # Pygments adds a few page-wide rules (pre, line numbers); keep only the scoped token colours.
     return "\n".join(rule for rule in rules if rule.startswith(HIGHLIGHT_CSS_SCOPE))

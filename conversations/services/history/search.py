@@ -27,8 +27,10 @@ from datetime import datetime
 from django.db import connections
 from django.db.models import BooleanField, Q
 from django.db.models.expressions import RawSQL
+from django.utils.translation import gettext as _
 
 from conversations.models import Conversation, Message
+from conversations.services.history import render
 from conversations.services.text import NulCharacter, refuse_nul
 
 MAX_QUERY_CHARS = 500
@@ -36,6 +38,8 @@ MAX_TERMS = 20
 MAX_LIMIT = 50
 SNIPPET_CHARS = 160
 SNIPPET_LEAD = 50  # characters of context shown before the first match
+MARKDOWN_WINDOW = 400  # characters of Markdown converted to text on each side of the first match
+MESSAGES_PER_RESULT = 3  # matching messages read per result asked for, as several may fall in one chat
 TRIGRAM_MIN_CHARS = 3
 # A query with fewer matches than this in the whole table picks the user's hits from all of them (SQLite: the FTS
 # table; PostgreSQL: the GIN index, when the user's newest messages did not answer). See _sqlite_ids, _postgres_ids.
@@ -49,7 +53,7 @@ _TOKEN = re.compile(r'-?"[^"]*"?|\S+')
 
 
 class SearchQueryError(ValueError):
-    pass
+    """A query with nothing to look for or too much of it; the message is a translated sentence for the person."""
 
 
 @dataclass(frozen=True)
@@ -76,9 +80,12 @@ def parse_query(raw: str) -> ParsedQuery:
     except NulCharacter as exc:
         raise SearchQueryError(str(exc)) from None
     if not query:
-        raise SearchQueryError("'q' must not be empty")
+        raise SearchQueryError(_("Type a word to search for."))
     if len(query) > MAX_QUERY_CHARS:
-        raise SearchQueryError(f"'q' must be at most {MAX_QUERY_CHARS} characters")
+        raise SearchQueryError(
+            _("A search can be at most %(maximum)d characters long; this one has %(count)d.")
+            % {"maximum": MAX_QUERY_CHARS, "count": len(query)}
+        )
     groups: list[list[str]] = [[]]
     excluded: list[str] = []
     for token in _TOKEN.findall(query):
@@ -95,9 +102,17 @@ def parse_query(raw: str) -> ParsedQuery:
         (excluded if negated else groups[-1]).append(term)
     groups = [group for group in groups if group]
     if not groups:
-        raise SearchQueryError("'q' has no word to look for")
+        raise SearchQueryError(
+            _(
+                "There is no word to look for. Add a word: “or” only joins words, and a word after a minus sign is "
+                "left out of the results."
+            )
+        )
     if sum(len(group) for group in groups) + len(excluded) > MAX_TERMS:
-        raise SearchQueryError(f"'q' may have at most {MAX_TERMS} words")
+        raise SearchQueryError(
+            _("A search can have at most %(maximum)d words; this one has %(count)d.")
+            % {"maximum": MAX_TERMS, "count": sum(len(group) for group in groups) + len(excluded)}
+        )
     return ParsedQuery(raw=query, groups=tuple(tuple(g) for g in groups), excluded=tuple(excluded))
 
 
@@ -326,7 +341,7 @@ def _cjk_aware_like(field: str, query: ParsedQuery) -> Q:
     return matches
 
 
-def _message_hits(user, query: ParsedQuery, vendor: str, limit: int) -> list[Message]:
+def message_hits(user, query: ParsedQuery, vendor: str, limit: int) -> list[Message]:
     """The user's newest ``limit`` current messages that match, newest (highest id) first, in one query."""
     messages = Message.objects.for_user(user).current().exclude(content="").select_related("conversation")
     if vendor == "postgresql" and not query.has_cjk:
@@ -347,6 +362,19 @@ def _pattern(terms: tuple[str, ...]) -> re.Pattern | None:
     # Longest first, so "kimi chat" wins over "kimi"; a phrase matches across any run of white space.
     parts = [r"\s+".join(re.escape(word) for word in term.split()) for term in sorted(terms, key=len, reverse=True)]
     return re.compile("|".join(parts), re.IGNORECASE) if parts else None
+
+
+def plain_text_around(markdown: str, terms: tuple[str, ...]) -> str:
+    """The text a reader sees (Markdown syntax dropped: ``**``, ``#``, fences, link targets) of the part of a message
+    around its first match, for a snippet. Only a window is converted: a message may be 100,000 characters long."""
+    pattern = _pattern(terms)
+    first = pattern.search(markdown) if pattern else None
+    start = max(0, first.start() - MARKDOWN_WINDOW) if first else 0
+    # From the start of a line, so that a heading's "#" or a list's "-" is still read as syntax.
+    start = markdown.rfind("\n", 0, start) + 1 if start else 0
+    end = min(len(markdown), (first.end() if first else 0) + MARKDOWN_WINDOW)
+    text = render.markdown_to_text(markdown[start:end])
+    return ("… " if start else "") + text if text.strip() else markdown[start:end]
 
 
 def snippet_html(text: str, terms: tuple[str, ...], *, width: int = SNIPPET_CHARS) -> str:
@@ -391,37 +419,36 @@ def search(user, raw_query: str, *, limit: int = 20) -> list[dict]:
     vendor = connections[Message.objects.db].vendor
 
     title_hits = conversations.filter(_like("title", query)).order_by("-updated_at", "-id")[:limit]
-    message_hits = _message_hits(user, query, vendor, limit)
+    # Several hits in one chat make one result: more messages are read so that `limit` chats can still be filled.
+    messages = message_hits(user, query, vendor, min(limit * MESSAGES_PER_RESULT, MAX_LIMIT * MESSAGES_PER_RESULT))
 
-    hits = [(c.updated_at, 0, c.pk, _title_result(c, query.terms)) for c in title_hits] + [
-        (m.created_at, 1, m.pk, _message_result(m, query.terms)) for m in message_hits
+    hits = [(c.updated_at, 0, c.pk, c, None) for c in title_hits] + [
+        (m.created_at, 1, m.pk, m.conversation, m) for m in messages
     ]
     hits.sort(key=lambda hit: hit[:3], reverse=True)
-    return [hit[3] for hit in hits[:limit]]
+    # One result per chat, at the place of its newest hit; its newest matching message shows, if any matched,
+    # since a snippet of the title would only repeat the title.
+    first: dict[int, tuple] = {}
+    message_of: dict[int, Message] = {}
+    for _when, _kind, _pk, conversation, message in hits:
+        first.setdefault(conversation.pk, conversation)
+        if message is not None:
+            message_of.setdefault(conversation.pk, message)
+    return [_result(conversation, message_of.get(pk), query.terms) for pk, conversation in list(first.items())[:limit]]
 
 
-def _title_result(conversation: Conversation, terms: tuple[str, ...]) -> dict:
+def _result(conversation: Conversation, message: Message | None, terms: tuple[str, ...]) -> dict:
+    """One chat: its title with the matches marked, and its newest matching message (``None``: only the title
+    matched, and the snippet is the title)."""
+    title_html = snippet_html(conversation.title, terms, width=len(conversation.title) or 1)
     return {
         "conversation_id": conversation.pk,
         "conversation_title": conversation.title,
-        "message_id": None,
-        "role": None,
-        "snippet_html": snippet_html(conversation.title, terms),
+        "title_html": title_html,
+        "message_id": message.pk if message else None,
+        "role": message.role if message else None,
+        "snippet_html": snippet_html(plain_text_around(message.content, terms), terms) if message else title_html,
         "updated_at": _iso(conversation.updated_at),
-        "created_at": None,
-        "archived": conversation.archived,
-    }
-
-
-def _message_result(message: Message, terms: tuple[str, ...]) -> dict:
-    conversation = message.conversation
-    return {
-        "conversation_id": conversation.pk,
-        "conversation_title": conversation.title,
-        "message_id": message.pk,
-        "role": message.role,
-        "snippet_html": snippet_html(message.content, terms),
-        "updated_at": _iso(conversation.updated_at),
-        "created_at": _iso(message.created_at),
+        "created_at": _iso(message.created_at) if message else None,
         "archived": conversation.archived,
     }
