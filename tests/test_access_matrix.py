@@ -239,9 +239,10 @@ FRAMES = {
     frames.Unsubscribe: lambda c, m: {"type": "unsubscribe", "conversation_id": c},
     frames.Regenerate: lambda c, m: {"type": "regenerate", "conversation_id": c},
     frames.Edit: lambda c, m: {"type": "edit", "conversation_id": c, "message_id": m, "content": "edited"},
+    frames.Continue: lambda c, m: {"type": "continue", "conversation_id": c, "message_id": m},
     frames.Ping: None,  # names no id
 }
-NEEDS_CLIENT_MSG_ID = {frames.Send, frames.Regenerate, frames.Edit}
+NEEDS_CLIENT_MSG_ID = {frames.Send, frames.Regenerate, frames.Edit, frames.Continue}
 
 
 def test_every_frame_type_has_an_entry():
