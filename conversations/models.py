@@ -158,8 +158,16 @@ class CreditAccount(models.Model):
         return f"{self.user} — {self.balance}"
 
 
+class ReservationState(models.TextChoices):
+    OPEN = "open", _("Open")
+    SETTLED = "settled", _("Settled")
+    RELEASED = "released", _("Released")
+
+
 class CreditTransaction(models.Model):
     """Append-only ledger: one row for every change of a balance."""
+
+    State = ReservationState
 
     class Kind(models.TextChoices):
         SIGNUP_BONUS = "signup_bonus", _("Signup bonus")
@@ -181,11 +189,24 @@ class CreditTransaction(models.Model):
     estimated = models.BooleanField(default=False)  # charged from a token estimate, not upstream usage
     note = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+    # The rows of an answer keep what it was for, so spending figures survive the deletion of its conversation.
+    model = models.CharField(max_length=100, blank=True)  # the model an answer's rows were for; "" otherwise
+    prompt_tokens = models.PositiveIntegerField(default=0)  # the answer's usage, on its settled reservation row
+    completion_tokens = models.PositiveIntegerField(default=0)
+    cached_tokens = models.PositiveIntegerField(default=0)
+    # A reservation's charge row: open while its answer runs, then settled (one request) or released (no charge).
+    state = models.CharField(max_length=16, choices=ReservationState.choices, blank=True)
+    # On the refund or extra charge that closed a reservation: that reservation's row (the user sees one net row).
+    reservation = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="closing_rows"
+    )
 
     class Meta:
         indexes = [
             # Usage page and admin inline: WHERE account = ? ORDER BY created_at DESC.
             models.Index(fields=["account", "-created_at"], name="credit_tx_account_created"),
+            # Admin dashboard: every account's answers by day.
+            models.Index(fields=["created_at"], name="credit_tx_created"),
         ]
 
     def __str__(self) -> str:
