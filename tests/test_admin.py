@@ -285,6 +285,25 @@ def test_conversation_search_by_title_owner_and_message_content(admin_client, ow
     assert sorted((c.title, c.message_count) for c in rows) == [("Pasta recipes", 2), ("Trip", 7)]
 
 
+def test_conversation_search_reaches_message_contents_only_for_staff_who_may_read_messages(
+    staff_client, staff, owner
+):
+    conversation = conversation_with_messages(owner, title="Holiday")
+    Message.objects.create(conversation=conversation, role="user", content="my password is hunter2")
+    grant(staff, "view_conversation")
+
+    def found(query):
+        return {c.title for c in staff_client.get(CONVERSATIONS, {"q": query}).context["cl"].result_list}
+
+    assert found("holiday") == {"Holiday"}
+    assert found("hunter2") == set()  # one letter at a time, search would spell out the message
+    assert found("hunter") == set()
+    grant(staff, "view_message")
+    staff.refresh_from_db()
+    staff_client.force_login(staff)
+    assert found("hunter2") == {"Holiday"}
+
+
 def test_conversation_filters_by_message_status_and_model(admin_client, owner):
     conversation_with_messages(owner, title="fine")
     conversation_with_messages(owner, title="broken", status="error", model="kimi-k3")
