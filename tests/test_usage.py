@@ -7,14 +7,15 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import orjson
 import pytest
 from django.utils import timezone
 
 from conversations.kimi.events import Usage
-from conversations.models import Message, ProviderSnapshot
-from conversations.services.billing import credits, ratelimit
+from conversations.models import Conversation, Message, ProviderSnapshot
+from conversations.services.billing import credits, pricing, ratelimit
 from conversations.services.billing.charts import bar_chart, nice_ceiling
-from conversations.services.billing.usage import usage_summary
+from conversations.services.billing.usage import summary_to_dict, usage_summary
 from conversations.templatetags.credits_format import credits as format_credits
 
 D = Decimal
@@ -81,7 +82,68 @@ def test_consumed_is_charges_less_refunds(owner, placeholder):
     spend(owner, placeholder, Usage(10, 10, 20))
     summary = usage_summary(owner)
     assert (summary.balance, summary.consumed) == (D(99), D(1))
-    assert [t.kind for t in summary.transactions] == ["charge", "refund", "charge", "signup_bonus"]
+
+
+@pytest.mark.django_db
+def test_the_user_sees_what_answers_cost_not_reservations_and_releases(owner, placeholder, make_answer):
+    pricing.set_price("kimi-k2", per_request="1", per_million_completion="1000")
+    failed = credits.reserve(owner, model="kimi-k2", prompt_tokens=1, max_completion_tokens=1)
+    credits.release(failed, note="model_not_found")
+    spend(owner, placeholder, Usage(10, 10, 20))  # reserved 9.192 credits, settled for 1.01
+    running = make_answer(owner, status=Message.Status.STREAMING, cost=D(0))
+    credits.reserve(owner, model="kimi-k2", prompt_tokens=1, max_completion_tokens=1000, message=running)
+    credits.grant(owner, D(5), note="top-up")
+    summary = usage_summary(owner)
+    shown = [(t.kind, t.amount, t.balance_after) for t in summary.transactions]
+    assert shown == [
+        ("grant", D(5), D("101.990000")),  # the running answer's reservation (2 credits) is held
+        ("charge", D("-1.010000"), D("98.990000")),
+        ("signup_bonus", D(100), D(100)),
+    ]
+    notes = " ".join(t.note for t in summary.transactions)
+    assert "released" not in notes and "reserv" not in notes and "model_not_found" not in notes
+    data = summary_to_dict(summary)
+    assert [t["amount"] for t in data["transactions"]] == ["5.000000", "-1.010000", "100.000000"]
+
+
+@pytest.mark.django_db
+def test_usage_counts_what_was_answered_here_not_imported_messages(owner, owner_client):
+    from conversations.services.history.exports import import_conversations
+
+    chat = {
+        "format": "kimichat.conversation.v1",
+        "conversation": {"title": "from elsewhere", "model": "gpt-4o"},
+        "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "hello", "model": "gpt-4o", "created_at": "2025-01-02T03:04:05Z"},
+        ],
+    }
+    import_conversations(owner, orjson.dumps([chat] * 20))
+    assert Message.objects.for_user(owner).filter(role="assistant").count() == 20
+    data = owner_client.get("/api/usage/").json()
+    assert data["requests"] == 0 and data["models"] == []
+    assert all(b["requests"] == 0 for b in data["daily"])
+
+
+@pytest.mark.django_db
+def test_a_charged_answer_that_failed_mid_stream_is_one_request(owner, placeholder):
+    reservation = credits.reserve(owner, model="kimi-k2", prompt_tokens=10, max_completion_tokens=100)
+    Message.objects.filter(pk=placeholder.pk).update(status=Message.Status.ERROR)
+    credits.settle(reservation, message=placeholder, usage=Usage(10, 40, 50), estimated=False)
+    summary = usage_summary(owner)
+    assert (summary.requests, summary.tokens) == (1, 50)
+
+
+@pytest.mark.django_db
+def test_deleting_conversations_leaves_spending_and_requests_as_they_were(owner, make_answer):
+    for _ in range(3):
+        make_answer(owner, prompt_tokens=10, completion_tokens=5, cost=D("1.5"))
+    before = usage_summary(owner)
+    Conversation.objects.filter(owner=owner).delete()
+    after = usage_summary(owner)
+    assert (after.requests, after.tokens, after.consumed) == (before.requests, before.tokens, before.consumed)
+    assert (after.requests, after.tokens, after.consumed) == (3, 45, D("4.5"))
+    assert [(m.model, m.requests, m.cost) for m in after.models] == [("kimi-k2", 3, D("4.5"))]
 
 
 @pytest.mark.django_db
@@ -147,7 +209,7 @@ def test_the_query_count_does_not_grow_with_history(owner_client, owner, make_an
 
 @pytest.mark.django_db
 def test_the_usage_api(owner_client, owner, make_answer, outsider):
-    answer = make_answer(owner, cost=D(0))
+    answer = make_answer(owner, cost=D(0), status=Message.Status.STREAMING)
     spend(owner, answer, Usage(1000, 500, 1500, 400))
     make_answer(outsider, model="secret-model", prompt_tokens=5)
     ratelimit.check_rate_limit(owner, D(99))

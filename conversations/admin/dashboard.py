@@ -12,11 +12,11 @@ from datetime import date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
 from django.conf import settings
-from django.db.models import Count, Max, Sum
+from django.db.models import Count, F, Max, Q, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from conversations.models import ZERO, Message, ProviderSnapshot
+from conversations.models import ZERO, CreditTransaction, Message, ProviderSnapshot
 
 CHART_DAYS = 30
 TOP_USERS = 10
@@ -42,10 +42,10 @@ def format_age(age: timedelta) -> str:
 @dataclass(frozen=True)
 class DayUsage:
     day: date
-    requests: int = 0  # assistant answers started that day (each is one upstream request), whatever their status
-    tokens: int = 0  # total_tokens of those answers
-    # What those answers cost in credits (Message.cost: final once the answer is settled; a reservation still
-    # open for an answer in progress is not counted).
+    requests: int = 0  # answers paid for that day (settled reservations in the ledger), whatever their status
+    tokens: int = 0  # prompt + completion tokens of those answers
+    # What answers cost in credits that day, from the ledger (a reservation still open for an answer in progress
+    # is not counted; a released one nets to zero).
     credits: Decimal = ZERO
 
     @property
@@ -124,16 +124,39 @@ def window_start(now: datetime, days: int = CHART_DAYS) -> datetime:
     return timezone.make_aware(datetime.combine(first, time.min))
 
 
+def _answer_rows(start: datetime, now: datetime):
+    """The ledger rows of answers in the window: settled reservations (one request each, with the answer's
+    tokens) and the refunds and releases that close them, so summed amounts are what answers finally cost.
+    Reservations still open (answers in progress) are left out; imported conversations have no rows; deleting a
+    conversation deletes none."""
+    return CreditTransaction.objects.filter(model__gt="", created_at__gte=start, created_at__lte=now).exclude(
+        state=CreditTransaction.State.OPEN
+    )
+
+
+_SETTLED = Q(state=CreditTransaction.State.SETTLED)
+ANSWER_FIGURES = {
+    "requests": Count("id", filter=_SETTLED),
+    "tokens": Sum(F("prompt_tokens") + F("completion_tokens"), filter=_SETTLED),
+    "spent": Sum("amount"),
+}
+
+
+def _credits(spent) -> Decimal:
+    # Ledger amounts are negative for charges; SQLite sums them as floats, hence the quantize (and 0 - x, not -x).
+    return (ZERO - (spent or ZERO)).quantize(Decimal("0.000001"), rounding=ROUND_HALF_UP)
+
+
 def daily_usage(*, now: datetime | None = None, days: int = CHART_DAYS) -> list[DayUsage]:
     """One row per day, oldest first, days without activity included as zeros. One query."""
     now = now or timezone.now()
     start = window_start(now, days)
     tz = timezone.get_current_timezone()
     rows = (
-        Message.objects.filter(role=Message.Role.ASSISTANT, created_at__gte=start, created_at__lte=now)
+        _answer_rows(start, now)
         .annotate(day=TruncDate("created_at", tzinfo=tz))
         .values("day")
-        .annotate(requests=Count("id"), tokens=Sum("total_tokens"), credits=Sum("cost"))
+        .annotate(**ANSWER_FIGURES)
         .order_by()
     )
     by_day = {row["day"]: row for row in rows}
@@ -147,7 +170,7 @@ def daily_usage(*, now: datetime | None = None, days: int = CHART_DAYS) -> list[
                 day=day,
                 requests=row.get("requests") or 0,
                 tokens=row.get("tokens") or 0,
-                credits=row.get("credits") or ZERO,
+                credits=_credits(row.get("spent")),
             )
         )
     return usage
@@ -156,21 +179,19 @@ def daily_usage(*, now: datetime | None = None, days: int = CHART_DAYS) -> list[
 def _top_users(order_by: str, *, now: datetime | None, days: int, limit: int) -> list[TopUser]:
     now = now or timezone.now()
     rows = (
-        Message.objects.filter(
-            role=Message.Role.ASSISTANT, created_at__gte=window_start(now, days), created_at__lte=now
-        )
-        .values("conversation__owner_id", "conversation__owner__username")
-        .annotate(tokens=Sum("total_tokens"), requests=Count("id"), credits=Sum("cost"))
+        _answer_rows(window_start(now, days), now)
+        .values("account__user_id", "account__user__username")
+        .annotate(**ANSWER_FIGURES, credits=ZERO - Sum("amount"))
         .filter(**{f"{order_by}__gt": 0})
-        .order_by(f"-{order_by}", "conversation__owner__username")[:limit]
+        .order_by(f"-{order_by}", "account__user__username")[:limit]
     )
     return [
         TopUser(
-            user_id=row["conversation__owner_id"],
-            username=row["conversation__owner__username"],
+            user_id=row["account__user_id"],
+            username=row["account__user__username"],
             tokens=row["tokens"] or 0,
             requests=row["requests"],
-            credits=row["credits"] or ZERO,
+            credits=_credits(row["spent"]),
         )
         for row in rows
     ]
