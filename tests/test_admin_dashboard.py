@@ -118,9 +118,8 @@ def test_deleting_chats_leaves_the_spending_figures_as_they_were(seeded):
 def test_imported_answers_are_not_requests(owner):
     imported = Conversation.objects.create(owner=owner, model="gpt-4o", title="imported")
     for hours in range(5):  # as services/history/exports.py stores them: complete, no ledger row
-        Message.objects.create(
-            conversation=imported, role="assistant", content="old", model="gpt-4o", created_at=NOW - timedelta(hours=hours)
-        )
+        at = NOW - timedelta(hours=hours)
+        Message.objects.create(conversation=imported, role="assistant", content="old", model="gpt-4o", created_at=at)
     data = admin_dashboard.dashboard_data(now=NOW)
     assert data.totals.requests == 0 and data.top_by_tokens == [] and data.top_by_credits == []
 

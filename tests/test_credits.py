@@ -361,7 +361,6 @@ def test_the_ledger_always_sums_to_the_balance(django_user_model, ops):
         answer = Message.objects.create(conversation=conversation, role=Message.Role.ASSISTANT)
         expected = D(100)  # the signup bonus; then what each operation should have done, computed independently
         for op in ops:
-            before = credits.get_balance(user)
             try:
                 if op[0] == "grant":
                     credits.grant(user, op[1])

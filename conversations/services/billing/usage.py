@@ -168,8 +168,7 @@ def _per_model(user) -> list[ModelUsage]:
         .order_by("-requests", "model")
     )
     return [
-        ModelUsage(**{k: v for k, v in row.items() if k != "spent"}, cost=quantize(ZERO - row["spent"]))
-        for row in rows
+        ModelUsage(**{k: v for k, v in row.items() if k != "spent"}, cost=quantize(ZERO - row["spent"])) for row in rows
     ]
 
 
