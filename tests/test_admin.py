@@ -285,9 +285,7 @@ def test_conversation_search_by_title_owner_and_message_content(admin_client, ow
     assert sorted((c.title, c.message_count) for c in rows) == [("Pasta recipes", 2), ("Trip", 7)]
 
 
-def test_conversation_search_reaches_message_contents_only_for_staff_who_may_read_messages(
-    staff_client, staff, owner
-):
+def test_conversation_search_reaches_message_contents_only_for_staff_who_may_read_messages(staff_client, staff, owner):
     conversation = conversation_with_messages(owner, title="Holiday")
     Message.objects.create(conversation=conversation, role="user", content="my password is hunter2")
     grant(staff, "view_conversation")
