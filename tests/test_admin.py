@@ -18,7 +18,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from conversations.models import Conversation, CreditAccount, CreditTransaction, Message, ModelPrice, ProviderSnapshot
-from conversations.services.billing import credits
+from conversations.services.billing import credits, pricing
 
 pytestmark = pytest.mark.django_db
 
@@ -402,6 +402,39 @@ def test_model_price_admin_rejects_negative_prices_with_a_clear_message(admin_cl
     assert price.per_million_completion == Decimal(9)
 
 
+def test_model_price_admin_offers_the_known_models_and_warns_about_an_unknown_id(admin_client, settings):
+    settings.KIMI_FALLBACK_MODELS = ["kimi-k2.6", "kimi-k3"]
+    add_url = reverse("admin:conversations_modelprice_add")
+    choices = [value for value, _label in admin_client.get(add_url).context["adminform"].form.fields["model"].choices]
+    assert choices == ["", "kimi-k2.6", "kimi-k3", "__other__"]
+
+    response = admin_client.post(add_url, {**PRICE, "model": "kimi-k3-typo"})  # not offered: refused
+    assert response.status_code == 200 and "model" in response.context["adminform"].form.errors
+    response = admin_client.post(add_url, {**PRICE, "model": "__other__"})
+    assert response.context["adminform"].form.errors["other_model"] == [
+        "Type the model id, or pick a model from the list."
+    ]
+    response = admin_client.post(add_url, {**PRICE, "model": "__other__", "other_model": "kimi-k9"}, follow=True)
+    assert ModelPrice.objects.filter(model="kimi-k9").exists()
+    assert "is not a model this server knows" in response.content.decode()
+    assert admin_client.post(add_url, {**PRICE, "model": "kimi-k3"}).status_code == 302
+    assert set(ModelPrice.objects.values_list("model", flat=True)) == {"kimi-k9", "kimi-k3"}
+
+
+def test_model_price_admin_shows_the_price_in_effect_of_every_known_model(admin_client, settings, shipped_prices):
+    settings.KIMI_FALLBACK_MODELS = ["kimi-k2.5", "kimi-k3", "kimi-k2.6"]
+    pricing.set_price("kimi-k2.6", per_request="3")
+    response = admin_client.get(PRICES)
+    shown = {p.model: (p.origin, p.price.per_million_completion) for p in response.context["prices_in_effect"]}
+    assert shown == {
+        "kimi-k2.5": ("published", Decimal(300)),  # US$3.00 a million at 1 credit = US$0.01
+        "kimi-k3": ("default", Decimal(1500)),  # no published price: the conservative default
+        "kimi-k2.6": ("admin", Decimal(0)),
+    }
+    html = response.content.decode()
+    assert 'id="prices-in-effect"' in html and "platform.moonshot.ai" in html
+
+
 def test_model_price_model_validators_reject_negatives():
     with pytest.raises(ValidationError) as error:
         ModelPrice(model="x", per_request=Decimal("-1")).full_clean()
@@ -525,8 +558,8 @@ LIST_PAGES = {
     "messages": (MESSAGES, lambda env, n, start: seed_messages(env["owner"], n), 9),
     # 5 + date hierarchy (2)
     "transactions": (TRANSACTIONS, lambda env, n, start: seed_transactions(env["owner"], n, start), 7),
-    # 5: no filters, no hierarchy
-    "prices": (PRICES, lambda env, n, start: seed_prices(n, start), 5),
+    # 5 (no filters, no hierarchy) + the prices in effect of the offered models
+    "prices": (PRICES, lambda env, n, start: seed_prices(n, start), 6),
     # 5 + date hierarchy (2) + the source filter's DISTINCT
     "snapshots": (SNAPSHOTS, lambda env, n, start: seed_snapshots(n), 8),
 }

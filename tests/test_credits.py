@@ -7,6 +7,7 @@ import threading
 from decimal import Decimal
 
 import pytest
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from django.db import IntegrityError, connection, connections, transaction
@@ -18,8 +19,10 @@ from conversations.kimi.events import Usage
 from conversations.models import Conversation, CreditAccount, CreditTransaction, Message, ModelPrice
 from conversations.services.billing import credits, pricing
 from conversations.services.billing.credits import InsufficientCredits, InvalidAmount, ReservationClosed
+from conversations.services.billing.published_prices import PublishedPrice, published_price
 
 D = Decimal
+MILLION = D(1_000_000)
 Kind = CreditTransaction.Kind
 
 
@@ -145,6 +148,36 @@ def test_a_model_without_a_price_row_uses_the_settings_default(settings):
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("model", ["kimi-k3", "kimi-k2.9", "gateway-model", *settings.KIMI_FALLBACK_MODELS])
+def test_every_shipped_default_price_covers_what_the_provider_charges(shipped_prices, model):
+    price = pricing.price_for(model)
+    value = shipped_prices.KIMICHAT_CREDIT_VALUE_USD  # US$ per credit
+    published = published_price(model)
+    # The dearest published Kimi price is US$1.15 / 8.00 per million; an unknown model costs more than that.
+    floor = published or PublishedPrice(D("1.15"), D("1.15"), D("8.00"), "")
+    assert price.per_million_prompt * value >= floor.prompt
+    assert price.per_million_cached * value >= floor.cached
+    assert price.per_million_completion * value >= floor.completion
+    # So a credit never buys more tokens than it pays the provider for: kimi-k3 once gave ~983k prompt tokens.
+    assert MILLION / price.per_million_prompt * floor.prompt / MILLION <= value
+
+
+@pytest.mark.django_db
+def test_published_prices_become_credits_at_the_configured_credit_value(shipped_prices):
+    assert pricing.price_for("kimi-k2.5") == pricing.Price(
+        per_request=D(1), per_million_prompt=D(60), per_million_completion=D(300), per_million_cached=D(10)
+    )
+    shipped_prices.KIMICHAT_CREDIT_VALUE_USD = D("0.001")  # a tenth of a cent: ten times the credits
+    assert pricing.price_for("kimi-k2.5").per_million_completion == D(3000)
+    pricing.set_price("kimi-k2.5", per_million_completion="5")  # the admin's row wins
+    assert pricing.price_for("kimi-k2.5").per_million_completion == D(5)
+    [admin, published, default] = pricing.prices_in_effect(["kimi-k2.5", "kimi-k2.6", "kimi-k3"])
+    assert (admin.origin, published.origin, default.origin) == ("admin", "published", "default")
+    assert "moonshot" in published.source.lower() or "puter" in published.source
+    assert MILLION / default.price.per_million_prompt < 3_334  # a credit buys ~3,333 kimi-k3 prompt tokens
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize("field", ["per_request", "per_million_prompt", "per_million_completion", "per_million_cached"])
 def test_negative_prices_are_rejected_everywhere(field):
     with pytest.raises(pricing.InvalidPrice):
@@ -265,7 +298,7 @@ def test_a_reservation_closes_once(owner, placeholder):
 def test_an_answer_never_costs_more_than_was_reserved(settings, make_user, make_answer):
     settings.KIMICHAT_SIGNUP_CREDITS = 10
     user = make_user("poor")
-    answer = make_answer(user)
+    answer = make_answer(user, status=Message.Status.STREAMING, cost=D(0))
     pricing.set_price("kimi-k2", per_million_completion="1000000")  # one credit per completion token
     reservation = credits.reserve(user, model="kimi-k2", prompt_tokens=0, max_completion_tokens=1)
     assert credits.get_balance(user) == D(9)

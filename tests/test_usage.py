@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -21,8 +22,8 @@ from conversations.templatetags.credits_format import credits as format_credits
 D = Decimal
 NOW = datetime(2025, 9, 10, 15, 40, tzinfo=UTC)
 ARTIFACTS = Path(__file__).parent / "artifacts"
-# session, user, then services.usage: account + consumed, per day, per hour, per model, recent ledger rows.
-PAGE_QUERIES = 7
+# session, user, then services.usage: account + consumed, per day, per hour, per model, recent ledger rows, prices.
+PAGE_QUERIES = 8
 
 
 def spend(user, answer, usage: Usage, *, model: str = "kimi-k2"):
@@ -165,7 +166,7 @@ def test_the_usage_page_needs_a_login(client):
 
 @pytest.mark.django_db
 def test_the_usage_page_shows_the_users_numbers_only(owner_client, owner, make_answer, django_assert_num_queries):
-    answer = make_answer(owner, prompt_tokens=1200, completion_tokens=345, cached_tokens=200, cost=D(0))
+    answer = make_answer(owner, status=Message.Status.STREAMING, cost=D(0))
     spend(owner, answer, Usage(1200, 345, 1545, 200))
     credits.grant(owner, "2.5", note="birthday present")
     ProviderSnapshot.objects.create(balance=D("12.34"), rate_limit={"x-ratelimit-limit": "60"})
@@ -184,6 +185,29 @@ def test_the_usage_page_shows_the_users_numbers_only(owner_client, owner, make_a
 
 
 @pytest.mark.django_db
+def test_the_usage_page_shows_the_price_of_each_model(owner_client, shipped_prices, settings):
+    settings.KIMI_FALLBACK_MODELS = ["kimi-k2.5", "kimi-k3"]
+    pricing.set_price("kimi-k3", per_request="2", per_million_prompt="400", per_million_completion="1600")
+    html = owner_client.get("/usage/").content.decode()
+    prices = html[html.index('id="prices"') :]
+    # kimi-k2.5 at Moonshot's US$0.60 / 0.10 / 3.00 a million, 1 credit = US$0.01; kimi-k3 as set in the admin.
+    assert re.search(
+        r"<code>kimi-k2.5</code></td><td class=\"num\">1</td>\s*<td class=\"num\">60</td>"
+        r"<td class=\"num\">10</td>\s*<td class=\"num\">300</td>",
+        prices,
+    )
+    assert re.search(r"<code>kimi-k3</code></td><td class=\"num\">2</td>\s*<td class=\"num\">400</td>", prices)
+    data = owner_client.get("/api/usage/").json()
+    assert data["prices"][0] == {
+        "model": "kimi-k2.5",
+        "per_request": "1.000000",
+        "per_million_prompt": "60.000000",
+        "per_million_cached": "10.000000",
+        "per_million_completion": "300.000000",
+    }
+
+
+@pytest.mark.django_db
 def test_staff_also_see_the_provider_snapshot(make_user, client, django_assert_num_queries):
     admin = make_user("admin", is_staff=True)
     ProviderSnapshot.objects.create(balance=D("12.34"), rate_limit={"X-RateLimit-Remaining": "59"}, source="headers")
@@ -199,7 +223,8 @@ def test_staff_also_see_the_provider_snapshot(make_user, client, django_assert_n
 @pytest.mark.django_db
 def test_the_query_count_does_not_grow_with_history(owner_client, owner, make_answer, django_assert_num_queries):
     for i in range(40):
-        answer = make_answer(owner, created_at=timezone.now() - timedelta(hours=i * 7), model=f"m{i % 5}", cost=D(0))
+        at = timezone.now() - timedelta(hours=i * 7)
+        answer = make_answer(owner, created_at=at, model=f"m{i % 5}", cost=D(0), status=Message.Status.STREAMING)
         spend(owner, answer, Usage(100, 20, 120), model=answer.model)
     with django_assert_num_queries(PAGE_QUERIES):
         assert owner_client.get("/usage/").status_code == 200
@@ -290,7 +315,7 @@ def test_usage_page_screenshots(live_server, client, make_user, make_answer, mon
     for i in range(120):  # a plausible month: busier on weekdays, a few answers an hour today
         when = now - timedelta(hours=(i * 37) % (30 * 24), minutes=i % 50)
         model = ("kimi-k2", "kimi-k2.6", "kimi-k2-thinking")[i % 3]
-        answer = make_answer(admin, created_at=when, model=model, cost=D(0))
+        answer = make_answer(admin, created_at=when, model=model, cost=D(0), status=Message.Status.STREAMING)
         usage = Usage(800 + (i * 97) % 3000, 150 + (i * 53) % 900, 0, cached_tokens=(i * 41) % 600)
         spend(admin, answer, usage, model=model)
     ProviderSnapshot.objects.create(

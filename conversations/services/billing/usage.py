@@ -7,7 +7,7 @@ whose reservation was settled; released reservations (failed requests, refunded 
 
 Everything is aggregated in the database with a fixed number of queries, however much history there is:
 1 the account with the credits consumed, 2 answers per day, 3 answers per hour, 4 answers per model,
-5 the recent ledger rows, and for staff 6 the latest provider snapshot.
+5 the recent ledger rows, 6 the prices set in the admin, and for staff 7 the latest provider snapshot.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from django.db.models.functions import Coalesce, TruncDate, TruncHour
 from django.utils import timezone
 
 from conversations.models import CreditAccount, CreditTransaction, ProviderSnapshot
-from conversations.services.billing.pricing import quantize
+from conversations.services.billing.pricing import PriceInEffect, known_models, prices_in_effect, quantize
 
 DAYS = 30
 HOURS = 48
@@ -73,6 +73,7 @@ class UsageSummary:
     models: list[ModelUsage]  # all time, most requests first
     transactions: list[CreditTransaction]  # newest first
     provider: ProviderSnapshot | None = None  # staff only
+    prices: list[PriceInEffect] = field(default_factory=list)  # what each offered model costs now
     requests: int = field(init=False)
     prompt_tokens: int = field(init=False)
     completion_tokens: int = field(init=False)
@@ -208,6 +209,7 @@ def usage_summary(user, *, now: datetime | None = None) -> UsageSummary:
         models=_per_model(user),
         transactions=transactions,
         provider=provider,
+        prices=prices_in_effect(known_models()),
     )
 
 
@@ -259,6 +261,16 @@ def summary_to_dict(summary: UsageSummary, rate_limits=()) -> dict:
                 "created_at": t.created_at.isoformat(),
             }
             for t in summary.transactions
+        ],
+        "prices": [
+            {
+                "model": p.model,
+                "per_request": str(quantize(p.price.per_request)),
+                "per_million_prompt": str(quantize(p.price.per_million_prompt)),
+                "per_million_cached": str(quantize(p.price.per_million_cached)),
+                "per_million_completion": str(quantize(p.price.per_million_completion)),
+            }
+            for p in summary.prices
         ],
         "rate_limits": [
             {"window": s.window, "limit": s.limit, "used": s.used, "resets_in": s.resets_in} for s in rate_limits
