@@ -101,7 +101,7 @@ def test_user_list_shows_balance_tokens_and_last_activity(admin_client, owner, o
     assert rows["outsider"].total_tokens == 0
     assert rows["outsider"].last_activity is None
     html = response.content.decode()
-    assert ">125<" in html and ">60<" in html
+    assert ">125.00<" in html and ">60<" in html
 
 
 def test_user_list_sorts_by_an_annotation(admin_client, owner, outsider):
@@ -146,7 +146,7 @@ def test_user_change_page_shows_the_credit_account_and_latest_transactions_read_
     assert response.status_code == 200
     html = response.content.decode()
     assert "conference gift" in html and "Welcome credits" in html
-    assert ">107<" in html
+    assert ">107.00<" in html
     assert f"?account__id__exact={owner.credit_account.pk}" in html
     inline = next(f for f in response.context["inline_admin_formsets"] if f.opts.model is CreditAccount)
     assert not inline.has_change_permission and not inline.has_add_permission and not inline.has_delete_permission
@@ -477,6 +477,12 @@ def test_export_csv_of_the_whole_filtered_transaction_list(admin_client, admin_u
         "created_by",
         "estimated",
         "note",
+        "model",
+        "state",
+        "prompt_tokens",
+        "completion_tokens",
+        "cached_tokens",
+        "reservation_id",
     ]
     assert sorted((r[2], r[3], r[4], r[5], r[7], r[9]) for r in body) == [
         ("outsider", "grant", "6.000000", "106.000000", "admin", "six"),
@@ -556,8 +562,8 @@ LIST_PAGES = {
     "conversations": (CONVERSATIONS, lambda env, n, start: seed_conversations(env["owner"], n, start), 8),
     # 5 + date hierarchy (2) + DISTINCT model + DISTINCT error_code
     "messages": (MESSAGES, lambda env, n, start: seed_messages(env["owner"], n), 9),
-    # 5 + date hierarchy (2)
-    "transactions": (TRANSACTIONS, lambda env, n, start: seed_transactions(env["owner"], n, start), 7),
+    # 5 + date hierarchy (2) + the model filter's DISTINCT models
+    "transactions": (TRANSACTIONS, lambda env, n, start: seed_transactions(env["owner"], n, start), 8),
     # 5 (no filters, no hierarchy) + the prices in effect of the offered models
     "prices": (PRICES, lambda env, n, start: seed_prices(n, start), 6),
     # 5 + date hierarchy (2) + the source filter's DISTINCT
@@ -644,3 +650,12 @@ def test_a_conversation_is_deleted_with_its_messages_but_a_user_with_a_ledger_is
     assert page.status_code == 200 and "credit transaction" in page.context["perms_lacking"]
     assert admin_client.post(user_delete, {"post": "yes"}).status_code == 403
     assert CreditTransaction.objects.filter(account__user=owner).exists()
+
+
+def test_the_admin_writes_credits_by_the_one_rule(admin_client, owner):
+    credits.grant(owner, Decimal("5"), note="five")
+    pricing.set_price("kimi-k3", per_million_completion="1500")
+    ledger = admin_client.get(TRANSACTIONS).content.decode()
+    assert ">+5.00<" in ledger and ">105.00<" in ledger and "5.000000" not in ledger
+    prices = admin_client.get(PRICES).content.decode()
+    assert ">1,500.00<" in prices and "1500.000000" not in prices

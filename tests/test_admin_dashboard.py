@@ -14,7 +14,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from conversations.admin import dashboard as admin_dashboard
-from conversations.admin.dashboard import DayUsage, bar_chart, format_number, nice_ceiling, tidy_credits
+from conversations.admin.dashboard import DayUsage, bar_chart, format_number, nice_ceiling
 from conversations.models import Conversation, Message, ProviderSnapshot
 from tests.fixtures.credits import pay_for
 
@@ -221,13 +221,6 @@ def test_format_number(value, text):
     assert format_number(value) == text
 
 
-def test_tidy_credits():
-    assert tidy_credits(Decimal("12345.500000")) == "12,345.5"
-    assert tidy_credits(Decimal("0.000040")) == "0"
-    assert tidy_credits(Decimal("0.00005")) == "0.0001"
-    assert tidy_credits(Decimal("100.000000")) == "100"
-
-
 # --- the page --------------------------------------------------------------------------------------------------
 @pytest.fixture
 def live_data(owner, outsider):
@@ -267,10 +260,10 @@ def test_dashboard_shows_the_figures_of_the_data(admin_client, live_data):
     html = response.content.decode()
     assert 'id="kc-today-requests">2<' in html
     assert 'id="kc-today-tokens">1,234<' in html
-    assert 'id="kc-today-credits">1<' in html
+    assert 'id="kc-today-credits">1.00<' in html
     assert 'id="kc-errors-24h">1<' in html
     assert 'id="kc-streams-now">1<' in html
-    assert 'id="kc-provider-balance">1,234.5<' in html
+    assert 'id="kc-provider-balance">1,234.50<' in html
     assert "x-ratelimit-remaining-requests" in html and ">57<" in html and ">987<" in html
     top = re.search(r'<table id="kc-top-tokens">.*?</table>', html, re.S).group(0)
     assert top.index(">owner<") < top.index("1,234")

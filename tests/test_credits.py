@@ -462,7 +462,7 @@ def test_the_ledger_check_is_exact_where_the_database_sums_decimals_as_floats(ow
 @pytest.mark.django_db
 def test_grantcredits_command(owner, capsys):
     call_command("grantcredits", "owner", "25.5", "--note", "conference")
-    assert "balance is now 125.500000" in capsys.readouterr().out
+    assert "Granted 25.50 credits to owner; balance is now 125.50." in capsys.readouterr().out
     assert CreditTransaction.objects.filter(kind=Kind.GRANT, amount=D("25.5"), note="conference").count() == 1
     with pytest.raises(CommandError, match="no user"):
         call_command("grantcredits", "nobody", "1")

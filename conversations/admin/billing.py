@@ -15,6 +15,7 @@ from conversations.models import (
     ProviderSnapshot,
 )
 from conversations.services.billing import pricing
+from conversations.services.billing.credit_format import format_credits, format_signed_credits
 
 
 @admin.register(CreditTransaction)
@@ -26,15 +27,18 @@ class CreditTransactionAdmin(admin.ModelAdmin):
         "created_at",
         "user",
         "kind",
-        "amount",
-        "balance_after",
+        "amount_display",
+        "balance_after_display",
+        "model",
+        "state",
         "message_id",
         "created_by",
         "estimated",
         "note",
     )
     list_select_related = ("account__user", "created_by")
-    list_filter = ("kind", "estimated", "created_at")
+    # Reservations and their releases are hidden from users (their usage page nets them) but stay auditable here.
+    list_filter = ("kind", "state", "estimated", "model", "created_at")
     search_fields = ("account__user__username", "account__user__email", "note")
     date_hierarchy = "created_at"
     ordering = ("-created_at", "-id")
@@ -50,6 +54,12 @@ class CreditTransactionAdmin(admin.ModelAdmin):
         ("created_by", lambda t: t.created_by.username if t.created_by else ""),
         ("estimated", lambda t: t.estimated),
         ("note", lambda t: t.note),
+        ("model", lambda t: t.model),
+        ("state", lambda t: t.state),
+        ("prompt_tokens", lambda t: t.prompt_tokens),
+        ("completion_tokens", lambda t: t.completion_tokens),
+        ("cached_tokens", lambda t: t.cached_tokens),
+        ("reservation_id", lambda t: t.reservation_id),
     ]
 
     def has_add_permission(self, request):
@@ -69,6 +79,14 @@ class CreditTransactionAdmin(admin.ModelAdmin):
     @admin.display(description=_("user"), ordering="account__user__username")
     def user(self, tx):
         return tx.account.user
+
+    @admin.display(description=_("amount"), ordering="amount")
+    def amount_display(self, tx):
+        return format_signed_credits(tx.amount)
+
+    @admin.display(description=_("balance after"), ordering="balance_after")
+    def balance_after_display(self, tx):
+        return format_credits(tx.balance_after)
 
 
 PRICE_FIELDS = ("per_request", "per_million_prompt", "per_million_completion", "per_million_cached")
@@ -134,7 +152,14 @@ class ModelPriceForm(forms.ModelForm):
 @admin.register(ModelPrice)
 class ModelPriceAdmin(admin.ModelAdmin):
     form = ModelPriceForm
-    list_display = ("model", *PRICE_FIELDS, "updated_at")
+    list_display = (
+        "model",
+        "per_request_display",
+        "prompt_display",
+        "completion_display",
+        "cached_display",
+        "updated_at",
+    )
     search_fields = ("model",)
     ordering = ("model",)
     readonly_fields = ("updated_at",)
@@ -150,6 +175,22 @@ class ModelPriceAdmin(admin.ModelAdmin):
                 % {"model": obj.model},
                 messages.WARNING,
             )
+
+    @admin.display(description=_("per request"), ordering="per_request")
+    def per_request_display(self, price):
+        return format_credits(price.per_request)
+
+    @admin.display(description=_("per million prompt"), ordering="per_million_prompt")
+    def prompt_display(self, price):
+        return format_credits(price.per_million_prompt)
+
+    @admin.display(description=_("per million completion"), ordering="per_million_completion")
+    def completion_display(self, price):
+        return format_credits(price.per_million_completion)
+
+    @admin.display(description=_("per million cached"), ordering="per_million_cached")
+    def cached_display(self, price):
+        return format_credits(price.per_million_cached)
 
     def changelist_view(self, request, extra_context=None):
         # What every offered model costs now, and where that price comes from: a row here, the provider's published

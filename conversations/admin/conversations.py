@@ -8,11 +8,11 @@ from django.template.defaultfilters import linebreaksbr, truncatechars
 from django.utils.translation import gettext_lazy as _
 
 from conversations.admin.common import ContentPrivacyMixin, export_csv, subquery_total
-from conversations.admin.dashboard import tidy_credits
 from conversations.models import (
     Conversation,
     Message,
 )
+from conversations.services.billing.credit_format import format_credits
 
 
 class MessageStatusFilter(admin.SimpleListFilter):
@@ -78,7 +78,7 @@ class MessageInline(ContentPrivacyMixin, admin.TabularInline):
             "completion": message.completion_tokens,
             "total": message.total_tokens,
             "estimated": estimated,
-            "cost": tidy_credits(message.cost),
+            "cost": format_credits(message.cost),
         }
 
     @admin.display(description=_("error"))

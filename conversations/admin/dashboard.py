@@ -17,17 +17,12 @@ from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from conversations.models import ZERO, CreditTransaction, Message, ProviderSnapshot
+from conversations.services.billing.credit_format import format_credits
 
 CHART_DAYS = 30
 TOP_USERS = 10
 ERROR_WINDOW = timedelta(hours=24)
 STREAMS_SHOWN = 50
-
-
-def tidy_credits(value: Decimal) -> str:
-    """Credits for people: at most 4 decimals, no trailing zeros, thousands grouped ("1,234.5")."""
-    rounded = Decimal(value).quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP).normalize()
-    return f"{rounded + 0:,f}"  # + 0 turns -0 into 0
 
 
 def format_age(age: timedelta) -> str:
@@ -50,7 +45,7 @@ class DayUsage:
 
     @property
     def credits_display(self) -> str:
-        return tidy_credits(self.credits)
+        return format_credits(self.credits)
 
 
 @dataclass(frozen=True)
@@ -63,7 +58,7 @@ class TopUser:
 
     @property
     def credits_display(self) -> str:
-        return tidy_credits(self.credits)
+        return format_credits(self.credits)
 
 
 @dataclass(frozen=True)

@@ -19,13 +19,13 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from conversations.admin.common import subquery_total
-from conversations.admin.dashboard import tidy_credits
 from conversations.models import (
     CREDIT_DIGITS,
     Conversation,
     CreditAccount,
     Message,
 )
+from conversations.services.billing.credit_format import format_credits
 
 User = get_user_model()
 
@@ -91,8 +91,8 @@ class CreditAccountInline(admin.StackedInline):
                 (
                     timezone.localtime(tx.created_at).strftime("%Y-%m-%d %H:%M"),
                     tx.get_kind_display(),
-                    tidy_credits(tx.amount),
-                    tidy_credits(tx.balance_after),
+                    format_credits(tx.amount),
+                    format_credits(tx.balance_after),
                     tx.created_by.username if tx.created_by else "",
                     tx.note,
                 )
@@ -176,7 +176,7 @@ class KimiChatUserAdmin(UserAdmin):
 
     @admin.display(description=_("credits"), ordering="credit_balance", empty_value="0")
     def credit_balance(self, user):
-        return None if user.credit_balance is None else tidy_credits(user.credit_balance)
+        return None if user.credit_balance is None else format_credits(user.credit_balance)
 
     @admin.display(description=_("tokens"), ordering="total_tokens")
     def total_tokens(self, user):
@@ -220,7 +220,7 @@ class KimiChatUserAdmin(UserAdmin):
             "title": _("Grant credits"),
             "opts": self.opts,
             "form": form,
-            "users": [(user, tidy_credits(user.credit_balance or 0)) for user in selected[:shown]],
+            "users": [(user, format_credits(user.credit_balance or 0)) for user in selected[:shown]],
             "more": queryset.count() - shown if len(selected) > shown else 0,
             "selected_ids": request.POST.getlist(ACTION_CHECKBOX_NAME),
             "select_across": request.POST.get("select_across", "0"),

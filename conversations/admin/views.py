@@ -8,6 +8,7 @@ from django.template.response import TemplateResponse
 from django.utils.translation import gettext as _
 
 from conversations.admin import dashboard as admin_dashboard
+from conversations.services.billing.credit_format import format_credits
 
 # The dashboard shows usage and spending per user (no message content): the ledger's view permission is the key.
 DASHBOARD_PERMISSION = "conversations.view_credittransaction"
@@ -34,7 +35,7 @@ def dashboard(request):
         "title": _("KimiChat dashboard"),
         "data": data,
         "charts": charts,
-        "provider_balance": admin_dashboard.tidy_credits(data.provider.balance)
+        "provider_balance": format_credits(data.provider.balance)
         if data.provider and data.provider.balance is not None
         else None,
         "rate_limit": sorted(data.provider.rate_limit.items())

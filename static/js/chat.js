@@ -88,7 +88,7 @@ class ChatApp extends Base {
   setBalance(balance) {
     const box = $("balance");
     box.querySelector("[data-amount]").textContent = formatCredits(balance);
-    box.title = balance === null || balance === undefined ? "" : interpolate(gettext("%s credits left"), [balance]);
+    box.title = balance === null || balance === undefined ? "" : interpolate(gettext("%s credits left"), [formatCredits(balance)]);
   }
 
   async loadModels() {
