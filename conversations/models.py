@@ -12,6 +12,8 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from conversations.services.billing.credit_format import format_credits, format_signed_credits
+
 ZERO = Decimal("0")
 CREDIT_DIGITS = {"max_digits": 18, "decimal_places": 6}  # credits: exact decimals, never floats
 
@@ -155,7 +157,7 @@ class CreditAccount(models.Model):
         constraints = [models.CheckConstraint(condition=Q(balance__gte=0), name="credit_balance_not_negative")]
 
     def __str__(self) -> str:
-        return f"{self.user} — {self.balance}"
+        return f"{self.user} — {format_credits(self.balance)}"
 
 
 class ReservationState(models.TextChoices):
@@ -210,7 +212,7 @@ class CreditTransaction(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.kind} {self.amount}"
+        return f"{self.kind} {format_signed_credits(self.amount)}"
 
 
 class ModelPrice(models.Model):
