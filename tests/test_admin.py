@@ -208,6 +208,62 @@ def test_grant_action_needs_the_change_creditaccount_permission(staff_client, st
     assert "grant_credits" in action_names(staff_client.get(USERS))
 
 
+def test_adjust_action_deducts_or_adds_with_a_note_and_never_below_zero(admin_client, admin_user, owner, outsider):
+    credits.grant(outsider, Decimal(50))  # outsider 150, owner 100
+    response = post_action(admin_client, USERS, "adjust_credits", [owner, outsider])
+    assert response.templates[0].name == "admin/kimichat_adjust_credits.html"
+    for amount, note, field, error in [
+        ("0", "nothing", "amount", "An adjustment of 0 changes nothing."),
+        ("-5", "", "note", "This field is required."),
+    ]:
+        response = post_action(admin_client, USERS, "adjust_credits", [owner], apply="1", amount=amount, note=note)
+        assert response.context["form"].errors == {field: [error]}
+    # 120 more than owner has: nobody is adjusted, and the page says whose balance is short.
+    response = post_action(
+        admin_client, USERS, "adjust_credits", [owner, outsider], apply="1", amount="-120", note="chargeback"
+    )
+    assert response.status_code == 200
+    assert "owner has 100.00 credits: an adjustment cannot take a balance below zero." in response.content.decode()
+    assert not CreditTransaction.objects.filter(kind="adjustment").exists()
+
+    response = post_action(
+        admin_client, USERS, "adjust_credits", [owner, outsider], apply="1", amount="-40.5", note="chargeback"
+    )
+    assert response.status_code == 302
+    rows = CreditTransaction.objects.filter(kind="adjustment").select_related("account__user")
+    assert sorted((r.account.user.username, r.amount, r.created_by, r.note) for r in rows) == [
+        ("outsider", Decimal("-40.5"), admin_user, "chargeback"),
+        ("owner", Decimal("-40.5"), admin_user, "chargeback"),
+    ]
+    assert (credits.get_balance(owner), credits.get_balance(outsider)) == (Decimal("59.5"), Decimal("109.5"))
+    assert credits.verify_ledger() == []
+
+
+def test_adjust_credits_from_the_users_page(admin_client, admin_user, owner):
+    page = admin_client.get(reverse("admin:auth_user_change", args=[owner.pk])).content.decode()
+    adjust_url = reverse("admin:kimichat_adjust_credits", args=[owner.pk])
+    assert f"href='{adjust_url}'" in page
+    assert admin_client.get(adjust_url).status_code == 200
+    response = admin_client.post(adjust_url, {"amount": "-100.000001", "note": "too much"})
+    assert "owner has 100.00 credits" in response.content.decode()
+    response = admin_client.post(adjust_url, {"amount": "7.25", "note": "goodwill"}, follow=True)
+    assert response.redirect_chain[-1][0] == reverse("admin:auth_user_change", args=[owner.pk])
+    shown = [str(m) for m in response.context["messages"]]
+    assert shown == ["Adjusted owner's balance by +7.25 credits; it is now 107.25."]
+    row = CreditTransaction.objects.get(kind="adjustment")
+    assert (row.amount, row.created_by, row.note) == (Decimal("7.25"), admin_user, "goodwill")
+
+
+def test_adjusting_credits_needs_the_change_creditaccount_permission(staff_client, staff, owner):
+    grant(staff, "view_user", "auth")
+    grant(staff, "change_user", "auth")
+    assert "adjust_credits" not in action_names(staff_client.get(USERS))
+    adjust_url = reverse("admin:kimichat_adjust_credits", args=[owner.pk])
+    assert staff_client.post(adjust_url, {"amount": "-5", "note": "sneaky"}).status_code == 403
+    post_action(staff_client, USERS, "adjust_credits", [owner], apply="1", amount="-5", note="sneaky")
+    assert not CreditTransaction.objects.filter(kind="adjustment").exists()
+
+
 def test_deactivate_and_activate_accounts_but_never_yourself(admin_client, admin_user, owner, outsider):
     post_action(admin_client, USERS, "deactivate_users", [owner, outsider, admin_user])
     assert {u.username: u.is_active for u in type(owner).objects.all()} == {

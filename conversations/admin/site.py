@@ -1,4 +1,4 @@
-"""The admin site itself: its titles, and the dashboard's URL."""
+"""The admin site itself: its titles, and the URLs of its own pages (the dashboard, adjusting one user's credits)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from django.contrib import admin
 from django.urls import path
 from django.utils.translation import gettext_lazy as _
 
+from conversations.admin import credit_adjust
 from conversations.admin import views as admin_views
 
 admin.site.site_header = _("KimiChat administration")
@@ -20,7 +21,12 @@ admin.site.site_title = _("KimiChat admin")
 def _with_dashboard(get_urls: Callable[[], list]) -> Callable[[], list]:
     def get_urls_with_dashboard() -> list:
         dashboard = path("dashboard/", admin.site.admin_view(admin_views.dashboard), name="kimichat_dashboard")
-        return [dashboard, *get_urls()]
+        adjust = path(
+            "credits/adjust/<int:user_id>/",
+            admin.site.admin_view(credit_adjust.adjust_user_credits),
+            name="kimichat_adjust_credits",
+        )
+        return [dashboard, adjust, *get_urls()]
 
     return get_urls_with_dashboard
 

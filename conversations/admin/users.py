@@ -19,6 +19,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from conversations.admin.common import subquery_total
+from conversations.admin.credit_adjust import adjust_credits
 from conversations.models import (
     CREDIT_DIGITS,
     Conversation,
@@ -82,8 +83,13 @@ class CreditAccountInline(admin.StackedInline):
     def recent_transactions(self, account: CreditAccount):
         rows = list(account.transactions.select_related("created_by").order_by("-created_at", "-id")[: self.RECENT])
         ledger = reverse("admin:conversations_credittransaction_changelist") + f"?account__id__exact={account.pk}"
+        adjust = format_html(
+            "<p><a class='button' href='{}'>{}</a></p>",
+            reverse("admin:kimichat_adjust_credits", args=[account.user_id]),
+            _("Adjust credits…"),
+        )
         if not rows:
-            return _("No transactions yet.")
+            return format_html("{}{}", _("No transactions yet."), adjust)
         body = format_html_join(
             "",
             "<tr><td>{}</td><td>{}</td><td class='kc-num'>{}</td><td class='kc-num'>{}</td><td>{}</td><td>{}</td></tr>",
@@ -101,7 +107,7 @@ class CreditAccountInline(admin.StackedInline):
         )
         return format_html(
             "<table class='kc-ledger'><thead><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th>"
-            "</tr></thead><tbody>{}</tbody></table><p><a href='{}'>{}</a></p>",
+            "</tr></thead><tbody>{}</tbody></table><p><a href='{}'>{}</a></p>{}",
             _("When"),
             _("Kind"),
             _("Amount"),
@@ -111,6 +117,7 @@ class CreditAccountInline(admin.StackedInline):
             body,
             ledger,
             _("The whole ledger of this account →"),
+            adjust,
         )
 
 
@@ -148,7 +155,7 @@ class KimiChatUserAdmin(UserAdmin):
     list_filter = ("is_staff", "is_superuser", "is_active", BalanceRangeFilter, "groups")
     search_fields = ("username", "email")
     ordering = ("username",)
-    actions = ["grant_credits", "deactivate_users", "activate_users"]
+    actions = ["grant_credits", adjust_credits, "deactivate_users", "activate_users"]
 
     class Media:
         css = {"all": ["css/admin-dashboard.css"]}  # the ledger table of the credit inline
