@@ -268,6 +268,8 @@ KIMICHAT_DEFAULT_PRICE_PER_MILLION_COMPLETION = Decimal(
     str(env_float("DEFAULT_PRICE_PER_MILLION_COMPLETION", 1500, minimum=0))
 )
 KIMICHAT_DEFAULT_PRICE_PER_MILLION_CACHED = Decimal(str(env_float("DEFAULT_PRICE_PER_MILLION_CACHED", 300, minimum=0)))
+# How often (seconds) one worker reads the provider's balance for the admin dashboard; 0: only on demand.
+KIMICHAT_PROVIDER_BALANCE_INTERVAL = env_int("PROVIDER_BALANCE_INTERVAL", 300, minimum=0)
 # Requests per minute/hour/day by balance (seed 003); a tier applies when the balance is above its "above".
 # RATE_LIMIT_TIERS takes the same list as JSON; conversations.services.billing.ratelimit validates it.
 KIMICHAT_RATE_LIMIT_TIERS = [

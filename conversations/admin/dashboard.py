@@ -1,6 +1,6 @@
 """The figures of the operators' admin dashboard, each computed in the database with one aggregate query.
 
-``dashboard_data()`` runs a fixed number of queries (six) however many users, messages and ledger rows there are;
+``dashboard_data()`` runs a fixed number of queries (seven) however many users, messages and ledger rows there are;
 ``bar_chart()`` turns a daily series into the geometry of a server-rendered SVG bar chart (no JavaScript).
 """
 
@@ -93,7 +93,8 @@ class Dashboard:
     errors: list[ErrorCount]
     streams: list[Stream]
     streams_more: bool  # more streams are in progress than the STREAMS_SHOWN listed
-    provider: ProviderSnapshot | None
+    provider: ProviderSnapshot | None  # the latest snapshot: rate-limit headers, credits header
+    provider_balance: ProviderSnapshot | None  # the latest that carries a balance, with the time it was read
     totals: DayUsage = field(init=False)  # the 30 days summed (day = the first day)
 
     def __post_init__(self) -> None:
@@ -244,8 +245,13 @@ def latest_provider_snapshot() -> ProviderSnapshot | None:
     return ProviderSnapshot.objects.order_by("-recorded_at", "-id").first()
 
 
+def latest_provider_balance() -> ProviderSnapshot | None:
+    # Header snapshots (every minute while answers stream) carry no balance: the balance is the last one read.
+    return ProviderSnapshot.objects.filter(balance__isnull=False).order_by("-recorded_at", "-id").first()
+
+
 def dashboard_data(*, now: datetime | None = None) -> Dashboard:
-    """Everything the dashboard shows. Six queries, whatever the size of the data."""
+    """Everything the dashboard shows. Seven queries, whatever the size of the data."""
     now = now or timezone.now()
     streams, streams_more = streams_in_progress(now=now)
     return Dashboard(
@@ -257,6 +263,7 @@ def dashboard_data(*, now: datetime | None = None) -> Dashboard:
         streams=streams,
         streams_more=streams_more,
         provider=latest_provider_snapshot(),
+        provider_balance=latest_provider_balance(),
     )
 
 

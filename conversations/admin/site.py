@@ -26,7 +26,12 @@ def _with_dashboard(get_urls: Callable[[], list]) -> Callable[[], list]:
             admin.site.admin_view(credit_adjust.adjust_user_credits),
             name="kimichat_adjust_credits",
         )
-        return [dashboard, adjust, *get_urls()]
+        refresh = path(
+            "dashboard/provider-balance/",
+            admin.site.admin_view(admin_views.refresh_provider_balance),
+            name="kimichat_refresh_provider_balance",
+        )
+        return [dashboard, refresh, adjust, *get_urls()]
 
     return get_urls_with_dashboard
 
