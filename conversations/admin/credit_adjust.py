@@ -79,11 +79,11 @@ def _page(request, modeladmin_opts, form, users, *, more=0, selection=None, back
         "form": form,
         "users": [(user, format_credits(credits.get_balance(user))) for user in users],
         "more": more,
-        "selection": selection,
         "back_url": back_url,
-        "action_checkbox_name": ACTION_CHECKBOX_NAME,
         "media": form.media,
     }
+    if selection is not None:  # the action: carry the selection to the "apply" post
+        context.update(selection, action_name="adjust_credits", action_checkbox_name=ACTION_CHECKBOX_NAME)
     return TemplateResponse(request, "admin/kimichat_adjust_credits.html", context)
 
 
@@ -106,7 +106,7 @@ def adjust_credits(modeladmin, request, queryset):
             return None
     selected = list(queryset[: SHOWN + 1])
     selection = {
-        "ids": request.POST.getlist(ACTION_CHECKBOX_NAME),
+        "selected_ids": request.POST.getlist(ACTION_CHECKBOX_NAME),
         "select_across": request.POST.get("select_across", "0"),
     }
     more = queryset.count() - SHOWN if len(selected) > SHOWN else 0

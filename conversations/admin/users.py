@@ -232,6 +232,7 @@ class KimiChatUserAdmin(UserAdmin):
             "selected_ids": request.POST.getlist(ACTION_CHECKBOX_NAME),
             "select_across": request.POST.get("select_across", "0"),
             "action_checkbox_name": ACTION_CHECKBOX_NAME,
+            "action_name": "grant_credits",
             "media": self.media + form.media,
         }
         return TemplateResponse(request, "admin/kimichat_grant_credits.html", context)

@@ -41,9 +41,7 @@ def fill_from_messages_and_notes(apps, schema_editor):
             if CreditTransaction.objects.filter(pk=reservation_id, account_id=row.account_id).exists():
                 changed = {"reservation_id": reservation_id, "model": models_of.get(reservation_id, "")}
         if message is not None:
-            changed.setdefault("model", message.model)
-            if not changed["model"]:
-                changed["model"] = message.model
+            changed["model"] = changed.get("model") or message.model
             if changed.get("state") == "settled":
                 changed.update(
                     prompt_tokens=message.prompt_tokens,
