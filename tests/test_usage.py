@@ -13,7 +13,7 @@ import pytest
 from django.utils import timezone
 
 from conversations.kimi.events import Usage
-from conversations.models import Conversation, Message, ProviderSnapshot
+from conversations.models import Conversation, CreditTransaction, Message, ProviderSnapshot
 from conversations.services.billing import credits, pricing, ratelimit
 from conversations.services.billing.charts import bar_chart, nice_ceiling
 from conversations.services.billing.usage import summary_to_dict, usage_summary
@@ -29,6 +29,7 @@ def spend(user, answer, usage: Usage, *, model: str = "kimi-k2"):
     """An answer paid for through the ledger, as the generation service does it."""
     reservation = credits.reserve(user, model=model, prompt_tokens=usage.prompt_tokens, max_completion_tokens=8192)
     credits.settle(reservation, message=answer, usage=usage, estimated=False)
+    CreditTransaction.objects.filter(message=answer).update(created_at=answer.created_at)  # when it was answered
 
 
 @pytest.fixture
