@@ -7,6 +7,7 @@ import threading
 from decimal import Decimal
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
@@ -15,6 +16,7 @@ from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
+from conversations.kimi.client import get_client
 from conversations.kimi.events import Usage
 from conversations.models import Conversation, CreditAccount, CreditTransaction, Message, ModelPrice
 from conversations.services.billing import credits, pricing
@@ -511,3 +513,12 @@ def test_concurrent_reservations_never_overspend(settings, make_user):
     assert ledger_sum(user) == 0
     assert CreditTransaction.objects.filter(account__user=user, kind=Kind.CHARGE).count() == 10
     assert credits.verify_ledger(user) == []
+
+
+@pytest.mark.django_db
+def test_known_models_are_the_providers_list_as_last_read_then_the_fallback(kimi_settings, settings):
+    settings.KIMI_FALLBACK_MODELS = ["fallback-only"]
+    assert pricing.known_models() == ["fallback-only"]  # nothing read yet, and the provider is not asked
+    assert not [r for r in kimi_settings.log.records if r.path.endswith("/models")]
+    listed = async_to_sync(get_client().list_models)()
+    assert pricing.known_models() == [*listed, "fallback-only"]
