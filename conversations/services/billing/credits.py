@@ -7,10 +7,12 @@ balance always equals the sum of the ledger, which ``verify_ledger`` checks.
 
 An answer is paid for in two steps. ``reserve`` charges the estimated worst case up front (prompt plus the full
 completion budget), so two answers started at once cannot both spend the same credits. When the answer ends,
-``settle`` charges what the usage really cost by refunding the difference; when it failed before an answer,
-``release`` refunds everything (seed 003: failed requests are not charged). A reservation is closed once: a second
-settle or release raises ``ReservationClosed`` instead of refunding twice. The reservation's charge row keeps its
-amount; only its note (the reservation's state) and message link are updated when it closes.
+``settle`` charges what the usage really cost, never more than the reservation, by refunding the difference; when
+it failed before an answer, ``release`` refunds everything (seed 003: failed requests are not charged). A
+reservation is closed once: a second settle or release raises ``ReservationClosed`` instead of refunding twice. The
+reservation's charge row keeps its amount; when it closes, its state (open → settled or released), note, tokens
+and message link are updated, and the refund that closes it points back to it. The rows of an answer keep its
+model and tokens, so figures of consumption read the ledger alone (services/billing/usage.py).
 
 Synchronous ORM code: async callers wrap these in ``sync_to_async`` / ``database_sync_to_async``.
 """
