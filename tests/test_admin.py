@@ -176,7 +176,7 @@ def test_grant_action_writes_ledger_rows_attributed_to_the_admin(admin_client, a
     assert credits.get_balance(outsider) == Decimal("112.5")
     assert credits.verify_ledger() == []
     messages = [str(m) for m in admin_client.get(USERS).context["messages"]]
-    assert any("Granted 12.5 credits to each of 2 users" in m for m in messages)
+    assert any("Granted 12.50 credits to each of 2 users" in m for m in messages)
 
 
 def test_grant_action_rejects_a_non_positive_amount_and_a_missing_note(admin_client, owner):

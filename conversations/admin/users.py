@@ -216,7 +216,7 @@ class KimiChatUserAdmin(UserAdmin):
                     "Granted %(amount)s credits to each of %(count)d users.",
                     len(users),
                 )
-                % {"amount": amount, "count": len(users)},
+                % {"amount": format_credits(amount), "count": len(users)},
                 messages.SUCCESS,
             )
             return None  # back to the changelist
