@@ -12,6 +12,8 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from conversations.services.billing.credit_format import format_credits, format_signed_credits
+
 ZERO = Decimal("0")
 CREDIT_DIGITS = {"max_digits": 18, "decimal_places": 6}  # credits: exact decimals, never floats
 
@@ -180,11 +182,19 @@ class CreditAccount(models.Model):
         constraints = [models.CheckConstraint(condition=Q(balance__gte=0), name="credit_balance_not_negative")]
 
     def __str__(self) -> str:
-        return f"{self.user} — {self.balance}"
+        return f"{self.user} — {format_credits(self.balance)}"
+
+
+class ReservationState(models.TextChoices):
+    OPEN = "open", _("Open")
+    SETTLED = "settled", _("Settled")
+    RELEASED = "released", _("Released")
 
 
 class CreditTransaction(models.Model):
     """Append-only ledger: one row for every change of a balance."""
+
+    State = ReservationState
 
     class Kind(models.TextChoices):
         SIGNUP_BONUS = "signup_bonus", _("Signup bonus")
@@ -206,15 +216,28 @@ class CreditTransaction(models.Model):
     estimated = models.BooleanField(default=False)  # charged from a token estimate, not upstream usage
     note = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+    # The rows of an answer keep what it was for, so spending figures survive the deletion of its conversation.
+    model = models.CharField(max_length=100, blank=True)  # the model an answer's rows were for; "" otherwise
+    prompt_tokens = models.PositiveIntegerField(default=0)  # the answer's usage, on its settled reservation row
+    completion_tokens = models.PositiveIntegerField(default=0)
+    cached_tokens = models.PositiveIntegerField(default=0)
+    # A reservation's charge row: open while its answer runs, then settled (one request) or released (no charge).
+    state = models.CharField(max_length=16, choices=ReservationState.choices, blank=True)
+    # On the refund or extra charge that closed a reservation: that reservation's row (the user sees one net row).
+    reservation = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="closing_rows"
+    )
 
     class Meta:
         indexes = [
             # Usage page and admin inline: WHERE account = ? ORDER BY created_at DESC.
             models.Index(fields=["account", "-created_at"], name="credit_tx_account_created"),
+            # Admin dashboard: every account's answers by day.
+            models.Index(fields=["created_at"], name="credit_tx_created"),
         ]
 
     def __str__(self) -> str:
-        return f"{self.kind} {self.amount}"
+        return f"{self.kind} {format_signed_credits(self.amount)}"
 
 
 class ModelPrice(models.Model):

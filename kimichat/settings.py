@@ -277,13 +277,21 @@ KIMICHAT_WEB_SEARCH_FEE_USD = Decimal(str(env_float("WEB_SEARCH_FEE_USD", 0.005,
 # Credits and limits (the credits issue); docs/credits.md describes each.
 KIMICHAT_SIGNUP_CREDITS = env_int("SIGNUP_CREDITS", 100, minimum=0)
 KIMICHAT_MAX_CONCURRENT_ANSWERS = env_int("MAX_CONCURRENT_ANSWERS", 3, minimum=1)
-# Price of a model with no ModelPrice row. Through str() so "0.1" becomes Decimal("0.1"), not the float's digits.
+# What one credit is worth in US dollars: the providers' published prices (services/billing/published_prices.py)
+# become a model's default price at this rate. Through str() so "0.1" becomes Decimal("0.1"), not the float's digits.
+KIMICHAT_CREDIT_VALUE_USD = Decimal(str(env_float("CREDIT_VALUE_USD", 0.01, minimum=0.000001)))
+KIMICHAT_USE_PUBLISHED_PRICES = env_bool("USE_PUBLISHED_PRICES", True)
+# Per answer, on top of the tokens, for a model with no ModelPrice row.
 KIMICHAT_DEFAULT_PRICE_PER_REQUEST = Decimal(str(env_float("DEFAULT_PRICE_PER_REQUEST", 1.0, minimum=0)))
-KIMICHAT_DEFAULT_PRICE_PER_MILLION_PROMPT = Decimal(str(env_float("DEFAULT_PRICE_PER_MILLION_PROMPT", 0.0, minimum=0)))
+# Per million tokens for a model with no ModelPrice row and no published price (kimi-k3, a gateway's own ids):
+# US$3 / US$15 at the default credit value, above every published Kimi price, so an unknown model is never a loss.
+KIMICHAT_DEFAULT_PRICE_PER_MILLION_PROMPT = Decimal(str(env_float("DEFAULT_PRICE_PER_MILLION_PROMPT", 300, minimum=0)))
 KIMICHAT_DEFAULT_PRICE_PER_MILLION_COMPLETION = Decimal(
-    str(env_float("DEFAULT_PRICE_PER_MILLION_COMPLETION", 0.0, minimum=0))
+    str(env_float("DEFAULT_PRICE_PER_MILLION_COMPLETION", 1500, minimum=0))
 )
-KIMICHAT_DEFAULT_PRICE_PER_MILLION_CACHED = Decimal(str(env_float("DEFAULT_PRICE_PER_MILLION_CACHED", 0.0, minimum=0)))
+KIMICHAT_DEFAULT_PRICE_PER_MILLION_CACHED = Decimal(str(env_float("DEFAULT_PRICE_PER_MILLION_CACHED", 300, minimum=0)))
+# How often (seconds) one worker reads the provider's balance for the admin dashboard; 0: only on demand.
+KIMICHAT_PROVIDER_BALANCE_INTERVAL = env_int("PROVIDER_BALANCE_INTERVAL", 300, minimum=0)
 # Requests per minute/hour/day by balance (seed 003); a tier applies when the balance is above its "above".
 # RATE_LIMIT_TIERS takes the same list as JSON; conversations.services.billing.ratelimit validates it.
 KIMICHAT_RATE_LIMIT_TIERS = [

@@ -106,6 +106,12 @@ def start_daphne(
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "DJANGO_SETTINGS_MODULE": "kimichat.settings",
         "PYTHONUNBUFFERED": "1",
+        # As in-process tests (tests/fixtures/credits.py): 1 credit an answer, and no background balance reads.
+        "USE_PUBLISHED_PRICES": "false",
+        "DEFAULT_PRICE_PER_MILLION_PROMPT": "0",
+        "DEFAULT_PRICE_PER_MILLION_COMPLETION": "0",
+        "DEFAULT_PRICE_PER_MILLION_CACHED": "0",
+        "PROVIDER_BALANCE_INTERVAL": "0",
         **extra_env,
     }
     env.pop("KIMI_API_KEY_FILE", None)

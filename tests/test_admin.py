@@ -18,7 +18,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from conversations.models import Conversation, CreditAccount, CreditTransaction, Message, ModelPrice, ProviderSnapshot
-from conversations.services.billing import credits
+from conversations.services.billing import credits, pricing
 
 pytestmark = pytest.mark.django_db
 
@@ -101,7 +101,7 @@ def test_user_list_shows_balance_tokens_and_last_activity(admin_client, owner, o
     assert rows["outsider"].total_tokens == 0
     assert rows["outsider"].last_activity is None
     html = response.content.decode()
-    assert ">125<" in html and ">60<" in html
+    assert ">125.00<" in html and ">60<" in html
 
 
 def test_user_list_sorts_by_an_annotation(admin_client, owner, outsider):
@@ -146,7 +146,7 @@ def test_user_change_page_shows_the_credit_account_and_latest_transactions_read_
     assert response.status_code == 200
     html = response.content.decode()
     assert "conference gift" in html and "Welcome credits" in html
-    assert ">107<" in html
+    assert ">107.00<" in html
     assert f"?account__id__exact={owner.credit_account.pk}" in html
     inline = next(f for f in response.context["inline_admin_formsets"] if f.opts.model is CreditAccount)
     assert not inline.has_change_permission and not inline.has_add_permission and not inline.has_delete_permission
@@ -176,7 +176,7 @@ def test_grant_action_writes_ledger_rows_attributed_to_the_admin(admin_client, a
     assert credits.get_balance(outsider) == Decimal("112.5")
     assert credits.verify_ledger() == []
     messages = [str(m) for m in admin_client.get(USERS).context["messages"]]
-    assert any("Granted 12.5 credits to each of 2 users" in m for m in messages)
+    assert any("Granted 12.50 credits to each of 2 users" in m for m in messages)
 
 
 def test_grant_action_rejects_a_non_positive_amount_and_a_missing_note(admin_client, owner):
@@ -206,6 +206,62 @@ def test_grant_action_needs_the_change_creditaccount_permission(staff_client, st
     staff.refresh_from_db()  # drop the cached permissions
     staff_client.force_login(staff)
     assert "grant_credits" in action_names(staff_client.get(USERS))
+
+
+def test_adjust_action_deducts_or_adds_with_a_note_and_never_below_zero(admin_client, admin_user, owner, outsider):
+    credits.grant(outsider, Decimal(50))  # outsider 150, owner 100
+    response = post_action(admin_client, USERS, "adjust_credits", [owner, outsider])
+    assert response.templates[0].name == "admin/kimichat_adjust_credits.html"
+    for amount, note, field, error in [
+        ("0", "nothing", "amount", "An adjustment of 0 changes nothing."),
+        ("-5", "", "note", "This field is required."),
+    ]:
+        response = post_action(admin_client, USERS, "adjust_credits", [owner], apply="1", amount=amount, note=note)
+        assert response.context["form"].errors == {field: [error]}
+    # 120 more than owner has: nobody is adjusted, and the page says whose balance is short.
+    response = post_action(
+        admin_client, USERS, "adjust_credits", [owner, outsider], apply="1", amount="-120", note="chargeback"
+    )
+    assert response.status_code == 200
+    assert "owner has 100.00 credits: an adjustment cannot take a balance below zero." in response.content.decode()
+    assert not CreditTransaction.objects.filter(kind="adjustment").exists()
+
+    response = post_action(
+        admin_client, USERS, "adjust_credits", [owner, outsider], apply="1", amount="-40.5", note="chargeback"
+    )
+    assert response.status_code == 302
+    rows = CreditTransaction.objects.filter(kind="adjustment").select_related("account__user")
+    assert sorted((r.account.user.username, r.amount, r.created_by, r.note) for r in rows) == [
+        ("outsider", Decimal("-40.5"), admin_user, "chargeback"),
+        ("owner", Decimal("-40.5"), admin_user, "chargeback"),
+    ]
+    assert (credits.get_balance(owner), credits.get_balance(outsider)) == (Decimal("59.5"), Decimal("109.5"))
+    assert credits.verify_ledger() == []
+
+
+def test_adjust_credits_from_the_users_page(admin_client, admin_user, owner):
+    page = admin_client.get(reverse("admin:auth_user_change", args=[owner.pk])).content.decode()
+    adjust_url = reverse("admin:kimichat_adjust_credits", args=[owner.pk])
+    assert f"href='{adjust_url}'" in page
+    assert admin_client.get(adjust_url).status_code == 200
+    response = admin_client.post(adjust_url, {"amount": "-100.000001", "note": "too much"})
+    assert "owner has 100.00 credits" in response.content.decode()
+    response = admin_client.post(adjust_url, {"amount": "7.25", "note": "goodwill"}, follow=True)
+    assert response.redirect_chain[-1][0] == reverse("admin:auth_user_change", args=[owner.pk])
+    shown = [str(m) for m in response.context["messages"]]
+    assert shown == ["Adjusted owner's balance by +7.25 credits; it is now 107.25."]
+    row = CreditTransaction.objects.get(kind="adjustment")
+    assert (row.amount, row.created_by, row.note) == (Decimal("7.25"), admin_user, "goodwill")
+
+
+def test_adjusting_credits_needs_the_change_creditaccount_permission(staff_client, staff, owner):
+    grant(staff, "view_user", "auth")
+    grant(staff, "change_user", "auth")
+    assert "adjust_credits" not in action_names(staff_client.get(USERS))
+    adjust_url = reverse("admin:kimichat_adjust_credits", args=[owner.pk])
+    assert staff_client.post(adjust_url, {"amount": "-5", "note": "sneaky"}).status_code == 403
+    post_action(staff_client, USERS, "adjust_credits", [owner], apply="1", amount="-5", note="sneaky")
+    assert not CreditTransaction.objects.filter(kind="adjustment").exists()
 
 
 def test_deactivate_and_activate_accounts_but_never_yourself(admin_client, admin_user, owner, outsider):
@@ -283,6 +339,23 @@ def test_conversation_search_by_title_owner_and_message_content(admin_client, ow
     # A content match in several messages still lists the conversation once, with its own totals.
     rows = admin_client.get(CONVERSATIONS, {"q": "question"}).context["cl"].result_list
     assert sorted((c.title, c.message_count) for c in rows) == [("Pasta recipes", 2), ("Trip", 7)]
+
+
+def test_conversation_search_reaches_message_contents_only_for_staff_who_may_read_messages(staff_client, staff, owner):
+    conversation = conversation_with_messages(owner, title="Holiday")
+    Message.objects.create(conversation=conversation, role="user", content="my password is hunter2")
+    grant(staff, "view_conversation")
+
+    def found(query):
+        return {c.title for c in staff_client.get(CONVERSATIONS, {"q": query}).context["cl"].result_list}
+
+    assert found("holiday") == {"Holiday"}
+    assert found("hunter2") == set()  # one letter at a time, search would spell out the message
+    assert found("hunter") == set()
+    grant(staff, "view_message")
+    staff.refresh_from_db()
+    staff_client.force_login(staff)
+    assert found("hunter2") == {"Holiday"}
 
 
 def test_conversation_filters_by_message_status_and_model(admin_client, owner):
@@ -386,6 +459,39 @@ def test_model_price_admin_rejects_negative_prices_with_a_clear_message(admin_cl
     assert price.per_million_completion == Decimal(9)
 
 
+def test_model_price_admin_offers_the_known_models_and_warns_about_an_unknown_id(admin_client, settings):
+    settings.KIMI_FALLBACK_MODELS = ["kimi-k2.6", "kimi-k3"]
+    add_url = reverse("admin:conversations_modelprice_add")
+    choices = [value for value, _label in admin_client.get(add_url).context["adminform"].form.fields["model"].choices]
+    assert choices == ["", "kimi-k2.6", "kimi-k3", "__other__"]
+
+    response = admin_client.post(add_url, {**PRICE, "model": "kimi-k3-typo"})  # not offered: refused
+    assert response.status_code == 200 and "model" in response.context["adminform"].form.errors
+    response = admin_client.post(add_url, {**PRICE, "model": "__other__"})
+    assert response.context["adminform"].form.errors["other_model"] == [
+        "Type the model id, or pick a model from the list."
+    ]
+    response = admin_client.post(add_url, {**PRICE, "model": "__other__", "other_model": "kimi-k9"}, follow=True)
+    assert ModelPrice.objects.filter(model="kimi-k9").exists()
+    assert "is not a model this server knows" in response.content.decode()
+    assert admin_client.post(add_url, {**PRICE, "model": "kimi-k3"}).status_code == 302
+    assert set(ModelPrice.objects.values_list("model", flat=True)) == {"kimi-k9", "kimi-k3"}
+
+
+def test_model_price_admin_shows_the_price_in_effect_of_every_known_model(admin_client, settings, shipped_prices):
+    settings.KIMI_FALLBACK_MODELS = ["kimi-k2.5", "kimi-k3", "kimi-k2.6"]
+    pricing.set_price("kimi-k2.6", per_request="3")
+    response = admin_client.get(PRICES)
+    shown = {p.model: (p.origin, p.price.per_million_completion) for p in response.context["prices_in_effect"]}
+    assert shown == {
+        "kimi-k2.5": ("published", Decimal(300)),  # US$3.00 a million at 1 credit = US$0.01
+        "kimi-k3": ("default", Decimal(1500)),  # no published price: the conservative default
+        "kimi-k2.6": ("admin", Decimal(0)),
+    }
+    html = response.content.decode()
+    assert 'id="prices-in-effect"' in html and "platform.moonshot.ai" in html
+
+
 def test_model_price_model_validators_reject_negatives():
     with pytest.raises(ValidationError) as error:
         ModelPrice(model="x", per_request=Decimal("-1")).full_clean()
@@ -428,6 +534,12 @@ def test_export_csv_of_the_whole_filtered_transaction_list(admin_client, admin_u
         "created_by",
         "estimated",
         "note",
+        "model",
+        "state",
+        "prompt_tokens",
+        "completion_tokens",
+        "cached_tokens",
+        "reservation_id",
     ]
     assert sorted((r[2], r[3], r[4], r[5], r[7], r[9]) for r in body) == [
         ("outsider", "grant", "6.000000", "106.000000", "admin", "six"),
@@ -507,10 +619,10 @@ LIST_PAGES = {
     "conversations": (CONVERSATIONS, lambda env, n, start: seed_conversations(env["owner"], n, start), 8),
     # 5 + date hierarchy (2) + DISTINCT model + DISTINCT error_code
     "messages": (MESSAGES, lambda env, n, start: seed_messages(env["owner"], n), 9),
-    # 5 + date hierarchy (2)
-    "transactions": (TRANSACTIONS, lambda env, n, start: seed_transactions(env["owner"], n, start), 7),
-    # 5: no filters, no hierarchy
-    "prices": (PRICES, lambda env, n, start: seed_prices(n, start), 5),
+    # 5 + date hierarchy (2) + the model filter's DISTINCT models
+    "transactions": (TRANSACTIONS, lambda env, n, start: seed_transactions(env["owner"], n, start), 8),
+    # 5 (no filters, no hierarchy) + the prices in effect of the offered models
+    "prices": (PRICES, lambda env, n, start: seed_prices(n, start), 6),
     # 5 + date hierarchy (2) + the source filter's DISTINCT
     "snapshots": (SNAPSHOTS, lambda env, n, start: seed_snapshots(n), 8),
 }
@@ -594,3 +706,12 @@ def test_a_conversation_is_deleted_with_its_messages_but_a_user_with_a_ledger_is
     assert admin_client.get(user_delete).status_code == 403
     assert admin_client.post(user_delete, {"post": "yes"}).status_code == 403
     assert CreditTransaction.objects.filter(account__user=owner).exists()
+
+
+def test_the_admin_writes_credits_by_the_one_rule(admin_client, owner):
+    credits.grant(owner, Decimal("5"), note="five")
+    pricing.set_price("kimi-k3", per_million_completion="1500")
+    ledger = admin_client.get(TRANSACTIONS).content.decode()
+    assert ">+5.00<" in ledger and ">105.00<" in ledger and "5.000000" not in ledger
+    prices = admin_client.get(PRICES).content.decode()
+    assert ">1,500.00<" in prices and "1500.000000" not in prices

@@ -14,8 +14,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from conversations.admin import dashboard as admin_dashboard
-from conversations.admin.dashboard import DayUsage, bar_chart, format_number, nice_ceiling, tidy_credits
+from conversations.admin.dashboard import DayUsage, bar_chart, format_number, nice_ceiling
 from conversations.models import Conversation, Message, ProviderSnapshot
+from tests.fixtures.credits import pay_for
 
 pytestmark = pytest.mark.django_db
 
@@ -32,7 +33,8 @@ ARTIFACTS = Path(__file__).parent / "artifacts"
 
 
 def answer(conversation, at, *, tokens=0, cost="0", status="complete", error_code="", model="kimi-k2.6"):
-    return Message.objects.create(
+    """An answer and its ledger rows (the figures come from the ledger)."""
+    message = Message.objects.create(
         conversation=conversation,
         role="assistant",
         content="…",
@@ -45,6 +47,9 @@ def answer(conversation, at, *, tokens=0, cost="0", status="complete", error_cod
         cost=Decimal(cost),
         created_at=at,
     )
+    if status not in ("pending", "streaming"):
+        pay_for(message, cost=Decimal(cost))
+    return message
 
 
 @pytest.fixture
@@ -76,7 +81,8 @@ def test_daily_usage_counts_answers_tokens_and_credits_per_day(seeded):
     assert by_day == {
         date(2025, 2, 14): DayUsage(date(2025, 2, 14), requests=1, tokens=7, credits=Decimal("0.25")),
         date(2025, 3, 14): DayUsage(date(2025, 3, 14), requests=1, tokens=200, credits=Decimal(2)),
-        date(2025, 3, 15): DayUsage(date(2025, 3, 15), requests=5, tokens=150, credits=Decimal("6.5")),
+        # The three errors of today charged nothing (released): not requests. The error of Mar 14 was charged.
+        date(2025, 3, 15): DayUsage(date(2025, 3, 15), requests=2, tokens=150, credits=Decimal("6.5")),
     }
 
 
@@ -93,12 +99,29 @@ def test_daily_usage_buckets_days_in_the_current_time_zone(owner):
 def test_top_users_by_tokens_and_by_credits(seeded, owner, outsider):
     by_tokens = admin_dashboard.top_users_by_tokens(now=NOW)
     assert [(u.username, u.tokens, u.requests, u.credits) for u in by_tokens] == [
-        ("owner", 307, 5, Decimal("3.75")),
-        ("outsider", 50, 2, Decimal(5)),
+        ("owner", 307, 3, Decimal("3.75")),
+        ("outsider", 50, 1, Decimal(5)),
     ]
     by_credits = admin_dashboard.top_users_by_credits(now=NOW)
     assert [(u.username, u.credits) for u in by_credits] == [("outsider", Decimal(5)), ("owner", Decimal("3.75"))]
     assert [u.username for u in admin_dashboard.top_users_by_tokens(now=NOW, limit=1)] == ["owner"]
+
+
+def test_deleting_chats_leaves_the_spending_figures_as_they_were(seeded):
+    before = admin_dashboard.dashboard_data(now=NOW)
+    Conversation.objects.all().delete()
+    after = admin_dashboard.dashboard_data(now=NOW)
+    assert after.days == before.days and after.totals == before.totals
+    assert after.top_by_credits == before.top_by_credits and after.top_by_tokens == before.top_by_tokens
+
+
+def test_imported_answers_are_not_requests(owner):
+    imported = Conversation.objects.create(owner=owner, model="gpt-4o", title="imported")
+    for hours in range(5):  # as services/history/exports.py stores them: complete, no ledger row
+        at = NOW - timedelta(hours=hours)
+        Message.objects.create(conversation=imported, role="assistant", content="old", model="gpt-4o", created_at=at)
+    data = admin_dashboard.dashboard_data(now=NOW)
+    assert data.totals.requests == 0 and data.top_by_tokens == [] and data.top_by_credits == []
 
 
 def test_errors_by_code_over_the_last_24_hours(seeded):
@@ -134,17 +157,19 @@ def test_latest_provider_snapshot():
 
 
 def test_dashboard_data_totals_and_constant_query_count(seeded, owner, django_assert_num_queries):
-    # daily usage, top by tokens, top by credits, errors, streams, provider snapshot
-    with django_assert_num_queries(6):
+    # daily usage, top by tokens, top by credits, errors, streams, provider snapshot, provider balance
+    with django_assert_num_queries(7):
         data = admin_dashboard.dashboard_data(now=NOW)
-    assert (data.totals.requests, data.totals.tokens, data.totals.credits) == (7, 357, Decimal("8.75"))
-    assert data.today.requests == 5 and data.error_total == 3
-    for index in range(150):  # many more rows, users and streams: still six queries
+    assert (data.totals.requests, data.totals.tokens, data.totals.credits) == (4, 357, Decimal("8.75"))
+    assert data.today.requests == 2 and data.error_total == 3
+    for index in range(150):  # many more rows, users and streams: still seven queries
         user = type(owner).objects.create(username=f"u{index}")
         conversation = Conversation.objects.create(owner=user, model="kimi-k2.6")
-        answer(conversation, NOW - timedelta(hours=index % 40), tokens=index, status="error", error_code=f"e{index}")
+        answer(  # charged although it failed mid-stream: one request each
+            conversation, NOW - timedelta(hours=index % 40), tokens=index, cost="0.01", status="error", error_code="e"
+        )
         answer(conversation, NOW - timedelta(minutes=index), status="streaming")
-    with django_assert_num_queries(6):
+    with django_assert_num_queries(7):
         data = admin_dashboard.dashboard_data(now=NOW)
     assert len(data.top_by_tokens) == 10 and len(data.streams) == 50 and data.streams_more
 
@@ -196,13 +221,6 @@ def test_format_number(value, text):
     assert format_number(value) == text
 
 
-def test_tidy_credits():
-    assert tidy_credits(Decimal("12345.500000")) == "12,345.5"
-    assert tidy_credits(Decimal("0.000040")) == "0"
-    assert tidy_credits(Decimal("0.00005")) == "0.0001"
-    assert tidy_credits(Decimal("100.000000")) == "100"
-
-
 # --- the page --------------------------------------------------------------------------------------------------
 @pytest.fixture
 def live_data(owner, outsider):
@@ -238,14 +256,14 @@ def test_dashboard_shows_the_figures_of_the_data(admin_client, live_data):
     data = response.context["data"]
     if data.today.day != live_data["today"]:
         pytest.skip("the day changed between seeding and rendering")
-    assert (data.today.requests, data.today.tokens, data.today.credits) == (4, 1234, Decimal(1))
+    assert (data.today.requests, data.today.tokens, data.today.credits) == (2, 1234, Decimal(1))
     html = response.content.decode()
-    assert 'id="kc-today-requests">4<' in html
+    assert 'id="kc-today-requests">2<' in html
     assert 'id="kc-today-tokens">1,234<' in html
-    assert 'id="kc-today-credits">1<' in html
+    assert 'id="kc-today-credits">1.00<' in html
     assert 'id="kc-errors-24h">1<' in html
     assert 'id="kc-streams-now">1<' in html
-    assert 'id="kc-provider-balance">1,234.5<' in html
+    assert 'id="kc-provider-balance">1,234.50<' in html
     assert "x-ratelimit-remaining-requests" in html and ">57<" in html and ">987<" in html
     top = re.search(r'<table id="kc-top-tokens">.*?</table>', html, re.S).group(0)
     assert top.index(">owner<") < top.index("1,234")
@@ -319,8 +337,8 @@ def test_dashboard_page_query_count_is_constant(admin_client, owner, django_user
     few = count()
     seed(10, 110)
     ProviderSnapshot.objects.create(balance=Decimal(1), rate_limit={"a": 1})
-    # session + user, then the six figures' queries
-    assert few == count() == 8
+    # session + user, then the seven figures' queries
+    assert few == count() == 9
 
 
 # --- the screenshot --------------------------------------------------------------------------------------------

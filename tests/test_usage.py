@@ -3,31 +3,33 @@
 from __future__ import annotations
 
 import os
+import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import orjson
 import pytest
 from django.utils import timezone
 
 from conversations.kimi.events import Usage
-from conversations.models import Message, ProviderSnapshot
-from conversations.services.billing import credits, ratelimit
+from conversations.models import Conversation, CreditTransaction, Message, ProviderSnapshot
+from conversations.services.billing import credits, pricing, ratelimit
 from conversations.services.billing.charts import bar_chart, nice_ceiling
-from conversations.services.billing.usage import usage_summary
-from conversations.templatetags.credits_format import credits as format_credits
+from conversations.services.billing.usage import summary_to_dict, usage_summary
 
 D = Decimal
 NOW = datetime(2025, 9, 10, 15, 40, tzinfo=UTC)
 ARTIFACTS = Path(__file__).parent / "artifacts"
-# session, user, then services.usage: account + consumed, per day, per hour, per model, recent ledger rows.
-PAGE_QUERIES = 7
+# session, user, then services.usage: account + consumed, per day, per hour, per model, recent ledger rows, prices.
+PAGE_QUERIES = 8
 
 
 def spend(user, answer, usage: Usage, *, model: str = "kimi-k2"):
     """An answer paid for through the ledger, as the generation service does it."""
     reservation = credits.reserve(user, model=model, prompt_tokens=usage.prompt_tokens, max_completion_tokens=8192)
     credits.settle(reservation, message=answer, usage=usage, estimated=False)
+    CreditTransaction.objects.filter(message=answer).update(created_at=answer.created_at)  # when it was answered
 
 
 @pytest.fixture
@@ -81,7 +83,68 @@ def test_consumed_is_charges_less_refunds(owner, placeholder):
     spend(owner, placeholder, Usage(10, 10, 20))
     summary = usage_summary(owner)
     assert (summary.balance, summary.consumed) == (D(99), D(1))
-    assert [t.kind for t in summary.transactions] == ["charge", "refund", "charge", "signup_bonus"]
+
+
+@pytest.mark.django_db
+def test_the_user_sees_what_answers_cost_not_reservations_and_releases(owner, placeholder, make_answer):
+    pricing.set_price("kimi-k2", per_request="1", per_million_completion="1000")
+    failed = credits.reserve(owner, model="kimi-k2", prompt_tokens=1, max_completion_tokens=1)
+    credits.release(failed, note="model_not_found")
+    spend(owner, placeholder, Usage(10, 10, 20))  # reserved 9.192 credits, settled for 1.01
+    running = make_answer(owner, status=Message.Status.STREAMING, cost=D(0))
+    credits.reserve(owner, model="kimi-k2", prompt_tokens=1, max_completion_tokens=1000, message=running)
+    credits.grant(owner, D(5), note="top-up")
+    summary = usage_summary(owner)
+    shown = [(t.kind, t.amount, t.balance_after) for t in summary.transactions]
+    assert shown == [
+        ("grant", D(5), D("101.990000")),  # the running answer's reservation (2 credits) is held
+        ("charge", D("-1.010000"), D("98.990000")),
+        ("signup_bonus", D(100), D(100)),
+    ]
+    notes = " ".join(t.note for t in summary.transactions)
+    assert "released" not in notes and "reserv" not in notes and "model_not_found" not in notes
+    data = summary_to_dict(summary)
+    assert [t["amount"] for t in data["transactions"]] == ["5.000000", "-1.010000", "100.000000"]
+
+
+@pytest.mark.django_db
+def test_usage_counts_what_was_answered_here_not_imported_messages(owner, owner_client):
+    from conversations.services.history.exports import import_conversations
+
+    chat = {
+        "format": "kimichat.conversation.v1",
+        "conversation": {"title": "from elsewhere", "model": "gpt-4o"},
+        "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "hello", "model": "gpt-4o", "created_at": "2025-01-02T03:04:05Z"},
+        ],
+    }
+    import_conversations(owner, orjson.dumps([chat] * 20))
+    assert Message.objects.for_user(owner).filter(role="assistant").count() == 20
+    data = owner_client.get("/api/usage/").json()
+    assert data["requests"] == 0 and data["models"] == []
+    assert all(b["requests"] == 0 for b in data["daily"])
+
+
+@pytest.mark.django_db
+def test_a_charged_answer_that_failed_mid_stream_is_one_request(owner, placeholder):
+    reservation = credits.reserve(owner, model="kimi-k2", prompt_tokens=10, max_completion_tokens=100)
+    Message.objects.filter(pk=placeholder.pk).update(status=Message.Status.ERROR)
+    credits.settle(reservation, message=placeholder, usage=Usage(10, 40, 50), estimated=False)
+    summary = usage_summary(owner)
+    assert (summary.requests, summary.tokens) == (1, 50)
+
+
+@pytest.mark.django_db
+def test_deleting_conversations_leaves_spending_and_requests_as_they_were(owner, make_answer):
+    for _ in range(3):
+        make_answer(owner, prompt_tokens=10, completion_tokens=5, cost=D("1.5"))
+    before = usage_summary(owner)
+    Conversation.objects.filter(owner=owner).delete()
+    after = usage_summary(owner)
+    assert (after.requests, after.tokens, after.consumed) == (before.requests, before.tokens, before.consumed)
+    assert (after.requests, after.tokens, after.consumed) == (3, 45, D("4.5"))
+    assert [(m.model, m.requests, m.cost) for m in after.models] == [("kimi-k2", 3, D("4.5"))]
 
 
 @pytest.mark.django_db
@@ -103,7 +166,7 @@ def test_the_usage_page_needs_a_login(client):
 
 @pytest.mark.django_db
 def test_the_usage_page_shows_the_users_numbers_only(owner_client, owner, make_answer, django_assert_num_queries):
-    answer = make_answer(owner, prompt_tokens=1200, completion_tokens=345, cached_tokens=200, cost=D(0))
+    answer = make_answer(owner, status=Message.Status.STREAMING, cost=D(0))
     spend(owner, answer, Usage(1200, 345, 1545, 200))
     credits.grant(owner, "2.5", note="birthday present")
     ProviderSnapshot.objects.create(balance=D("12.34"), rate_limit={"x-ratelimit-limit": "60"})
@@ -111,15 +174,38 @@ def test_the_usage_page_shows_the_users_numbers_only(owner_client, owner, make_a
         response = owner_client.get("/usage/")
     html = response.content.decode()
     assert response.status_code == 200
-    assert 'data-testid="balance">101.5<' in html
-    assert 'data-testid="consumed">1<' in html
+    assert 'data-testid="balance">101.50<' in html
+    assert 'data-testid="consumed">1.00<' in html
     assert 'data-testid="average">1,545<' in html
     assert 'data-testid="cached">200<' in html and "cached (17% of prompt)" in html
     assert html.count("<svg") == 4 and "<script" not in html
-    assert "birthday present" in html and "+2.5" in html
+    assert "birthday present" in html and "+2.50" in html
     assert "<code>kimi-k2</code>" in html
     assert "css/usage.css" in html
     assert "x-ratelimit-limit" not in html and "Provider account" not in html  # staff only
+
+
+@pytest.mark.django_db
+def test_the_usage_page_shows_the_price_of_each_model(owner_client, shipped_prices, settings):
+    settings.KIMI_FALLBACK_MODELS = ["kimi-k2.5", "kimi-k3"]
+    pricing.set_price("kimi-k3", per_request="2", per_million_prompt="400", per_million_completion="1600")
+    html = owner_client.get("/usage/").content.decode()
+    prices = html[html.index('id="prices"') :]
+    # kimi-k2.5 at Moonshot's US$0.60 / 0.10 / 3.00 a million, 1 credit = US$0.01; kimi-k3 as set in the admin.
+    assert re.search(
+        r"<code>kimi-k2.5</code></td><td class=\"num\">1.00</td>\s*<td class=\"num\">60.00</td>"
+        r"<td class=\"num\">10.00</td>\s*<td class=\"num\">300.00</td>",
+        prices,
+    )
+    assert re.search(r"<code>kimi-k3</code></td><td class=\"num\">2.00</td>\s*<td class=\"num\">400.00</td>", prices)
+    data = owner_client.get("/api/usage/").json()
+    assert data["prices"][0] == {
+        "model": "kimi-k2.5",
+        "per_request": "1.000000",
+        "per_million_prompt": "60.000000",
+        "per_million_cached": "10.000000",
+        "per_million_completion": "300.000000",
+    }
 
 
 @pytest.mark.django_db
@@ -138,7 +224,8 @@ def test_staff_also_see_the_provider_snapshot(make_user, client, django_assert_n
 @pytest.mark.django_db
 def test_the_query_count_does_not_grow_with_history(owner_client, owner, make_answer, django_assert_num_queries):
     for i in range(40):
-        answer = make_answer(owner, created_at=timezone.now() - timedelta(hours=i * 7), model=f"m{i % 5}", cost=D(0))
+        at = timezone.now() - timedelta(hours=i * 7)
+        answer = make_answer(owner, created_at=at, model=f"m{i % 5}", cost=D(0), status=Message.Status.STREAMING)
         spend(owner, answer, Usage(100, 20, 120), model=answer.model)
     with django_assert_num_queries(PAGE_QUERIES):
         assert owner_client.get("/usage/").status_code == 200
@@ -148,7 +235,7 @@ def test_the_query_count_does_not_grow_with_history(owner_client, owner, make_an
 
 @pytest.mark.django_db
 def test_the_usage_api(owner_client, owner, make_answer, outsider):
-    answer = make_answer(owner, cost=D(0))
+    answer = make_answer(owner, cost=D(0), status=Message.Status.STREAMING)
     spend(owner, answer, Usage(1000, 500, 1500, 400))
     make_answer(outsider, model="secret-model", prompt_tokens=5)
     ratelimit.check_rate_limit(owner, D(99))
@@ -203,14 +290,6 @@ def test_grid_labels_are_round_numbers(highest, labels):
     assert [label for _, label in chart.grid] == labels
 
 
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [(D("100.000000"), "100"), (D("1234.500000"), "1,234.5"), (D("0.000400"), "0.0004"), (D("-12000"), "-12,000")],
-)
-def test_credit_formatting(value, expected):
-    assert format_credits(value) == expected
-
-
 # --- in a real browser ----------------------------------------------------------------------------------------
 
 
@@ -229,7 +308,7 @@ def test_usage_page_screenshots(live_server, client, make_user, make_answer, mon
     for i in range(120):  # a plausible month: busier on weekdays, a few answers an hour today
         when = now - timedelta(hours=(i * 37) % (30 * 24), minutes=i % 50)
         model = ("kimi-k2", "kimi-k2.6", "kimi-k2-thinking")[i % 3]
-        answer = make_answer(admin, created_at=when, model=model, cost=D(0))
+        answer = make_answer(admin, created_at=when, model=model, cost=D(0), status=Message.Status.STREAMING)
         usage = Usage(800 + (i * 97) % 3000, 150 + (i * 53) % 900, 0, cached_tokens=(i * 41) % 600)
         spend(admin, answer, usage, model=model)
     ProviderSnapshot.objects.create(

@@ -10,7 +10,7 @@ from asgiref.sync import sync_to_async
 from django.db import connection
 
 from conversations.models import Conversation, CreditTransaction, Message
-from conversations.services.billing import credits
+from conversations.services.billing import credits, pricing
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -49,3 +49,35 @@ async def test_fifty_simultaneous_sends_with_credits_for_ten(connect, owner, set
     charges = await sync_to_async(CreditTransaction.objects.filter(kind="charge").count)()
     assert charges == 10
     assert chat_settings.chat_count == 10
+
+
+async def test_with_token_prices_an_answer_at_its_budget_costs_exactly_what_was_reserved(connect, owner, chat_settings):
+    """The reservation is the worst case: the output budget sent upstream is the one reserved for, so a long
+    answer that uses all of it costs exactly the reservation, and nothing is waived."""
+
+    def setup():
+        from django.conf import settings
+
+        model = settings.KIMI_DEFAULT_MODEL
+        pricing.set_price(model, per_request="1", per_million_prompt="1000", per_million_completion="100000")
+        return Conversation.objects.create(owner=owner, model=model, max_tokens=20)
+
+    conversation = await sync_to_async(setup)()
+    tab = await connect(owner)
+    await tab.say("tell me a very long story [[tokens:500]]", conversation_id=conversation.pk)
+    done, _ = await tab.answer()
+    assert done["status"] == "complete"
+    sent = chat_settings.last_request_body
+    assert sent["max_completion_tokens"] == 20
+
+    def ledger():
+        answer = Message.objects.get(conversation=conversation, role="assistant")
+        return answer, list(CreditTransaction.objects.filter(account__user=owner, message=answer).order_by("pk"))
+
+    answer, rows = await sync_to_async(ledger)()
+    [reservation] = rows  # no refund (all of the budget was used) and no extra charge
+    assert answer.completion_tokens == sent["max_completion_tokens"]
+    bound = await sync_to_async(credits.estimate_cost)(conversation.model, answer.prompt_tokens, 20)
+    assert -reservation.amount == bound == answer.cost == Decimal(done["cost"])
+    assert "not charged" not in reservation.note
+    assert await sync_to_async(credits.verify_ledger)(owner) == []

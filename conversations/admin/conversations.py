@@ -8,11 +8,11 @@ from django.template.defaultfilters import linebreaksbr, truncatechars
 from django.utils.translation import gettext_lazy as _
 
 from conversations.admin.common import ContentPrivacyMixin, export_csv, subquery_total
-from conversations.admin.dashboard import tidy_credits
 from conversations.models import (
     Conversation,
     Message,
 )
+from conversations.services.billing.credit_format import format_credits
 
 
 class MessageStatusFilter(admin.SimpleListFilter):
@@ -78,7 +78,7 @@ class MessageInline(ContentPrivacyMixin, admin.TabularInline):
             "completion": message.completion_tokens,
             "total": message.total_tokens,
             "estimated": estimated,
-            "cost": tidy_credits(message.cost),
+            "cost": format_credits(message.cost),
         }
 
     @admin.display(description=_("error"))
@@ -122,6 +122,14 @@ class ConversationAdmin(ContentPrivacyMixin, admin.ModelAdmin):
         ("created_at", lambda c: c.created_at),
         ("updated_at", lambda c: c.updated_at),
     ]
+
+    def get_search_fields(self, request):
+        # Searching message contents reveals them (a search per guessed word spells out a password): only for
+        # those who may read messages.
+        fields = super().get_search_fields(request)
+        if request.user.has_perm("conversations.view_message"):
+            return fields
+        return tuple(f for f in fields if not f.startswith("messages__"))
 
     def get_queryset(self, request):
         of_row = Message.objects.filter(conversation=OuterRef("pk"))

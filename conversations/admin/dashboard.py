@@ -1,6 +1,6 @@
 """The figures of the operators' admin dashboard, each computed in the database with one aggregate query.
 
-``dashboard_data()`` runs a fixed number of queries (six) however many users, messages and ledger rows there are;
+``dashboard_data()`` runs a fixed number of queries (seven) however many users, messages and ledger rows there are;
 ``bar_chart()`` turns a daily series into the geometry of a server-rendered SVG bar chart (no JavaScript).
 """
 
@@ -12,23 +12,18 @@ from datetime import date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
 from django.conf import settings
-from django.db.models import Count, Max, Sum
+from django.db.models import Count, F, Max, Q, Sum
 from django.db.models.functions import TruncDate
 from django.utils import dateformat, timezone
 from django.utils.formats import get_format
 
-from conversations.models import ZERO, Message, ProviderSnapshot
+from conversations.models import ZERO, CreditTransaction, Message, ProviderSnapshot
+from conversations.services.billing.credit_format import format_credits
 
 CHART_DAYS = 30
 TOP_USERS = 10
 ERROR_WINDOW = timedelta(hours=24)
 STREAMS_SHOWN = 50
-
-
-def tidy_credits(value: Decimal) -> str:
-    """Credits for people: at most 4 decimals, no trailing zeros, thousands grouped ("1,234.5")."""
-    rounded = Decimal(value).quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP).normalize()
-    return f"{rounded + 0:,f}"  # + 0 turns -0 into 0
 
 
 def format_age(age: timedelta) -> str:
@@ -43,15 +38,15 @@ def format_age(age: timedelta) -> str:
 @dataclass(frozen=True)
 class DayUsage:
     day: date
-    requests: int = 0  # assistant answers started that day (each is one upstream request), whatever their status
-    tokens: int = 0  # total_tokens of those answers
-    # What those answers cost in credits (Message.cost: final once the answer is settled; a reservation still
-    # open for an answer in progress is not counted).
+    requests: int = 0  # answers paid for that day (settled reservations in the ledger), whatever their status
+    tokens: int = 0  # prompt + completion tokens of those answers
+    # What answers cost in credits that day, from the ledger (a reservation still open for an answer in progress
+    # is not counted; a released one nets to zero).
     credits: Decimal = ZERO
 
     @property
     def credits_display(self) -> str:
-        return tidy_credits(self.credits)
+        return format_credits(self.credits)
 
 
 @dataclass(frozen=True)
@@ -64,7 +59,7 @@ class TopUser:
 
     @property
     def credits_display(self) -> str:
-        return tidy_credits(self.credits)
+        return format_credits(self.credits)
 
 
 @dataclass(frozen=True)
@@ -99,7 +94,8 @@ class Dashboard:
     errors: list[ErrorCount]
     streams: list[Stream]
     streams_more: bool  # more streams are in progress than the STREAMS_SHOWN listed
-    provider: ProviderSnapshot | None
+    provider: ProviderSnapshot | None  # the latest snapshot: rate-limit headers, credits header
+    provider_balance: ProviderSnapshot | None  # the latest that carries a balance, with the time it was read
     totals: DayUsage = field(init=False)  # the 30 days summed (day = the first day)
 
     def __post_init__(self) -> None:
@@ -125,16 +121,39 @@ def window_start(now: datetime, days: int = CHART_DAYS) -> datetime:
     return timezone.make_aware(datetime.combine(first, time.min))
 
 
+def _answer_rows(start: datetime, now: datetime):
+    """The ledger rows of answers in the window: settled reservations (one request each, with the answer's
+    tokens) and the refunds and releases that close them, so summed amounts are what answers finally cost.
+    Reservations still open (answers in progress) are left out; imported conversations have no rows; deleting a
+    conversation deletes none."""
+    return CreditTransaction.objects.filter(model__gt="", created_at__gte=start, created_at__lte=now).exclude(
+        state=CreditTransaction.State.OPEN
+    )
+
+
+_SETTLED = Q(state=CreditTransaction.State.SETTLED)
+ANSWER_FIGURES = {
+    "requests": Count("id", filter=_SETTLED),
+    "tokens": Sum(F("prompt_tokens") + F("completion_tokens"), filter=_SETTLED),
+    "spent": Sum("amount"),
+}
+
+
+def _credits(spent) -> Decimal:
+    # Ledger amounts are negative for charges; SQLite sums them as floats, hence the quantize (and 0 - x, not -x).
+    return (ZERO - (spent or ZERO)).quantize(Decimal("0.000001"), rounding=ROUND_HALF_UP)
+
+
 def daily_usage(*, now: datetime | None = None, days: int = CHART_DAYS) -> list[DayUsage]:
     """One row per day, oldest first, days without activity included as zeros. One query."""
     now = now or timezone.now()
     start = window_start(now, days)
     tz = timezone.get_current_timezone()
     rows = (
-        Message.objects.filter(role=Message.Role.ASSISTANT, created_at__gte=start, created_at__lte=now)
+        _answer_rows(start, now)
         .annotate(day=TruncDate("created_at", tzinfo=tz))
         .values("day")
-        .annotate(requests=Count("id"), tokens=Sum("total_tokens"), credits=Sum("cost"))
+        .annotate(**ANSWER_FIGURES)
         .order_by()
     )
     by_day = {row["day"]: row for row in rows}
@@ -148,7 +167,7 @@ def daily_usage(*, now: datetime | None = None, days: int = CHART_DAYS) -> list[
                 day=day,
                 requests=row.get("requests") or 0,
                 tokens=row.get("tokens") or 0,
-                credits=row.get("credits") or ZERO,
+                credits=_credits(row.get("spent")),
             )
         )
     return usage
@@ -157,21 +176,19 @@ def daily_usage(*, now: datetime | None = None, days: int = CHART_DAYS) -> list[
 def _top_users(order_by: str, *, now: datetime | None, days: int, limit: int) -> list[TopUser]:
     now = now or timezone.now()
     rows = (
-        Message.objects.filter(
-            role=Message.Role.ASSISTANT, created_at__gte=window_start(now, days), created_at__lte=now
-        )
-        .values("conversation__owner_id", "conversation__owner__username")
-        .annotate(tokens=Sum("total_tokens"), requests=Count("id"), credits=Sum("cost"))
+        _answer_rows(window_start(now, days), now)
+        .values("account__user_id", "account__user__username")
+        .annotate(**ANSWER_FIGURES, credits=ZERO - Sum("amount"))
         .filter(**{f"{order_by}__gt": 0})
-        .order_by(f"-{order_by}", "conversation__owner__username")[:limit]
+        .order_by(f"-{order_by}", "account__user__username")[:limit]
     )
     return [
         TopUser(
-            user_id=row["conversation__owner_id"],
-            username=row["conversation__owner__username"],
+            user_id=row["account__user_id"],
+            username=row["account__user__username"],
             tokens=row["tokens"] or 0,
             requests=row["requests"],
-            credits=row["credits"] or ZERO,
+            credits=_credits(row["spent"]),
         )
         for row in rows
     ]
@@ -229,8 +246,13 @@ def latest_provider_snapshot() -> ProviderSnapshot | None:
     return ProviderSnapshot.objects.order_by("-recorded_at", "-id").first()
 
 
+def latest_provider_balance() -> ProviderSnapshot | None:
+    # Header snapshots (every minute while answers stream) carry no balance: the balance is the last one read.
+    return ProviderSnapshot.objects.filter(balance__isnull=False).order_by("-recorded_at", "-id").first()
+
+
 def dashboard_data(*, now: datetime | None = None) -> Dashboard:
-    """Everything the dashboard shows. Six queries, whatever the size of the data."""
+    """Everything the dashboard shows. Seven queries, whatever the size of the data."""
     now = now or timezone.now()
     streams, streams_more = streams_in_progress(now=now)
     return Dashboard(
@@ -242,6 +264,7 @@ def dashboard_data(*, now: datetime | None = None) -> Dashboard:
         streams=streams,
         streams_more=streams_more,
         provider=latest_provider_snapshot(),
+        provider_balance=latest_provider_balance(),
     )
 
 

@@ -1,4 +1,5 @@
-"""The admin site itself: its titles, the dashboard's URL, its log-in and password change through the throttle."""
+"""The admin site itself: its titles, the URLs of its own pages (the dashboard, adjusting one user's credits), its
+log-in and password change through the throttle."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from django.contrib import admin
 from django.urls import path, reverse
 from django.utils.translation import gettext_lazy as _
 
+from conversations.admin import credit_adjust
 from conversations.admin import views as admin_views
 from conversations.views.forms import AdminLoginForm, AdminPasswordChangeForm
 
@@ -21,7 +23,17 @@ admin.site.site_title = _("KimiChat admin")
 def _with_dashboard(get_urls: Callable[[], list]) -> Callable[[], list]:
     def get_urls_with_dashboard() -> list:
         dashboard = path("dashboard/", admin.site.admin_view(admin_views.dashboard), name="kimichat_dashboard")
-        return [dashboard, *get_urls()]
+        adjust = path(
+            "credits/adjust/<int:user_id>/",
+            admin.site.admin_view(credit_adjust.adjust_user_credits),
+            name="kimichat_adjust_credits",
+        )
+        refresh = path(
+            "dashboard/provider-balance/",
+            admin.site.admin_view(admin_views.refresh_provider_balance),
+            name="kimichat_refresh_provider_balance",
+        )
+        return [dashboard, refresh, adjust, *get_urls()]
 
     return get_urls_with_dashboard
 

@@ -23,7 +23,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from conversations.admin.common import subquery_total
-from conversations.admin.dashboard import tidy_credits
+from conversations.admin.credit_adjust import adjust_credits
 from conversations.models import (
     CREDIT_DIGITS,
     Conversation,
@@ -32,6 +32,7 @@ from conversations.models import (
     Message,
 )
 from conversations.services.accounts import login_throttle, sessions
+from conversations.services.billing.credit_format import format_credits
 
 User = get_user_model()
 
@@ -92,8 +93,13 @@ class CreditAccountInline(admin.StackedInline):
     def recent_transactions(self, account: CreditAccount):
         rows = list(account.transactions.select_related("created_by").order_by("-created_at", "-id")[: self.RECENT])
         ledger = reverse("admin:conversations_credittransaction_changelist") + f"?account__id__exact={account.pk}"
+        adjust = format_html(
+            "<p><a class='button' href='{}'>{}</a></p>",
+            reverse("admin:kimichat_adjust_credits", args=[account.user_id]),
+            _("Adjust credits…"),
+        )
         if not rows:
-            return _("No transactions yet.")
+            return format_html("{}{}", _("No transactions yet."), adjust)
         body = format_html_join(
             "",
             "<tr><td>{}</td><td>{}</td><td class='kc-num'>{}</td><td class='kc-num'>{}</td><td>{}</td><td>{}</td></tr>",
@@ -101,8 +107,8 @@ class CreditAccountInline(admin.StackedInline):
                 (
                     timezone.localtime(tx.created_at).strftime("%Y-%m-%d %H:%M"),
                     tx.get_kind_display(),
-                    tidy_credits(tx.amount),
-                    tidy_credits(tx.balance_after),
+                    format_credits(tx.amount),
+                    format_credits(tx.balance_after),
                     tx.created_by.username if tx.created_by else "",
                     tx.note,
                 )
@@ -111,7 +117,7 @@ class CreditAccountInline(admin.StackedInline):
         )
         return format_html(
             "<table class='kc-ledger'><thead><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th>"
-            "</tr></thead><tbody>{}</tbody></table><p><a href='{}'>{}</a></p>",
+            "</tr></thead><tbody>{}</tbody></table><p><a href='{}'>{}</a></p>{}",
             _("When"),
             _("Kind"),
             _("Amount"),
@@ -121,6 +127,7 @@ class CreditAccountInline(admin.StackedInline):
             body,
             ledger,
             _("The whole ledger of this account →"),
+            adjust,
         )
 
 
@@ -158,7 +165,7 @@ class KimiChatUserAdmin(UserAdmin):
     list_filter = ("is_staff", "is_superuser", "is_active", BalanceRangeFilter, "groups")
     search_fields = ("username", "email")
     ordering = ("username",)
-    actions = ["grant_credits", "deactivate_users", "activate_users", "unlock_logins"]
+    actions = ["grant_credits", adjust_credits, "deactivate_users", "activate_users", "unlock_logins"]
     readonly_fields = ("login_lock",)
 
     class Media:
@@ -218,7 +225,7 @@ class KimiChatUserAdmin(UserAdmin):
 
     @admin.display(description=_("credits"), ordering="credit_balance", empty_value="0")
     def credit_balance(self, user):
-        return None if user.credit_balance is None else tidy_credits(user.credit_balance)
+        return None if user.credit_balance is None else format_credits(user.credit_balance)
 
     @admin.display(description=_("tokens"), ordering="total_tokens")
     def total_tokens(self, user):
@@ -251,7 +258,7 @@ class KimiChatUserAdmin(UserAdmin):
                     "Granted %(amount)s credits to each of %(count)d users.",
                     len(users),
                 )
-                % {"amount": amount, "count": len(users)},
+                % {"amount": format_credits(amount), "count": len(users)},
                 messages.SUCCESS,
             )
             return None  # back to the changelist
@@ -262,11 +269,12 @@ class KimiChatUserAdmin(UserAdmin):
             "title": _("Grant credits"),
             "opts": self.opts,
             "form": form,
-            "users": [(user, tidy_credits(user.credit_balance or 0)) for user in selected[:shown]],
+            "users": [(user, format_credits(user.credit_balance or 0)) for user in selected[:shown]],
             "more": queryset.count() - shown if len(selected) > shown else 0,
             "selected_ids": request.POST.getlist(ACTION_CHECKBOX_NAME),
             "select_across": request.POST.get("select_across", "0"),
             "action_checkbox_name": ACTION_CHECKBOX_NAME,
+            "action_name": "grant_credits",
             "media": self.media + form.media,
         }
         return TemplateResponse(request, "admin/kimichat_grant_credits.html", context)

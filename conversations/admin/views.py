@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from django.contrib import admin
+from asgiref.sync import async_to_sync
+from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.utils.translation import gettext as _
+from django.views.decorators.http import require_POST
 
 from conversations.admin import dashboard as admin_dashboard
+from conversations.services.billing import provider_balance
+from conversations.services.billing.credit_format import format_credits
 
 # The dashboard shows usage and spending per user (no message content): the ledger's view permission is the key.
 DASHBOARD_PERMISSION = "conversations.view_credittransaction"
@@ -34,12 +39,25 @@ def dashboard(request):
         "title": _("KimiChat dashboard"),
         "data": data,
         "charts": charts,
-        "provider_balance": admin_dashboard.tidy_credits(data.provider.balance)
-        if data.provider and data.provider.balance is not None
-        else None,
+        "provider_balance": format_credits(data.provider_balance.balance) if data.provider_balance else None,
         # Links to rows are shown only to those who may open them (message content is behind its permission).
         "can_view_messages": user.has_perm("conversations.view_message"),
         "can_view_conversations": user.has_perm("conversations.view_conversation"),
         "can_view_users": user.has_perm("auth.view_user") or user.has_perm("auth.change_user"),
     }
     return TemplateResponse(request, "admin/kimichat_dashboard.html", context)
+
+
+@require_POST
+def refresh_provider_balance(request):
+    """The dashboard's "refresh" button: read the provider balance now (a new snapshot), then back to the page."""
+    if not can_view_dashboard(request.user):
+        raise PermissionDenied
+    snapshot = async_to_sync(provider_balance.refresh_provider_balance)()
+    if snapshot is not None and snapshot.balance is not None:
+        messages.success(
+            request, _("Provider balance read: %(balance)s.") % {"balance": format_credits(snapshot.balance)}
+        )
+    else:
+        messages.warning(request, _("The provider did not report a balance (its balance endpoint did not answer)."))
+    return redirect("admin:kimichat_dashboard")

@@ -58,6 +58,8 @@ _shared_timeouts: tuple[float, float] | None = None
 class SharedCache(Protocol):
     """What the client needs of a cache shared by the app's processes (Django's cache has exactly these)."""
 
+    def get(self, key: str): ...
+
     async def aget(self, key: str): ...
 
     async def aset(self, key: str, value, seconds: float) -> None: ...
@@ -352,10 +354,23 @@ class KimiClient:
         _ids, info = await self._models()
         return {model: dict(fields) for model, fields in info.items()}
 
+    def _models_key(self) -> str:
+        return "kimi:models:v2:" + hashlib.sha256(self.base_url.encode()).hexdigest()[:16]
+
+    def cached_model_ids(self) -> list[str] | None:
+        """The model list last read from GET /models, if this process or the cache still holds it; never asks the
+        provider (for synchronous pages such as the price admin)."""
+        key = self._models_key()
+        memo = _models_memo.get(key)
+        if memo is not None and time.monotonic() < memo[0]:
+            return list(memo[1])
+        cached = self._cache.get(key) if self._cache is not None else None
+        return list(cached["ids"]) if isinstance(cached, dict) and cached.get("ids") else None
+
     async def _models(self) -> tuple[list[str], dict[str, dict]]:
         # Every send checks its model against this list: a copy in this process spares each send a trip to the cache
         # (which, for Django's caches, runs in the thread that all database calls share).
-        key = "kimi:models:v2:" + hashlib.sha256(self.base_url.encode()).hexdigest()[:16]
+        key = self._models_key()
         memo = _models_memo.get(key)
         if memo is not None and time.monotonic() < memo[0]:
             return memo[1], memo[2]

@@ -30,7 +30,7 @@ def _run_on_sqlite(statements):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("conversations", "0003_search_skips_answers_in_progress"),
+        ("conversations", "0004_ledger_keeps_model_and_tokens"),
     ]
 
     operations = [

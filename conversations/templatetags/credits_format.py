@@ -1,25 +1,10 @@
-"""``{{ amount|credits }}``: a credit amount without trailing zeros and with thousands separators."""
-
-from decimal import Decimal
+"""``{{ amount|credits }}`` and ``{{ amount|signed_credits }}``: credits as people read them ("85.00"), by the one
+rule of conversations/services/billing/credit_format.py."""
 
 from django import template
-from django.contrib.humanize.templatetags.humanize import intcomma
+
+from conversations.services.billing.credit_format import format_credits, format_signed_credits
 
 register = template.Library()
-
-
-@register.filter
-def credits(value) -> str:
-    if value is None or value == "":
-        return "—"
-    amount = Decimal(value)
-    # 6 stored places are noise for whole numbers ("100.000000"); normalize() also drops the exponent of 1E+2.
-    text = format(amount.normalize(), "f")
-    whole, _, fraction = text.partition(".")
-    return intcomma(whole) + (f".{fraction}" if fraction else "")
-
-
-@register.filter
-def signed_credits(value) -> str:
-    amount = Decimal(value)
-    return ("+" if amount > 0 else "") + credits(amount)
+credits = register.filter("credits", format_credits)
+signed_credits = register.filter("signed_credits", format_signed_credits)

@@ -94,7 +94,7 @@ class ChatApp extends Base {
   setBalance(balance) {
     const box = $("balance");
     box.querySelector("[data-amount]").textContent = formatCredits(balance);
-    box.title = balance === null || balance === undefined ? "" : interpolate(gettext("%s credits left"), [balance]);
+    box.title = balance === null || balance === undefined ? "" : interpolate(gettext("%s credits left"), [formatCredits(balance)]);
     const known = balance !== null && balance !== undefined;
     if (known && Number(balance) <= 0) {
       this.showCreditsNotice(interpolate(gettext("You are out of credits (balance: %s)."), [formatCredits(balance)]));

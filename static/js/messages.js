@@ -1,6 +1,6 @@
 // The message list: rendering each message, its footer and status, and keeping the thread scrolled while it streams.
 import { renderMarkdown } from "./markdown.js";
-import { errorText } from "./texts.js";
+import { errorText, formatCredits } from "./texts.js";
 import { $, copyText, el, formatDateTime, icon, iconButton, toast } from "./ui.js";
 
 export const ACTIVE = new Set(["pending", "streaming"]);
@@ -203,7 +203,7 @@ export const MessageList = (Base) => class extends Base {
         }, true),
         u.cached_tokens ? interpolate(gettext("%s cached"), [u.cached_tokens]) : null,
         u.estimated ? gettext("(estimated)") : null,
-        interpolate(gettext("Cost: %s credits"), [m.cost ?? "0"]),
+        interpolate(gettext("Cost: %s credits"), [formatCredits(m.cost ?? "0")]),
         m.completed_at ? formatDateTime(m.completed_at) : null,
       ].filter(Boolean).join("\n");
       actions.append(

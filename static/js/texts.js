@@ -49,13 +49,35 @@ export function errorText(code, fallback, details = {}) {
   return known[code] || fallback || gettext("Something went wrong.");
 }
 
+/**
+ * A credit amount as people read it, the same rule as Python's conversations/services/billing/credit_format.py
+ * (both tested against tests/fixtures/credit_format_cases.json): "," between thousands, two decimals, up to four
+ * for an amount between 0 and 1, rounded half away from zero; "—" for none. Worked on the decimal string with
+ * BigInt, never a float: "1.005" is 1.01 here as on the server.
+ */
 export function formatCredits(value) {
   if (value === null || value === undefined || value === "") return "—";
-  const n = Number(value);
-  if (!Number.isFinite(n)) return String(value);
-  const digits = Math.abs(n) > 0 && Math.abs(n) < 1 ? 4 : 2;
-  return n.toLocaleString(document.documentElement.lang || undefined, {
-    minimumFractionDigits: 2,
-    maximumFractionDigits: digits,
-  });
+  const match = /^([+-]?)(\d*)(?:\.(\d*))?(?:[eE]([+-]?\d+))?$/.exec(String(value).trim());
+  if (!match || (match[2] || "") + (match[3] || "") === "") return String(value);
+  const [, sign, whole = "", fraction = "", exponent = "0"] = match;
+  let magnitude = BigInt(whole + fraction || "0");
+  let scale = fraction.length - Number(exponent); // the amount is magnitude / 10^scale
+  if (scale < 0) {
+    magnitude *= 10n ** BigInt(-scale);
+    scale = 0;
+  }
+  const one = 10n ** BigInt(scale);
+  const places = magnitude > 0n && magnitude < one ? 4 : 2;
+  let units = magnitude; // in 10^-places
+  if (scale > places) {
+    const divisor = 10n ** BigInt(scale - places);
+    units = magnitude / divisor;
+    if ((magnitude % divisor) * 2n >= divisor) units += 1n;
+  } else {
+    units = magnitude * 10n ** BigInt(places - scale);
+  }
+  const base = 10n ** BigInt(places);
+  const grouped = (units / base).toString().replace(/\B(?=(\d{3})+(?!\d))/g, ",");
+  const decimals = (units % base).toString().padStart(places, "0").replace(/0+$/, "").padEnd(2, "0");
+  return `${sign === "-" && units > 0n ? "-" : ""}${grouped}.${decimals}`;
 }

@@ -4,6 +4,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from conversations.services.billing import credits
+from conversations.services.billing.credit_format import format_credits
 
 
 class Command(BaseCommand):
@@ -24,4 +25,5 @@ class Command(BaseCommand):
             row = credits.grant(user, amount, note=note or "granted with manage.py grantcredits")
         except credits.CreditError as exc:
             raise CommandError(str(exc))
-        self.stdout.write(f"Granted {row.amount} credits to {username}; balance is now {row.balance_after}.")
+        amount, balance = format_credits(row.amount), format_credits(row.balance_after)
+        self.stdout.write(f"Granted {amount} credits to {username}; balance is now {balance}.")

@@ -7,22 +7,24 @@ balance always equals the sum of the ledger, which ``verify_ledger`` checks.
 
 An answer is paid for in two steps. ``reserve`` charges the estimated worst case up front (prompt plus the full
 completion budget), so two answers started at once cannot both spend the same credits. When the answer ends,
-``settle`` charges what the usage really cost by refunding the difference; when it failed before an answer,
-``release`` refunds everything (seed 003: failed requests are not charged). A reservation is closed once: a second
-settle or release raises ``ReservationClosed`` instead of refunding twice. The reservation's charge row keeps its
-amount; only its note (the reservation's state) and message link are updated when it closes.
+``settle`` charges what the usage really cost, never more than the reservation, by refunding the difference; when
+it failed before an answer, ``release`` refunds everything (seed 003: failed requests are not charged). A
+reservation is closed once: a second settle or release raises ``ReservationClosed`` instead of refunding twice. The
+reservation's charge row keeps its amount; when it closes, its state (open → settled or released), note, tokens
+and message link are updated, and the refund that closes it points back to it. The rows of an answer keep its
+model and tokens, so figures of consumption read the ledger alone (services/billing/usage.py).
 
 Synchronous ORM code: async callers wrap these in ``sync_to_async`` / ``database_sync_to_async``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Sum
 from django.utils import timezone
 
 from conversations.kimi.events import Usage
@@ -33,6 +35,7 @@ ZERO = Decimal(0)
 MAX_AMOUNT = Decimal(10) ** 12  # the credit columns hold 12 digits before the point
 OPEN_PREFIX = "reserved"  # the note of a reservation's charge row while the answer is running
 Kind = CreditTransaction.Kind
+State = CreditTransaction.State
 
 
 class CreditError(Exception):
@@ -64,7 +67,7 @@ class ReservationClosed(CreditError):
 class Reservation:
     """Credits held for one answer. Plain ids and Decimals, so it pickles and crosses threads."""
 
-    transaction_id: int | None  # the charge row; None when the estimate was free and nothing was charged
+    transaction_id: int | None  # the charge row (None only for a free reservation made before free ones had a row)
     user_id: int
     model: str
     amount: Decimal  # charged up front
@@ -183,8 +186,12 @@ def adjust(user, amount, *, created_by, note: str) -> CreditTransaction:
 
 
 def estimate_cost(model: str, prompt_tokens: int, max_completion_tokens: int) -> Decimal:
-    """The most an answer can cost: the whole prompt uncached and every completion token it may write."""
-    return pricing.usage_cost(model, Usage(prompt_tokens=prompt_tokens, completion_tokens=max_completion_tokens))
+    """The most an answer can cost: every prompt token at the dearer of the cached and uncached prices, and every
+    completion token it may write."""
+    price = pricing.price_for(model)
+    if price.per_million_cached > price.per_million_prompt:  # an odd price list, but then caching costs more
+        price = dataclasses.replace(price, per_million_prompt=price.per_million_cached)
+    return pricing.cost_of(price, Usage(prompt_tokens=prompt_tokens, completion_tokens=max_completion_tokens))
 
 
 def reserve(
@@ -197,19 +204,26 @@ def reserve(
     fees: Decimal = ZERO,
 ) -> Reservation:
     """Charge the estimated cost now (plus ``fees``: web searches, services/billing/search_fees.py). Raises
-    InsufficientCredits (writing nothing) if the balance is short."""
+    InsufficientCredits (writing nothing) if the balance is short.
+
+    A free answer gets its (zero) row too: every answer is one request on the ledger, whatever it cost."""
     cost = estimate_cost(model, prompt_tokens, max_completion_tokens) + fees
     message_id = message.pk if message is not None else None
     with transaction.atomic():
         account = _locked_account(user.pk)
         if account.balance < cost:
             raise InsufficientCredits(account.balance, cost)
-        row_id = None
-        if cost > 0:
-            row = _post(account, Kind.CHARGE, -cost, message_id=message_id, note=f"{OPEN_PREFIX}: {model}")
-            row_id = row.pk
+        row = _post(
+            account,
+            Kind.CHARGE,
+            -cost,
+            message_id=message_id,
+            note=f"{OPEN_PREFIX}: {model}",
+            model=model[:100],
+            state=State.OPEN,
+        )
     return Reservation(
-        transaction_id=row_id,
+        transaction_id=row.pk,
         user_id=user.pk,
         model=model,
         amount=cost,
@@ -221,11 +235,12 @@ def reserve(
 def _close_reservation(account: CreditAccount, reservation: Reservation, note: str, **updates) -> None:
     """Mark the reservation's charge row closed; raise ReservationClosed if it already was."""
     if reservation.transaction_id is None:
-        return  # a free reservation moved no credits; settling it twice cannot move any either
-    row = CreditTransaction.objects.filter(pk=reservation.transaction_id, account=account).first()
-    if row is None or row.kind != Kind.CHARGE or not row.note.startswith(OPEN_PREFIX):
+        return  # a free reservation made before free answers had a row: nothing moved, nothing to close
+    closed = CreditTransaction.objects.filter(
+        pk=reservation.transaction_id, account=account, kind=Kind.CHARGE, state=State.OPEN
+    ).update(note=note[:500], **updates)
+    if not closed:
         raise ReservationClosed(reservation)
-    CreditTransaction.objects.filter(pk=row.pk).update(note=note[:500], **updates)
 
 
 def _usage_note(model: str, usage: Usage, estimated: bool) -> str:
@@ -243,23 +258,35 @@ def settle(
     adds_to_message: bool = False,
     fees: Decimal = ZERO,
 ) -> SettleResult:
-    """Charge what the answer really cost: refund the unused part of the reservation, or charge the excess.
+    """Charge what the answer really cost by refunding the unused part of the reservation.
 
     Stopped and interrupted answers are settled too, for what they generated (``estimated=True`` when the usage
     was counted locally). With no usage at all the prompt that was sent is charged, from the reservation's
-    estimate. An excess over the reservation is charged only up to the balance; the note says what was waived.
+    estimate. An answer never costs more than was reserved: the reservation is the price the user was told and
+    was checked against the balance. A usage beyond it (a provider ignoring the output limit, a prompt counted
+    higher upstream than here, a price raised meanwhile) is noted on the row for staff, and not charged.
+    ``fees``: the answer's web searches (services/billing/search_fees.py), reserved with it.
     ``adds_to_message``: a continued answer; this part's usage and cost are added to what ``message`` (as read under
     its row lock) already carries, so it shows the sum of its parts, as its ledger rows do.
     """
     if usage is None:
         usage, estimated = Usage(prompt_tokens=reservation.prompt_tokens), True
-    cost = pricing.usage_cost(reservation.model, usage) + fees  # fees: the answer's web searches
+    priced = pricing.usage_cost(reservation.model, usage) + fees
+    cost = min(priced, reservation.amount)
     with transaction.atomic():
         account = _locked_account(reservation.user_id)
         note = _usage_note(reservation.model, usage, estimated) + (f" + {fees} for web search" if fees else "")
-        _close_reservation(account, reservation, note, message_id=message.pk, estimated=estimated)
-        ref = f"#{reservation.transaction_id}" if reservation.transaction_id else "(free)"
-        charged = cost
+        if priced > cost:
+            note += f"; {priced - cost} beyond the reservation not charged"
+        _close_reservation(
+            account,
+            reservation,
+            note,
+            message_id=message.pk,
+            estimated=estimated,
+            state=State.SETTLED,
+            **_token_columns(usage),
+        )
         if cost < reservation.amount:
             _post(
                 account,
@@ -267,19 +294,21 @@ def settle(
                 reservation.amount - cost,
                 message_id=message.pk,
                 estimated=estimated,
-                note=f"unused part of reservation {ref}",
+                note=f"unused part of reservation #{reservation.transaction_id}",
+                model=reservation.model[:100],
+                reservation_id=reservation.transaction_id,
             )
-        elif cost > reservation.amount:
-            excess = cost - reservation.amount
-            extra = min(excess, account.balance)
-            charged = reservation.amount + extra
-            extra_note = f"usage beyond reservation {ref}"
-            if extra < excess:
-                extra_note += f"; {excess - extra} not charged: the balance ran out"
-            # Written even when nothing could be charged, so the waived excess is on record.
-            _post(account, Kind.CHARGE, -extra, message_id=message.pk, estimated=estimated, note=extra_note)
-        _record_on_message(message, charged, usage, estimated, adds_to_message)
-        return SettleResult(cost=charged, balance=account.balance)
+        _record_on_message(message, cost, usage, estimated, adds_to_message)
+        return SettleResult(cost=cost, balance=account.balance)
+
+
+def _token_columns(usage: Usage) -> dict:
+    prompt = max(usage.prompt_tokens, 0)
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": max(usage.completion_tokens, 0),
+        "cached_tokens": min(max(usage.cached_tokens, 0), prompt),
+    }
 
 
 def _record_on_message(message: Message, cost: Decimal, usage: Usage, estimated: bool, adds: bool = False) -> None:
@@ -304,13 +333,20 @@ def _record_on_message(message: Message, cost: Decimal, usage: Usage, estimated:
 def release(reservation: Reservation, *, message: Message | None = None, note: str = "") -> Decimal:
     """Refund a reservation in full: the request failed before an answer (any upstream 4xx/5xx costs nothing).
 
-    Returns the balance after the refund.
+    Returns the balance after the refund. The user's ledger shows neither row (nothing was charged); staff see
+    both, with the reason, in the admin.
     """
     message_id = message.pk if message is not None else reservation.message_id
     with transaction.atomic():
         account = _locked_account(reservation.user_id)
         reason = f": {note}" if note else ""
-        _close_reservation(account, reservation, f"{reservation.model}: released{reason}", message_id=message_id)
+        _close_reservation(
+            account,
+            reservation,
+            f"{reservation.model}: released{reason}",
+            message_id=message_id,
+            state=State.RELEASED,
+        )
         if reservation.amount > 0:
             _post(
                 account,
@@ -318,6 +354,8 @@ def release(reservation: Reservation, *, message: Message | None = None, note: s
                 reservation.amount,
                 message_id=message_id,
                 note=f"reservation #{reservation.transaction_id} released{reason}",
+                model=reservation.model[:100],
+                reservation_id=reservation.transaction_id,
             )
         if message is not None:
             Message.objects.filter(pk=message.pk).update(cost=ZERO)
@@ -328,7 +366,7 @@ def release(reservation: Reservation, *, message: Message | None = None, note: s
 def open_reservation_for(message: Message) -> Reservation | None:
     """The reservation still open for a message, if any: lets a reaper settle or release an orphaned answer."""
     row = (
-        CreditTransaction.objects.filter(message=message, kind=Kind.CHARGE, note__startswith=OPEN_PREFIX)
+        CreditTransaction.objects.filter(message=message, kind=Kind.CHARGE, state=State.OPEN)
         .select_related("account")
         .order_by("pk")
         .first()
@@ -338,7 +376,7 @@ def open_reservation_for(message: Message) -> Reservation | None:
     return Reservation(
         transaction_id=row.pk,
         user_id=row.account.user_id,
-        model=row.note.removeprefix(f"{OPEN_PREFIX}: ") or message.model,
+        model=row.model or row.note.removeprefix(f"{OPEN_PREFIX}: ") or message.model,
         amount=-row.amount,
         prompt_tokens=message.prompt_tokens,
         message_id=message.pk,
@@ -349,13 +387,22 @@ def open_reservation_for(message: Message) -> Reservation | None:
 
 
 def verify_ledger(user=None) -> list[LedgerProblem]:
-    """Every account whose balance differs from the sum of its ledger, or is negative. One query."""
-    accounts = CreditAccount.objects.select_related("user").annotate(ledger_sum=Sum("transactions__amount"))
+    """Every account whose balance differs from the sum of its ledger, or is negative. Two queries.
+
+    The sum is taken here, over Decimals, not by the database: SQLite's SUM adds decimals as floats
+    (8.237131 became 8.23713100000001), which would report a sound ledger as broken now and then.
+    """
+    accounts = CreditAccount.objects.select_related("user").order_by("pk")
+    rows = CreditTransaction.objects.order_by()
     if user is not None:
         accounts = accounts.filter(user_id=user.pk)
+        rows = rows.filter(account__user_id=user.pk)
+    sums: dict[int, Decimal] = {}
+    for account_id, amount in rows.values_list("account_id", "amount").iterator(chunk_size=5000):
+        sums[account_id] = sums.get(account_id, ZERO) + amount
     problems = []
-    for account in accounts.order_by("pk"):
-        ledger_sum = account.ledger_sum if account.ledger_sum is not None else ZERO
+    for account in accounts:
+        ledger_sum = sums.get(account.pk, ZERO)
         details = []
         if account.balance != ledger_sum:
             details.append(f"balance {account.balance} but the ledger sums to {ledger_sum}")

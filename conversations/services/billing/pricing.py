@@ -1,4 +1,5 @@
-"""What an answer costs in credits: the model's price (a ModelPrice row or the settings' default) times its usage.
+"""What an answer costs in credits: the model's price (a ModelPrice row, else its provider's published price, else
+the settings' default) times its usage.
 
 Prices are never negative and token counts below zero count as zero, so a cost is never negative: a negative cost
 would be a refund in disguise (LibreChat once let a negative price raise balances).
@@ -7,7 +8,7 @@ would be a refund in disguise (LibreChat once let a negative price raise balance
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal, InvalidOperation
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -16,6 +17,7 @@ from django.utils import timezone
 
 from conversations.kimi.events import Usage
 from conversations.models import ModelPrice
+from conversations.services.billing.published_prices import published_price
 
 CREDIT_PLACES = Decimal("0.000001")  # CreditAccount.balance and every ledger amount have 6 decimal places
 MILLION = Decimal(1_000_000)
@@ -58,7 +60,18 @@ def quantize(amount: Decimal) -> Decimal:
     return amount.quantize(CREDIT_PLACES, rounding=ROUND_HALF_UP)
 
 
-def default_price() -> Price:
+def default_price(model: str | None = None) -> Price:
+    """The price of a model with no ModelPrice row: its provider's published price converted to credits (see
+    published_prices), else the ``KIMICHAT_DEFAULT_PRICE_*`` settings, whose defaults are dearer than any published
+    Kimi price. Either way ``KIMICHAT_DEFAULT_PRICE_PER_REQUEST`` is added per answer."""
+    published = published_price(model) if model and settings.KIMICHAT_USE_PUBLISHED_PRICES else None
+    if published is not None:
+        return Price(
+            per_request=settings.KIMICHAT_DEFAULT_PRICE_PER_REQUEST,
+            per_million_prompt=in_credits(published.prompt),
+            per_million_completion=in_credits(published.completion),
+            per_million_cached=in_credits(published.cached),
+        )
     return Price(
         per_request=settings.KIMICHAT_DEFAULT_PRICE_PER_REQUEST,
         per_million_prompt=settings.KIMICHAT_DEFAULT_PRICE_PER_MILLION_PROMPT,
@@ -67,11 +80,12 @@ def default_price() -> Price:
     )
 
 
-def price_for(model: str) -> Price:
-    """The model's ModelPrice row, else the default price from settings. One query."""
-    row = ModelPrice.objects.filter(model=model).first()
-    if row is None:
-        return default_price()
+def in_credits(usd: Decimal) -> Decimal:
+    """US dollars as credits at ``KIMICHAT_CREDIT_VALUE_USD``, rounded up: a default never undercharges."""
+    return (Decimal(usd) / Decimal(settings.KIMICHAT_CREDIT_VALUE_USD)).quantize(CREDIT_PLACES, rounding=ROUND_CEILING)
+
+
+def _row_price(row: ModelPrice) -> Price:
     # Price() re-validates: a row written around the service (raw SQL, a bad fixture) still cannot pay out.
     return Price(
         per_request=row.per_request,
@@ -79,6 +93,43 @@ def price_for(model: str) -> Price:
         per_million_completion=row.per_million_completion,
         per_million_cached=row.per_million_cached,
     )
+
+
+def price_for(model: str) -> Price:
+    """The model's ModelPrice row, else its default price. One query."""
+    row = ModelPrice.objects.filter(model=model).first()
+    return default_price(model) if row is None else _row_price(row)
+
+
+def known_models() -> list[str]:
+    """The models this server may answer with: the provider's list as last read, then the configured fallback
+    list. Read from the cache only; the provider is not asked."""
+    from conversations.kimi.configured import get_client
+
+    listed = get_client().cached_model_ids() or []
+    return list(dict.fromkeys([*listed, *settings.KIMI_FALLBACK_MODELS]))
+
+
+@dataclass(frozen=True, slots=True)
+class PriceInEffect:
+    model: str
+    price: Price
+    origin: str  # "admin" (a ModelPrice row), "published" (the provider's price list) or "default" (settings)
+    source: str = ""  # where the published price comes from
+
+
+def prices_in_effect(models) -> list[PriceInEffect]:
+    """What each of ``models`` costs now and why, for the usage page and the price admin. One query."""
+    rows = {row.model: row for row in ModelPrice.objects.filter(model__in=list(models))}
+    result = []
+    for model in models:
+        if model in rows:
+            result.append(PriceInEffect(model, _row_price(rows[model]), "admin"))
+            continue
+        published = published_price(model) if settings.KIMICHAT_USE_PUBLISHED_PRICES else None
+        origin, source = ("published", published.source) if published else ("default", "")
+        result.append(PriceInEffect(model, default_price(model), origin, source))
+    return result
 
 
 def cost_of(price: Price, usage: Usage) -> Decimal:

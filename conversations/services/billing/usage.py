@@ -1,8 +1,13 @@
 """A user's usage, for the usage page and /api/usage/: balance, spending, requests and tokens over time, per model.
 
+Every figure of consumption comes from the credit ledger, never from messages: imported conversations (which were
+never answered here) cannot inflate them, a charged answer that failed mid-stream counts as the request it was,
+and deleting a conversation changes nothing (the ledger rows keep their model and tokens). A request is an answer
+whose reservation was settled; released reservations (failed requests, refunded in full) are not requests.
+
 Everything is aggregated in the database with a fixed number of queries, however much history there is:
 1 the account with the credits consumed, 2 answers per day, 3 answers per hour, 4 answers per model,
-5 the recent ledger rows, and for staff 6 the latest provider snapshot.
+5 the recent ledger rows, 6 the prices set in the admin, and for staff 7 the latest provider snapshot.
 """
 
 from __future__ import annotations
@@ -11,19 +16,19 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, OuterRef, Q, Subquery, Sum
 from django.db.models.functions import Coalesce, TruncDate, TruncHour
 from django.utils import timezone
 
-from conversations.models import CreditAccount, CreditTransaction, Message, ProviderSnapshot
-from conversations.services.billing.pricing import quantize
+from conversations.models import CreditAccount, CreditTransaction, ProviderSnapshot
+from conversations.services.billing.pricing import PriceInEffect, known_models, prices_in_effect, quantize
 
 DAYS = 30
 HOURS = 48
 RECENT_TRANSACTIONS = 15
 ZERO = Decimal(0)
-# Answers that reached the model and were paid for; failed ones were refunded and pending ones are not done yet.
-BILLED_STATUSES = (Message.Status.COMPLETE, Message.Status.STOPPED, Message.Status.INTERRUPTED)
+State = CreditTransaction.State
+# The settled reservation row of each answer paid for: one request, with the answer's tokens.
 TOKEN_SUMS = {
     "requests": Count("id"),
     "prompt_tokens": Coalesce(Sum("prompt_tokens"), 0),
@@ -68,6 +73,7 @@ class UsageSummary:
     models: list[ModelUsage]  # all time, most requests first
     transactions: list[CreditTransaction]  # newest first
     provider: ProviderSnapshot | None = None  # staff only
+    prices: list[PriceInEffect] = field(default_factory=list)  # what each offered model costs now
     requests: int = field(init=False)
     prompt_tokens: int = field(init=False)
     completion_tokens: int = field(init=False)
@@ -94,7 +100,8 @@ class UsageSummary:
 
 
 def _answers(user):
-    return Message.objects.for_user(user).filter(role=Message.Role.ASSISTANT, status__in=BILLED_STATUSES)
+    """The user's answers paid for, one settled reservation row each."""
+    return CreditTransaction.objects.filter(account__user_id=user.pk, state=State.SETTLED)
 
 
 def _account_totals(user) -> tuple[Decimal, Decimal]:
@@ -149,22 +156,55 @@ def _hourly(user, now: datetime) -> list[Bucket]:
 
 
 def _per_model(user) -> list[ModelUsage]:
+    # Every closed row of an answer (its reservation and the refund of the unused part) carries the model: the sum
+    # of their amounts is what the answers cost, released reservations netting to zero.
+    settled = Q(state=State.SETTLED)
     rows = (
-        _answers(user)
+        CreditTransaction.objects.filter(account__user_id=user.pk, model__gt="")
+        .exclude(state=State.OPEN)
         .values("model")
-        .annotate(**TOKEN_SUMS, cost=Coalesce(Sum("cost"), ZERO))
+        .annotate(
+            requests=Count("id", filter=settled),
+            prompt_tokens=Coalesce(Sum("prompt_tokens", filter=settled), 0),
+            completion_tokens=Coalesce(Sum("completion_tokens", filter=settled), 0),
+            cached_tokens=Coalesce(Sum("cached_tokens", filter=settled), 0),
+            spent=Coalesce(Sum("amount"), ZERO),
+        )
+        .filter(requests__gt=0)
         .order_by("-requests", "model")
     )
-    return [ModelUsage(**{**row, "cost": quantize(row["cost"])}) for row in rows]
+    return [
+        ModelUsage(**{k: v for k, v in row.items() if k != "spent"}, cost=quantize(ZERO - row["spent"])) for row in rows
+    ]
+
+
+def recent_transactions(user, limit: int = RECENT_TRANSACTIONS) -> list[CreditTransaction]:
+    """The user's ledger as the user should read it: one row per answer with what it finally cost (its reservation
+    net of the refund of the unused part), grants, bonuses and adjustments. Reservations still open and released
+    ones (a failed request: charged and refunded in full) are left out; staff see every row in the admin. One
+    query."""
+    closing = CreditTransaction.objects.filter(reservation=OuterRef("pk")).order_by()
+    rows = list(
+        CreditTransaction.objects.filter(account__user_id=user.pk, reservation__isnull=True)
+        .exclude(state__in=[State.OPEN, State.RELEASED])
+        .annotate(
+            closed=Subquery(closing.values("reservation").annotate(total=Sum("amount")).values("total")[:1]),
+            last_balance=Subquery(closing.order_by("-pk").values("balance_after")[:1]),
+        )
+        .order_by("-created_at", "-pk")[:limit]
+    )
+    for row in rows:
+        if row.closed is not None:
+            row.amount = quantize(row.amount + row.closed)
+            row.balance_after = row.last_balance
+    return rows
 
 
 def usage_summary(user, *, now: datetime | None = None) -> UsageSummary:
     """The user's usage; the provider snapshot is included for staff only."""
     now = now or timezone.now()
     balance, consumed = _account_totals(user)
-    transactions = list(
-        CreditTransaction.objects.filter(account__user_id=user.pk).order_by("-created_at", "-pk")[:RECENT_TRANSACTIONS]
-    )
+    transactions = recent_transactions(user)
     provider = ProviderSnapshot.objects.order_by("-recorded_at", "-pk").first() if user.is_staff else None
     return UsageSummary(
         balance=balance,
@@ -174,6 +214,7 @@ def usage_summary(user, *, now: datetime | None = None) -> UsageSummary:
         models=_per_model(user),
         transactions=transactions,
         provider=provider,
+        prices=prices_in_effect(known_models()),
     )
 
 
@@ -225,6 +266,16 @@ def summary_to_dict(summary: UsageSummary, rate_limits=()) -> dict:
                 "created_at": t.created_at.isoformat(),
             }
             for t in summary.transactions
+        ],
+        "prices": [
+            {
+                "model": p.model,
+                "per_request": str(quantize(p.price.per_request)),
+                "per_million_prompt": str(quantize(p.price.per_million_prompt)),
+                "per_million_cached": str(quantize(p.price.per_million_cached)),
+                "per_million_completion": str(quantize(p.price.per_million_completion)),
+            }
+            for p in summary.prices
         ],
         "rate_limits": [
             {"window": s.window, "limit": s.limit, "used": s.used, "resets_in": s.resets_in} for s in rate_limits
