@@ -12,7 +12,7 @@ from conversations.services.billing import credits
 from conversations.services.chat.registry import get_registry
 
 
-def orphan(owner, content="partial answer so far", **fields):
+def orphan(owner, content="partial answer so far", fees=0, **fields):
     conversation = Conversation.objects.create(owner=owner, model="kimi-k2.6", title="t")
     Message.objects.create(conversation=conversation, role="user", content="q")
     answer = Message.objects.create(
@@ -25,7 +25,7 @@ def orphan(owner, content="partial answer so far", **fields):
         created_at=timezone.now() - timezone.timedelta(minutes=5),
         **fields,
     )
-    credits.reserve(owner, model="kimi-k2.6", prompt_tokens=12, max_completion_tokens=100, message=answer)
+    credits.reserve(owner, model="kimi-k2.6", prompt_tokens=12, max_completion_tokens=100, message=answer, fees=fees)
     return answer
 
 
@@ -79,7 +79,8 @@ def test_a_reaped_answer_keeps_the_fee_of_searches_it_made_and_fails_the_unanswe
 
     searches = [{"query": "one", "status": "done", "tokens": 10, "sources": []}]
     searches.append({"query": "two", "status": "searching", "tokens": 10, "sources": []})
-    answer = orphan(owner, content="", searches=searches)
+    # Reserved as the send path does for a web-search answer: its searches' fees with it (never more is charged).
+    answer = orphan(owner, content="", searches=searches, fees=2 * default_search_fee())
     call_command("reapgenerations")
     answer.refresh_from_db()
     assert [s["status"] for s in answer.searches] == ["done", "failed"]
