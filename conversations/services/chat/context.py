@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from conversations.kimi.params import rules_for
 from conversations.kimi.tokens import estimate_messages_locally, estimate_tokens_locally
 from conversations.models import Message
+from conversations.services.attachments import prompt as attachment_prompt
 
 DEFAULT_ANSWER_BUDGET = 4096  # tokens kept free for the answer when the conversation sets no max_tokens
 DEFAULT_CONTEXT_WINDOW = 131_072  # for models whose window is unknown
@@ -74,11 +75,11 @@ def build_messages(
                 turn["reasoning"] = message.reasoning
             turns.append(turn)
         elif message.role == Message.Role.USER:
-            turns.append({"role": "user", "content": message.content})
+            turns.append(attachment_prompt.user_turn(message))  # with its documents and images
     system = [{"role": "system", "content": system_prompt}] if system_prompt.strip() else []
     window = context_window(model)
     budget = window - min(answer_budget(max_tokens), window // 4)
-    costs = [estimate_messages_locally([turn]) for turn in turns]
+    costs = [attachment_prompt.turn_tokens(turn) for turn in turns]
     total = estimate_messages_locally(system) + sum(costs)
     start = 0
     # Keep the newest message always; drop whole oldest turns until the estimate fits.
@@ -92,4 +93,4 @@ def build_messages(
     while len(kept) > 1 and kept[0]["role"] == "assistant":
         total -= costs[len(turns) - len(kept)]
         kept = kept[1:]
-    return system + kept, total
+    return system + attachment_prompt.expand(kept), total

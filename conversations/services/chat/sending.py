@@ -21,6 +21,8 @@ from conversations.kimi import errors as kimi_errors
 from conversations.kimi.configured import get_client
 from conversations.kimi.params import ChatRequest, output_budget, resolve_params
 from conversations.models import Conversation, Message
+from conversations.services.attachments import messages as attached
+from conversations.services.attachments.limits import AttachmentRefused
 from conversations.services.billing import credits
 from conversations.services.billing.ratelimit import RateLimited, check_rate_limit
 from conversations.services.chat.context import ContextTooLong, build_messages, check_fits, title_from
@@ -189,8 +191,8 @@ def _check_model(model: str, known_models: list[str], conversation_id) -> None:
         )
 
 
-def _user_message(conversation: Conversation, content: str, client_msg_id: uuid.UUID) -> Message:
-    return Message.objects.create(
+def _user_message(conversation: Conversation, content: str, client_msg_id: uuid.UUID, files=()) -> Message:
+    message = Message.objects.create(
         conversation=conversation,
         role=Message.Role.USER,
         content=content,
@@ -198,10 +200,28 @@ def _user_message(conversation: Conversation, content: str, client_msg_id: uuid.
         status=Message.Status.COMPLETE,
         completed_at=timezone.now(),
     )
+    with _refusing(conversation.pk):
+        attached.attach(message, list(files))
+    return message
+
+
+class _refusing:
+    """An attachment refusal is a send refusal (the transaction rolls back: nothing stored)."""
+
+    def __init__(self, conversation_id):
+        self.conversation_id = conversation_id
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        if isinstance(exc, AttachmentRefused):
+            raise SendRefused(exc.code, exc.message, conversation_id=self.conversation_id, **exc.extra) from None
+        return False
 
 
 def _thread(conversation: Conversation) -> list[Message]:
-    return list(conversation.messages.current().order_by("id"))
+    return list(conversation.messages.current().order_by("id").prefetch_related("attachments"))
 
 
 def prepare_send(
@@ -213,6 +233,7 @@ def prepare_send(
     model: str | None,
     known_models: list[str],
     new_conversation: dict | None = None,
+    attachments: tuple[int, ...] = (),
 ) -> Accepted:
     """``new_conversation``: validated field values (system prompt, settings) for a conversation this send creates."""
     duplicate = _existing(user, client_msg_id)
@@ -241,8 +262,17 @@ def prepare_send(
                 raise SendRefused(
                     "context_too_long", str(exc), conversation_id=conversation_id, tokens=exc.tokens, window=exc.window
                 ) from None
+            with _refusing(conversation_id):
+                files = attached.for_send(
+                    user,
+                    attachments,
+                    model=chosen,
+                    content=content,
+                    system_prompt=conversation.system_prompt,
+                    max_tokens=conversation.max_tokens,
+                )
             thread = [] if created else _thread(conversation)
-            user_message = _user_message(conversation, content, client_msg_id)
+            user_message = _user_message(conversation, content, client_msg_id, files)
             if not created and not conversation.title:
                 conversation.title = title_from(content)
                 conversation.save(update_fields=["title"])
@@ -279,6 +309,8 @@ def prepare_regenerate(
             _check_model(chosen, known_models, conversation_id)
             thread, last_user, old_answer = _last_turn(conversation)
             upto = [m for m in thread if m.pk <= last_user.pk]
+            with _refusing(conversation_id):
+                attached.check_thread(upto, chosen)
             accepted = _start_answer(user, conversation, chosen, upto, client_msg_id=client_msg_id)
             if old_answer is not None:
                 old_answer.superseded_by = accepted.assistant
@@ -290,7 +322,14 @@ def prepare_regenerate(
 
 
 def prepare_edit(
-    user, *, conversation_id: int, message_id: int, content: str, client_msg_id: uuid.UUID, known_models: list[str]
+    user,
+    *,
+    conversation_id: int,
+    message_id: int,
+    content: str,
+    client_msg_id: uuid.UUID,
+    known_models: list[str],
+    attachments: tuple[int, ...] | None = None,
 ) -> Accepted:
     duplicate = _existing(user, client_msg_id)
     if duplicate is not None:
@@ -306,7 +345,17 @@ def prepare_edit(
                 )
             chosen = conversation.model
             _check_model(chosen, known_models, conversation_id)
-            new_user = _user_message(conversation, content, client_msg_id)
+            with _refusing(conversation_id):
+                files = attached.for_send(
+                    user,
+                    attachments,
+                    model=chosen,
+                    content=content,
+                    system_prompt=conversation.system_prompt,
+                    max_tokens=conversation.max_tokens,
+                    previous=last_user,
+                )
+            new_user = _user_message(conversation, content, client_msg_id, files)
             upto = [m for m in thread if m.pk < last_user.pk] + [new_user]
             accepted = _start_answer(user, conversation, chosen, upto)
             last_user.superseded_by = new_user

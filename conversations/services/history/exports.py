@@ -75,7 +75,7 @@ def conversation_document(conversation: Conversation, messages: Iterable[Message
 
 
 def export_json(conversation: Conversation) -> bytes:
-    messages = Message.objects.filter(conversation=conversation).order_by("id")
+    messages = Message.objects.filter(conversation=conversation).order_by("id").prefetch_related("attachments")
     return orjson.dumps(conversation_document(conversation, messages), option=orjson.OPT_INDENT_2)
 
 
@@ -95,7 +95,9 @@ def _usage_line(message: Message) -> str:
 
 def export_markdown(conversation: Conversation) -> str:
     """The current thread as a Markdown document: what the user sees on the chat page, not earlier versions."""
-    messages = Message.objects.filter(conversation=conversation).current().order_by("id")
+    messages = (
+        Message.objects.filter(conversation=conversation).current().order_by("id").prefetch_related("attachments")
+    )
     lines = [f"# {conversation.title or 'Untitled conversation'}", ""]
     lines.append(f"*Model: {conversation.model} · created {conversation.created_at:%Y-%m-%d %H:%M} UTC*")
     if conversation.system_prompt:
@@ -110,6 +112,9 @@ def export_markdown(conversation: Conversation) -> str:
             # inside be read as Markdown.
             lines += ["<details><summary>Reasoning</summary>", "", _quote(message.reasoning), "", "</details>", ""]
         lines.append(message.content)
+        files = message.attachments.all() if message.role == Message.Role.USER else []
+        if files:  # listed, not inlined: the files themselves are in the ZIP export
+            lines += ["", *(f"- Attached: {a.name} ({a.content_type}, {a.size:,} bytes)" for a in files)]
         if message.status not in (Message.Status.COMPLETE,):
             lines += ["", f"*Status: {message.get_status_display()}*"]
         if message.error_message:
@@ -134,7 +139,8 @@ def export_all_zip(user):
             for start in range(0, len(conversations), EXPORT_CHUNK):
                 chunk = conversations[start : start + EXPORT_CHUNK]
                 by_conversation: dict[int, list[Message]] = {c.pk: [] for c in chunk}
-                for message in Message.objects.filter(conversation_id__in=by_conversation).order_by("id"):
+                messages = Message.objects.filter(conversation_id__in=by_conversation).prefetch_related("attachments")
+                for message in messages.order_by("id"):
                     by_conversation[message.conversation_id].append(message)
                 for conversation in chunk:
                     document = orjson.dumps(conversation_document(conversation, by_conversation[conversation.pk]))
