@@ -51,6 +51,7 @@ class Directives:
     tokens: int | None = None
     rate: float | None = None
     echo: bool = False
+    echo_context: bool = False  # [[echo:context]]: also report what reached the prompt (offline/files.py)
 
     def has(self, name: str) -> bool:
         return name in self.faults
@@ -84,6 +85,7 @@ def parse(header: str | None, last_user_text: str) -> Directives:
                 pass
         elif kind == "echo":
             directives.echo = True
+            directives.echo_context = arg.strip() == "context"
     return directives
 
 
