@@ -67,5 +67,6 @@ def shared_snapshot(token: str) -> tuple[Conversation, list[Message]] | None:
         .exclude(status__in=[Message.Status.PENDING, Message.Status.STREAMING])
         .exclude(role=Message.Role.SYSTEM)
         .order_by("id")
+        .prefetch_related("attachments")  # their names are shown, never their contents
     )
     return link.conversation, messages
