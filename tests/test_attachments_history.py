@@ -95,3 +95,64 @@ def test_the_estimate_refuses_bad_input_with_its_reason(local_extraction, owner,
     response = post_estimate(client, {"content": "x", "attachments": "1,2"})
     assert response.status_code == 400 and response.json()["error"]["field"] == "attachments"
     assert client.post("/api/attachments/estimate/", "{", content_type="application/json").status_code == 400
+
+
+def import_file(client, data: bytes, name: str = "export.json"):
+    import io
+
+    handle = io.BytesIO(data)
+    handle.name = name
+    return client.post("/api/import/", {"file": handle})
+
+
+def test_json_and_zip_exports_carry_the_files_and_import_restores_them(sent, csrf_client, owner, outsider):
+    conversation, _message, _attachment = sent
+    exported = csrf_client(owner).get(f"/api/conversations/{conversation.pk}/export.json").content
+    user = next(m for m in orjson.loads(exported)["messages"] if m["role"] == "user")
+    import base64
+
+    assert base64.b64decode(user["attachments"][0]["data"]) == DOC_TEXT.encode()
+    response = import_file(csrf_client(outsider), exported)
+    assert response.status_code == 201, response.content
+    copy = Attachment.objects.get(owner=outsider)
+    assert (copy.name, copy.text, copy.message.content) == ("figures.txt", DOC_TEXT, "see the file")
+
+    archive = b"".join(csrf_client(owner).get("/api/export/all.zip").streaming_content)
+    response = import_file(csrf_client(owner), archive, "all.zip")
+    assert response.status_code == 201, response.content
+    assert Attachment.objects.filter(owner=owner, message__isnull=False).count() == 2
+
+
+def test_an_import_whose_file_fails_the_checks_stores_nothing(local_extraction, owner, csrf_client, tmp_path):
+    import base64
+
+    document = {
+        "format": "kimichat.conversation.v1",
+        "conversation": {"title": "t", "model": "kimi-k2.6"},
+        "messages": [
+            {
+                "role": "user",
+                "content": "a",
+                "attachments": [{"name": "ok.txt", "data": base64.b64encode(b"fine").decode()}],
+            },
+            {
+                "role": "user",
+                "content": "b",
+                "attachments": [{"name": "bad.bin", "data": base64.b64encode(b"\x00\x01\x02").decode()}],
+            },
+        ],
+    }
+    response = import_file(csrf_client(owner), orjson.dumps(document))
+    assert response.status_code == 400 and "bad.bin" in response.json()["error"]["message"]
+    assert Attachment.objects.count() == 0 and Conversation.objects.count() == 0
+    assert not any(p.is_file() for p in (tmp_path / "media").rglob("*"))
+
+
+def test_an_import_with_malformed_file_data_is_refused(local_extraction, owner, csrf_client):
+    document = {
+        "format": "kimichat.conversation.v1",
+        "conversation": {"title": "t"},
+        "messages": [{"role": "user", "content": "a", "attachments": [{"name": "x.txt", "data": "not base64!"}]}],
+    }
+    response = import_file(csrf_client(owner), orjson.dumps(document))
+    assert response.status_code == 400 and "messages[0].attachments[0].data" in response.json()["error"]["message"]

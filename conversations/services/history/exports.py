@@ -20,8 +20,11 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.text import slugify
 
-from conversations.models import Conversation, Message
+from conversations.models import Attachment, Conversation, Message
 from conversations.serializers import conversation_to_dict, message_to_dict
+from conversations.services.attachments import archive as attachment_archive
+from conversations.services.attachments import uploads
+from conversations.services.attachments.limits import AttachmentRefused
 
 FORMAT = "kimichat.conversation.v1"
 MAX_IMPORT_BYTES = 20 * 1024 * 1024  # fixed, not a setting: it bounds the memory one request can take
@@ -60,7 +63,9 @@ _NOT_EXPORTED = frozenset({"conversation_id", "seq", "client_msg_id"})
 
 
 def _message_entry(message: Message) -> dict:
-    return {key: value for key, value in message_to_dict(message).items() if key not in _NOT_EXPORTED}
+    entry = {key: value for key, value in message_to_dict(message).items() if key not in _NOT_EXPORTED}
+    entry["attachments"] = attachment_archive.exported(message)  # the files inline: the export is complete
+    return entry
 
 
 def conversation_document(conversation: Conversation, messages: Iterable[Message]) -> dict:
@@ -201,6 +206,13 @@ class _Draft:
         self.messages: list[dict] = []
 
 
+def _files(value, field: str) -> list[tuple[str, bytes]]:
+    try:
+        return attachment_archive.parse_entries(value, field)
+    except ValueError as exc:
+        raise ImportRejected(str(exc), field=field) from None
+
+
 def _kimichat_draft(document, where: str) -> _Draft:
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise ImportRejected(f"{where} is not a {FORMAT} document", field=where)
@@ -246,6 +258,7 @@ def _kimichat_draft(document, where: str) -> _Draft:
                 "finish_reason": _text(entry.get("finish_reason"), f"{field}.finish_reason", max_chars=32),
                 "created_at": _parse_time(entry.get("created_at"), f"{field}.created_at"),
                 "completed_at": _parse_time(entry.get("completed_at"), f"{field}.completed_at"),
+                "files": _files(entry.get("attachments"), f"{field}.attachments") if role == "user" else [],
             }
         )
     return draft
@@ -419,10 +432,19 @@ def parse_import(data: bytes) -> list[_Draft]:
     return drafts
 
 
-@transaction.atomic
 def import_conversations(user, data: bytes) -> list[int]:
     """Create the file's conversations for ``user``; all of them or (on any error) none. Returns the new ids."""
     drafts = parse_import(data)
+    stored: list[Attachment] = []  # files stored for this import: removed again if it fails
+    try:
+        return _import(user, drafts, stored)
+    except BaseException:
+        attachment_archive.discard(stored)
+        raise
+
+
+@transaction.atomic
+def _import(user, drafts: list[_Draft], stored: list[Attachment]) -> list[int]:
     now = timezone.now()
     conversations = Conversation.objects.bulk_create(
         Conversation(
@@ -457,6 +479,15 @@ def import_conversations(user, data: bytes) -> list[int]:
             )
     Message.objects.bulk_create(rows, batch_size=500)
     _link_versions(rows, links)
+    entries = [entry for draft in drafts for entry in draft.messages]
+    for row, entry in zip(rows, entries, strict=True):
+        for name, content in entry.get("files", []):
+            try:  # every file passes the upload's checks again: an import is untrusted input
+                attachment = uploads.create_attachment(user, name=name, data=content)
+            except AttachmentRefused as exc:
+                raise ImportRejected(f"{name}: {exc.message}", code=exc.code) from None
+            stored.append(attachment)
+            Attachment.objects.filter(pk=attachment.pk).update(message=row)
     return [c.pk for c in conversations]
 
 
