@@ -200,3 +200,18 @@ async def test_too_many_attachments_are_refused_by_the_frame_check(connect, owne
     await tab.say("many", model=FAST, attachments=[1, 2, 3])
     error, _ = await tab.until_type("error")
     assert error["code"] == "too_many_attachments" and "at most 2" in error["message"]
+
+
+async def test_regenerating_a_thread_with_images_on_a_model_without_vision_is_refused(connect, owner, attach):
+    image = await attach(owner, samples.image("PNG"), "chart.png")
+    tab = await connect(owner)
+    await tab.say(
+        "Describe [[tokens:2]]", model=VISION, attachments=[image], conversation={"settings": {"thinking": False}}
+    )
+    _, frames = await tab.answer()
+    conversation_id = frames[0]["conversation"]["id"]
+    before = await state()
+    await tab.send(type="regenerate", conversation_id=conversation_id, client_msg_id=str(uuid.uuid4()), model=FAST)
+    error, _ = await tab.until_type("error")
+    assert error["code"] == "images_not_supported"
+    assert await state() == before
