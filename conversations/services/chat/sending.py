@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from channels.db import database_sync_to_async
@@ -205,19 +206,13 @@ def _user_message(conversation: Conversation, content: str, client_msg_id: uuid.
     return message
 
 
-class _refusing:
+@contextmanager
+def _refusing(conversation_id):
     """An attachment refusal is a send refusal (the transaction rolls back: nothing stored)."""
-
-    def __init__(self, conversation_id):
-        self.conversation_id = conversation_id
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, exc, tb):
-        if isinstance(exc, AttachmentRefused):
-            raise SendRefused(exc.code, exc.message, conversation_id=self.conversation_id, **exc.extra) from None
-        return False
+    try:
+        yield
+    except AttachmentRefused as exc:
+        raise SendRefused(exc.code, exc.message, conversation_id=conversation_id, **exc.extra) from None
 
 
 def _thread(conversation: Conversation) -> list[Message]:
