@@ -104,9 +104,14 @@ def test_every_route_has_an_entry():
 
 @pytest.fixture
 def world(owner, outsider, attachment_storage):
-    from conversations.services.attachments import uploads
+    from conversations.services.attachments import storage
 
-    uploads.create_attachment(owner, name=f"{SECRET}.txt", data=f"file text {SECRET}".encode())
+    data = f"file text {SECRET}".encode()
+    key, _ = storage.save_blob(storage.blob_key(owner.pk, "0" * 64), data)
+    Attachment.objects.create(
+        owner=owner, kind="document", name=f"{SECRET}.txt", content_type="text/plain", size=len(data),
+        sha256="0" * 64, storage_key=key, text=data.decode(), tokens=8,
+    )  # fmt: skip
     conversation = Conversation.objects.create(owner=owner, model="kimi-k2.6", title=f"Plans {SECRET}")
     Message.objects.create(conversation=conversation, role="user", content=f"my secret is {SECRET}")
     Message.objects.create(conversation=conversation, role="assistant", content=f"noted: {SECRET}")

@@ -196,3 +196,13 @@ def test_offline_server_refuses_images_a_model_cannot_take(offline_kimi, model, 
     }
     response = httpx.post(offline_kimi.base_url + "/chat/completions", json=body, headers=auth(offline_kimi))
     assert response.status_code == 400 and message in response.json()["error"]["message"]
+
+
+@pytest.mark.django_db
+def test_an_unreachable_provider_falls_back_to_local_extraction(settings, attachment_storage, owner, upload):
+    settings.KIMI_BASE_URL = "http://127.0.0.1:9/v1"  # the discard port: nothing listens
+    settings.KIMI_MAX_RETRIES = 0
+    response = upload(owner, samples.pdf("Read here instead"), "a.pdf")
+    assert response.status_code == 201, response.content
+    attachment = Attachment.objects.get(pk=response.json()["id"])
+    assert attachment.provider_file_id == "" and attachment.text == "Read here instead"
