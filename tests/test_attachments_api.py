@@ -214,3 +214,26 @@ def test_the_list_shows_only_the_users_unsent_attachments(local_extraction, owne
 def test_file_names_lose_directories_and_control_characters(local_extraction, owner, upload):
     body = upload(owner, b"x", "../../etc/pass\x07wd.txt").json()
     assert body["name"] == "passwd.txt"
+
+
+def test_the_quota_holds_when_another_upload_lands_during_extraction(local_extraction, settings, owner, monkeypatch):
+    """Two uploads at once both pass the early quota check; the one that stores second must be refused. The other
+    upload is made to land while this one extracts (the slow part), which is where real uploads overlap."""
+    from conversations.services.attachments import uploads
+    from conversations.services.attachments.limits import AttachmentRefused
+
+    settings.KIMICHAT_ATTACHMENT_USER_QUOTA_BYTES = 100
+    extract = uploads._document_text
+    landed = []
+
+    def extract_while_another_lands(name, data, sniffed):
+        if name == "mine.txt" and not landed:
+            landed.append(uploads.create_attachment(owner, name="other.txt", data=b"o" * 60))
+        return extract(name, data, sniffed)
+
+    monkeypatch.setattr(uploads, "_document_text", extract_while_another_lands)
+    with pytest.raises(AttachmentRefused) as caught:
+        uploads.create_attachment(owner, name="mine.txt", data=b"m" * 60)
+    assert caught.value.code == "quota_exceeded"
+    assert [a.name for a in Attachment.objects.all()] == ["other.txt"]
+    assert len(blobs()) == 1

@@ -11,6 +11,7 @@ import logging
 import os
 import unicodedata
 
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils.translation import gettext as _
 
@@ -156,6 +157,11 @@ def create_attachment(user, *, name: str, data: bytes, model: str | None = None)
     key, written = storage.save_blob(storage.blob_key(user.pk, sha256), stored)
     try:
         with transaction.atomic():
+            # Checked again under a lock of the user's row: uploads that overlapped (both past the early check while
+            # extracting) store one at a time, and the later one sees the earlier one's bytes.
+            get_user_model().objects.select_for_update().filter(pk=user.pk).first()
+            if not Attachment.objects.for_user(user).filter(sha256=sha256).exists():
+                _check_quota(user, len(stored))
             return Attachment.objects.create(
                 owner=user, name=name, size=len(stored), sha256=sha256, storage_key=key, **fields
             )
