@@ -94,3 +94,23 @@ def test_a_refused_file_shows_its_reason_and_can_be_removed(open_page, tmp_path)
     page.click(".chip-remove")
     assert page.is_hidden("#chips")
     assert Attachment.objects.count() == 0
+
+
+def test_a_pasted_file_becomes_a_chip_and_is_deleted_when_removed(open_page):
+    page = open_page()
+    page.evaluate(
+        """() => {
+            const data = new DataTransfer();
+            data.items.add(new File(["pasted notes"], "pasted.txt", { type: "text/plain" }));
+            const prompt = document.getElementById("prompt");
+            prompt.dispatchEvent(new ClipboardEvent("paste", { clipboardData: data, bubbles: true, cancelable: true }));
+        }"""
+    )
+    page.wait_for_selector('.chip[data-status="ready"]')
+    assert "pasted.txt" in chip_details(page)[0]
+    assert Attachment.objects.count() == 1
+    with page.expect_response(lambda r: r.request.method == "DELETE" and "/api/attachments/" in r.url) as deleted:
+        page.click(".chip-remove")
+    assert deleted.value.status == 204
+    assert page.is_hidden("#chips")
+    assert Attachment.objects.count() == 0
