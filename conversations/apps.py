@@ -7,3 +7,4 @@ class ConversationsConfig(AppConfig):
 
     def ready(self) -> None:
         from conversations import signals  # noqa: F401
+        from conversations.services.attachments import cleanup  # noqa: F401

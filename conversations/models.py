@@ -1,4 +1,4 @@
-"""KimiChat's data: conversations and their messages, the credit ledger, prices, share links."""
+"""KimiChat's data: conversations and their messages, attachments, the credit ledger, prices, share links."""
 
 from __future__ import annotations
 
@@ -298,3 +298,61 @@ class SharedLink(models.Model):
 
     def __str__(self) -> str:
         return f"share {self.token[:6]}…"
+
+
+class AttachmentQuerySet(models.QuerySet):
+    def for_user(self, user) -> AttachmentQuerySet:
+        """Every route and frame reads attachments through this: another user's id is a missing one."""
+        if user is None or not user.is_authenticated:
+            return self.none()
+        return self.filter(owner_id=user.pk)
+
+    def unsent(self) -> AttachmentQuerySet:
+        return self.filter(message__isnull=True)
+
+
+class Attachment(models.Model):
+    """A document or image a user attached (or is about to attach) to a message.
+
+    The bytes live in the ``attachments`` storage under ``storage_key``, one blob per (owner, sha256): the same file
+    uploaded twice is stored once, and several rows (the same file in several messages, an edited message's copy)
+    share it. A blob, and the provider's copy of a document, are deleted with the last row that uses them
+    (``services/attachments/cleanup.py``). Rows exist only for files that passed every check: nothing half-stored.
+    """
+
+    class Kind(models.TextChoices):
+        DOCUMENT = "document", _("Document")
+        IMAGE = "image", _("Image")
+
+    class Status(models.TextChoices):
+        READY = "ready", _("Ready")
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="attachments")
+    # Null until the message that carries it is sent; deleting the message deletes the attachment.
+    message = models.ForeignKey(Message, null=True, blank=True, on_delete=models.CASCADE, related_name="attachments")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    name = models.CharField(max_length=255)  # the file name the user gave, for display and downloads only
+    content_type = models.CharField(max_length=100)  # sniffed from the bytes, never taken from the browser
+    size = models.PositiveBigIntegerField()  # bytes stored (an image after re-encoding)
+    sha256 = models.CharField(max_length=64)  # of the bytes stored: the blob's identity
+    storage_key = models.CharField(max_length=255)  # path in the attachments storage
+    text = models.TextField(blank=True)  # a document's extracted text, as sent upstream
+    tokens = models.PositiveIntegerField(default=0)  # estimated prompt tokens it adds
+    width = models.PositiveIntegerField(null=True, blank=True)  # images
+    height = models.PositiveIntegerField(null=True, blank=True)
+    provider_file_id = models.CharField(max_length=128, blank=True)  # the provider's file (files API), if any
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.READY)
+    error = models.CharField(max_length=500, blank=True)  # reserved for processing that fails after storing
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = AttachmentQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["id"]  # a message's files in the order they were attached
+        indexes = [
+            # Upload dedup and the per-user quota: WHERE owner = ? AND sha256 = ?.
+            models.Index(fields=["owner", "sha256"], name="attachment_owner_sha"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conversations.models import Conversation, Message
+from conversations.models import Attachment, Conversation, Message
 
 
 def _iso(value) -> str | None:
@@ -31,6 +31,31 @@ def conversation_to_dict(conversation: Conversation) -> dict:
     }
 
 
+def attachment_to_dict(attachment: Attachment) -> dict:
+    """What the owner sees of an attachment: never its text or bytes (those are fetched by id, owner-checked)."""
+    return {
+        "id": attachment.pk,
+        "name": attachment.name,
+        "kind": attachment.kind,
+        "content_type": attachment.content_type,
+        "bytes": attachment.size,
+        "tokens": attachment.tokens,
+        "width": attachment.width,
+        "height": attachment.height,
+        "status": attachment.status,
+        "message_id": attachment.message_id,
+        "created_at": _iso(attachment.created_at),
+    }
+
+
+def _attachments(message: Message) -> list[dict]:
+    # Only user messages carry files; their rows are prefetched wherever messages are listed or published (the
+    # publishing happens on the event loop, where a query would be an error).
+    if message.role != Message.Role.USER or message.pk is None:
+        return []
+    return [attachment_to_dict(a) for a in message.attachments.all()]
+
+
 def message_to_dict(message: Message) -> dict:
     return {
         "id": message.pk,
@@ -57,4 +82,5 @@ def message_to_dict(message: Message) -> dict:
         "superseded_by": message.superseded_by_id,
         "created_at": _iso(message.created_at),
         "completed_at": _iso(message.completed_at),
+        "attachments": _attachments(message),
     }

@@ -174,6 +174,11 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "staticfiles"
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    # Attachments (docs/attachments.md): never served from a public URL; ATTACHMENT_STORAGE (JSON) points them
+    # elsewhere, e.g. S3-compatible storage with django-storages.
+    "attachments": json.loads(env_str("ATTACHMENT_STORAGE"))
+    if env_str("ATTACHMENT_STORAGE")
+    else {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(VAR_DIR / "media")}},
     "staticfiles": {
         "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
         if DEBUG
@@ -305,6 +310,16 @@ if env_str("RATE_LIMIT_TIERS"):
         KIMICHAT_RATE_LIMIT_TIERS = json.loads(env_str("RATE_LIMIT_TIERS"))
     except ValueError as exc:
         raise ImproperlyConfigured(f"RATE_LIMIT_TIERS must be JSON: {exc}") from None
+
+# Attachments (docs/attachments.md): per-file size, files per message, bytes per user, images' pixels and longest
+# side, and the bounds on what a zip-based document (docx, xlsx, pptx, epub) may expand to.
+KIMICHAT_ATTACHMENT_MAX_BYTES = env_int("ATTACHMENT_MAX_BYTES", 20 * 1024 * 1024, minimum=1, maximum=100 * 1024 * 1024)
+KIMICHAT_ATTACHMENTS_PER_MESSAGE = env_int("ATTACHMENTS_PER_MESSAGE", 10, minimum=1, maximum=100)
+KIMICHAT_ATTACHMENT_USER_QUOTA_BYTES = env_int("ATTACHMENT_USER_QUOTA_BYTES", 500 * 1024 * 1024, minimum=1)
+KIMICHAT_ATTACHMENT_MAX_PIXELS = env_int("ATTACHMENT_MAX_PIXELS", 40_000_000, minimum=1)
+KIMICHAT_ATTACHMENT_IMAGE_MAX_SIDE = env_int("ATTACHMENT_IMAGE_MAX_SIDE", 2048, minimum=16)
+KIMICHAT_ATTACHMENT_MAX_UNZIPPED_BYTES = env_int("ATTACHMENT_MAX_UNZIPPED_BYTES", 200 * 1024 * 1024, minimum=1)
+KIMICHAT_ATTACHMENT_MAX_ZIP_RATIO = env_int("ATTACHMENT_MAX_ZIP_RATIO", 100, minimum=1)
 
 # --- Production ------------------------------------------------------------------------------------------------
 # What `manage.py check --deploy` asks for; behind a TLS-terminating proxy that sets X-Forwarded-Proto.

@@ -5,7 +5,13 @@ import warnings
 import pytest
 from django.core.cache import cache
 
-pytest_plugins = ["tests.fixtures.kimi", "tests.fixtures.ws", "tests.fixtures.credits", "tests.fixtures.browser"]
+pytest_plugins = [
+    "tests.fixtures.kimi",
+    "tests.fixtures.ws",
+    "tests.fixtures.credits",
+    "tests.fixtures.browser",
+    "tests.fixtures.attachments",
+]
 
 PASSWORD = "correct horse battery staple"
 

@@ -17,7 +17,7 @@ from asgiref.sync import sync_to_async
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
-from conversations.models import Conversation, Message, SharedLink
+from conversations.models import Attachment, Conversation, Message, SharedLink
 from conversations.services.chat import frames
 from conversations.services.history import shares
 
@@ -73,6 +73,10 @@ ROUTES: dict[str, list[Case]] = {
     "api/search/": [Case("GET", 200, "401", "own", query=f"?q={SECRET}")],
     "api/export/all.zip": [API_OWN],
     "api/import/": [Case("POST", 400, "401", "own")],  # no file: 400 bad_parameter, and nothing about anyone
+    "api/attachments/": [API_OWN, Case("POST", 400, "401", "own")],  # no file: 400 bad_parameter
+    "api/attachments/estimate/": [Case("POST", 400, "401", "own")],  # a form body, not JSON: 400 bad_json
+    "api/attachments/<int:attachment_id>/": [Case("GET", 200, "401"), Case("DELETE", 204, "401")],
+    "api/attachments/<int:attachment_id>/file": [Case("GET", 200, "401")],
     "": [PAGE],
     "c/<int:conversation_id>/": [Case("GET", 200, "login")],
     "s/<str:token>/": [PUBLIC],
@@ -100,7 +104,15 @@ def test_every_route_has_an_entry():
 
 
 @pytest.fixture
-def world(owner, outsider):
+def world(owner, outsider, attachment_storage):
+    from conversations.services.attachments import storage
+
+    data = f"file text {SECRET}".encode()
+    key, _ = storage.save_blob(storage.blob_key(owner.pk, "0" * 64), data)
+    Attachment.objects.create(
+        owner=owner, kind="document", name=f"{SECRET}.txt", content_type="text/plain", size=len(data),
+        sha256="0" * 64, storage_key=key, text=data.decode(), tokens=8,
+    )  # fmt: skip
     conversation = Conversation.objects.create(owner=owner, model="kimi-k2.6", title=f"Plans {SECRET}")
     Message.objects.create(conversation=conversation, role="user", content=f"my secret is {SECRET}")
     Message.objects.create(conversation=conversation, role="assistant", content=f"noted: {SECRET}")
@@ -110,16 +122,20 @@ def world(owner, outsider):
     return conversation, link
 
 
-def _state() -> tuple[list, list, list]:
+def _state() -> tuple[list, ...]:
     return (
         list(Conversation.objects.order_by("pk").values()),
         list(Message.objects.order_by("pk").values()),
         list(SharedLink.objects.order_by("pk").values()),
+        list(Attachment.objects.order_by("pk").values()),
     )
 
 
 def _url(route: str, conversation: Conversation, link: SharedLink) -> str:
-    return "/" + route.replace("<int:conversation_id>", str(conversation.pk)).replace("<str:token>", link.token)
+    attachment = Attachment.objects.filter(owner_id=conversation.owner_id).first()
+    return "/" + route.replace("<int:conversation_id>", str(conversation.pk)).replace(
+        "<str:token>", link.token
+    ).replace("<int:attachment_id>", str(attachment.pk))
 
 
 def _request(client: Client, case: Case, url: str, csrf: str | None):

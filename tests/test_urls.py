@@ -7,6 +7,10 @@ from django.urls.resolvers import URLPattern, URLResolver
 
 # name -> (kwargs, path), read off the URL conf before the move.
 PATHS = {
+    "api-attachment": ({"attachment_id": 7}, "/api/attachments/7/"),
+    "api-attachment-file": ({"attachment_id": 7}, "/api/attachments/7/file"),
+    "api-attachments": ({}, "/api/attachments/"),
+    "api-attachments-estimate": ({}, "/api/attachments/estimate/"),
     "api-conversation": ({"conversation_id": 7}, "/api/conversations/7/"),
     "api-conversations": ({}, "/api/conversations/"),
     "api-export-all": ({}, "/api/export/all.zip"),

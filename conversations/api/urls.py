@@ -1,6 +1,6 @@
 from django.urls import path
 
-from conversations.api import conversations, exports, kimi_models, me, search, shares, usage
+from conversations.api import attachments, conversations, exports, kimi_models, me, search, shares, usage
 
 urlpatterns = [
     path("me/", me.me, name="api-me"),
@@ -17,4 +17,9 @@ urlpatterns = [
     path("search/", search.search_view, name="api-search"),
     path("export/all.zip", exports.export_all, name="api-export-all"),
     path("import/", exports.import_view, name="api-import"),
+    # Documents and images for messages (docs/attachments.md).
+    path("attachments/", attachments.attachment_list, name="api-attachments"),
+    path("attachments/estimate/", attachments.estimate, name="api-attachments-estimate"),
+    path("attachments/<int:attachment_id>/", attachments.attachment_resource, name="api-attachment"),
+    path("attachments/<int:attachment_id>/file", attachments.attachment_file, name="api-attachment-file"),
 ]

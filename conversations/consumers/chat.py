@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import orjson
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.db.models import prefetch_related_objects
 from django.utils import translation
 
 from conversations.models import Conversation, Message
@@ -52,7 +53,9 @@ def _latest_messages(conversation_id: int) -> list[Message]:
     current = Message.objects.filter(conversation_id=conversation_id).current()
     latest = list(current.order_by("-id")[:2])
     streaming = list(current.in_progress().exclude(pk__in=[m.pk for m in latest]))
-    return sorted([*latest, *streaming], key=lambda m: m.pk)
+    messages = sorted([*latest, *streaming], key=lambda m: m.pk)
+    prefetch_related_objects(messages, "attachments")  # serialized on the event loop, where a query is an error
+    return messages
 
 
 def _language_of(scope) -> str:
@@ -184,6 +187,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             model=frame.model,
             known_models=await known_models(),
             new_conversation=frame.new_conversation,
+            attachments=frame.attachments,
         )
         await self._start(accepted)
 
@@ -207,6 +211,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             content=frame.content,
             client_msg_id=frame.client_msg_id,
             known_models=await known_models(),
+            attachments=frame.attachments,
         )
         await self._start(accepted)
 

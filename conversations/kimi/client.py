@@ -459,6 +459,79 @@ class KimiClient:
             return None
         return total if isinstance(total, int) and not isinstance(total, bool) else None
 
+    # --- files (Moonshot's files API [doc: spec, files]; gateways have none: providers.Provider.files_api) --------
+
+    async def upload_file(self, name: str, data: bytes, content_type: str, purpose: str = "file-extract") -> dict:
+        """POST /files (multipart ``file`` + ``purpose``) → the file object ``{id, bytes, filename, status, …}``.
+        Not retried: an upload that timed out may have created a file, and a retry would create a second one."""
+        try:
+            response = await self._http().post(
+                self.base_url + "/files",
+                files={"file": (name, data, content_type)},
+                data={"purpose": purpose},
+                headers=self._auth(),
+            )
+        except httpx.TimeoutException as exc:
+            raise Timeout(detail=f"file upload: {type(exc).__name__}") from None
+        except httpx.HTTPError as exc:
+            raise ConnectionFailed(detail=f"file upload: {type(exc).__name__}") from None
+        if response.status_code != 200:
+            raise self._clean(error_from_response(response.status_code, response.content, response.headers))
+        try:
+            body = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            raise BadResponse(detail="file upload: the answer is not JSON") from None
+        if not isinstance(body, dict) or not isinstance(body.get("id"), str):
+            raise BadResponse(detail="file upload: no file id in the answer")
+        return body
+
+    async def file_content(self, file_id: str) -> str:
+        """GET /files/{id}/content: the extracted text, sent as text/plain, or (a newer doc [?]) JSON whose
+        ``content`` holds it; both are accepted."""
+
+        async def once() -> str:
+            try:
+                response = await self._http().get(
+                    f"{self.base_url}/files/{file_id}/content", headers=self._auth(), timeout=self._short()
+                )
+            except httpx.TimeoutException as exc:
+                raise Timeout(detail=f"file content: {type(exc).__name__}") from None
+            except httpx.HTTPError as exc:
+                raise ConnectionFailed(detail=f"file content: {type(exc).__name__}") from None
+            if response.status_code != 200:
+                raise self._clean(error_from_response(response.status_code, response.content, response.headers))
+            if "json" in response.headers.get("content-type", ""):
+                try:
+                    body = orjson.loads(response.content)
+                except orjson.JSONDecodeError:
+                    raise BadResponse(detail="file content: invalid JSON") from None
+                if isinstance(body, dict) and isinstance(body.get("content"), str):
+                    return body["content"]
+                raise BadResponse(detail="file content: JSON without a 'content' string")
+            return response.text
+
+        return await self._retrying(once)
+
+    async def delete_file(self, file_id: str) -> bool:
+        """DELETE /files/{id}; True when deleted, False when the provider no longer has it (404)."""
+
+        async def once() -> bool:
+            try:
+                response = await self._http().delete(
+                    f"{self.base_url}/files/{file_id}", headers=self._auth(), timeout=self._short()
+                )
+            except httpx.TimeoutException as exc:
+                raise Timeout(detail=f"file delete: {type(exc).__name__}") from None
+            except httpx.HTTPError as exc:
+                raise ConnectionFailed(detail=f"file delete: {type(exc).__name__}") from None
+            if response.status_code == 404:
+                return False
+            if response.status_code != 200:
+                raise self._clean(error_from_response(response.status_code, response.content, response.headers))
+            return True
+
+        return await self._retrying(once)
+
     # --- plumbing ---------------------------------------------------------------------------------------------
 
     def _http(self) -> httpx.AsyncClient:

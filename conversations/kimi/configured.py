@@ -12,8 +12,10 @@ from django.core.cache import cache
 from conversations.kimi.client import KimiClient
 
 
-def get_client() -> KimiClient:
-    """A client configured from settings (cheap: the connection pool underneath is shared)."""
+def get_client(http=None) -> KimiClient:
+    """A client configured from settings (cheap: the connection pool underneath is shared). ``http``: an
+    httpx.AsyncClient of the caller's own, for calls made from a sync thread on a loop of their own (attachments),
+    which must not replace the process's shared pool."""
     return KimiClient(
         base_url=settings.KIMI_BASE_URL,
         api_key=settings.KIMI_API_KEY,
@@ -30,4 +32,5 @@ def get_client() -> KimiClient:
         provider=settings.KIMI_PROVIDER or None,
         max_connections=settings.KIMI_MAX_CONNECTIONS,
         shared_cache=cache,
+        http=http,
     )

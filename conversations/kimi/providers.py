@@ -25,6 +25,7 @@ class Provider:
     n_max: int | None = None  # None: the model's own rule
     stop_max: int = 5
     thinking_budget_min: int = 1024  # Anthropic-format `thinking.budget_tokens` floor
+    files_api: bool = False  # POST /files with purpose=file-extract [doc: files]; gateways document none
 
 
 MOONSHOT = Provider(
@@ -34,6 +35,7 @@ MOONSHOT = Provider(
     documents_prompt_cache_key=True,
     documents_partial=True,
     is_gateway=False,
+    files_api=True,
 )
 MOONSHOT_CN = Provider(**{**MOONSHOT.__dict__, "name": "moonshot-cn"})
 ACEDATA = Provider(

@@ -23,7 +23,7 @@ def _restore_search_triggers(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('conversations', '0006_conversation_import_key'),
+        ('conversations', '0007_attachment'),
     ]
 
     operations = [

@@ -58,6 +58,7 @@ class Directives:
     rate: float | None = None
     echo: bool = False
     searches: list[str] = field(default_factory=list)  # [[search:QUERY]], in order
+    echo_context: bool = False  # [[echo:context]]: also report what reached the prompt (offline/files.py)
 
     def has(self, name: str) -> bool:
         return name in self.faults
@@ -91,6 +92,7 @@ def parse(header: str | None, last_user_text: str) -> Directives:
                 pass
         elif kind == "echo":
             directives.echo = True
+            directives.echo_context = arg.strip() == "context"
         elif kind == "search" and arg.strip():
             directives.searches.append(arg.strip())
     return directives

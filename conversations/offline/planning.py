@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import orjson
 
 from conversations.kimi.tokens import estimate_messages_locally
-from conversations.offline import answers, directives
+from conversations.offline import answers, directives, files
 from conversations.offline.catalogue import spec_for, thinks
 from conversations.offline.profiles import Profile
 from conversations.offline.validation import prompt_tokens, requested_output
@@ -106,6 +106,8 @@ def plan(
         prefix = answers_text(messages[-1].get("content"))
         history = messages[:-1]
     echo = directives.strip_markers(last_user_text) if found.echo else None
+    if echo is not None and found.echo_context:
+        echo = f"{echo}\n{files.context_report(messages)}"
     answer = answers.build_answer(history, thinks=thinks(model, body), tokens=found.tokens, echo=echo)
     content = answer.content
     if prefix:

@@ -54,7 +54,7 @@ ACEDATA_MODELS = [  # S002's enum
 class Profile:
     name: str
     base_path: str  # what follows host:port in the provider's base URL
-    endpoints: frozenset[str]  # "models", "chat", "messages", "balance", "tokenizer", "credits"
+    endpoints: frozenset[str]  # "models", "chat", "messages", "balance", "tokenizer", "credits", "files"
     models: tuple[str, ...]
     output_fields: tuple[str, ...]  # the output-limit fields it reads; others are ignored like any unknown field
     models_listing: str  # "spec": Moonshot's fields; "basic": id/object/owned_by
@@ -96,7 +96,7 @@ class Profile:
 
 _MOONSHOT = dict(
     base_path="/v1",
-    endpoints=frozenset({"models", "chat", "messages", "balance", "tokenizer"}),
+    endpoints=frozenset({"models", "chat", "messages", "balance", "tokenizer", "files"}),
     models=tuple(MOONSHOT_SPEC_MODELS + LEGACY_K2_MODELS),
     output_fields=("max_completion_tokens", "max_tokens"),  # max_tokens deprecated but read [doc: spec]
     models_listing="spec",

@@ -22,7 +22,7 @@ from collections.abc import Callable
 import orjson
 
 from conversations.kimi.tokens import estimate_messages_locally
-from conversations.offline import directives, faults, replies, tools, wire
+from conversations.offline import directives, faults, files, replies, tools, wire
 from conversations.offline.catalogue import spec_for
 from conversations.offline.planning import PromptCache, answers_text, plan
 from conversations.offline.profiles import PROFILES, Profile, profile_named
@@ -62,6 +62,8 @@ class OfflineKimiServer:
         models: list[str] | None = None,
         stamp_piece: Callable[[str, float], str] | None = None,
         profile: str | Profile = "moonshot",
+        max_file_bytes: int = files.MAX_FILE_BYTES,
+        max_files: int = files.MAX_FILES,
     ):
         self.host = host
         self.port = port
@@ -74,6 +76,7 @@ class OfflineKimiServer:
         self.stamp_piece = stamp_piece
         self.log = RequestLog()
         self.prompt_cache = PromptCache()
+        self.files = files.FileStore(max_file_bytes=max_file_bytes, max_files=max_files)
         self._server: asyncio.base_events.Server | None = None
         self._handlers: set[asyncio.Task] = set()
         self._retries = faults.RetryCounter()
@@ -137,7 +140,7 @@ class OfflineKimiServer:
             self.log.add(record)
             gone = asyncio.create_task(reader.read(1))  # "" when the client closes its side
             response = Response(writer, gone, record)
-            await self._route(record, response)
+            await self._route(record, response, raw_body)
         except (ClientGone, ConnectionError):
             if record is not None:
                 record.disconnected = True
@@ -169,9 +172,12 @@ class OfflineKimiServer:
         }
         return {key: value for key, value in table.items() if value[0] in self.profile.endpoints}
 
-    async def _route(self, record: RequestRecord, response: Response) -> None:
+    async def _route(self, record: RequestRecord, response: Response, raw_body: bytes = b"") -> None:
         path = record.path.split("?", 1)[0].rstrip("/")
         found = self._routes().get((record.method, path))
+        files_path = self.profile.base_path + "/files"
+        if found is None and "files" in self.profile.endpoints and (path + "/").startswith(files_path + "/"):
+            found = ("files", lambda rec, resp, _a: self._files(rec, resp, path[len(files_path) :], raw_body))
         anthropic = path.endswith("/messages")
         if found is None:
             kind, message = _NO_ROUTE["gateway" if self.profile.gateway else "moonshot"]
@@ -185,7 +191,7 @@ class OfflineKimiServer:
             )
             await self._error(response, reply)
             return
-        if record.method == "POST" and record.body is None:
+        if record.method == "POST" and record.body is None and found[0] != "files":
             await self._error(response, wire.openai_error(400, "invalid_request_error", "Request body is not JSON"))
             return
         await found[1](record, response, anthropic)
@@ -240,6 +246,21 @@ class OfflineKimiServer:
         messages = record.body.get("messages") if isinstance(record.body.get("messages"), list) else []
         total = estimate_messages_locally([m for m in messages if isinstance(m, dict)])
         await response.whole(200, wire.dumps({"data": {"total_tokens": total}}), "application/json", {})
+
+    async def _files(self, record, response, rest: str, raw_body: bytes) -> None:
+        if record.method == "POST" and rest == "":
+            reply = self.files.upload(record.headers.get("content-type", ""), raw_body)
+            if isinstance(reply, wire.ErrorReply):
+                await self._error(response, reply)
+                return
+            await response.whole(reply[0], reply[1], "application/json", {})
+            return
+        reply = self.files.route(record.method, rest)
+        if isinstance(reply, wire.ErrorReply):
+            await self._error(response, reply)
+            return
+        status, body, content_type = reply
+        await response.whole(status, body, content_type, {})
 
     # --- chat ----------------------------------------------------------------------------------------------------
 

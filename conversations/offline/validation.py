@@ -6,6 +6,8 @@ a message marked [?] is this server's wording where the provider's is unknown). 
 
 from __future__ import annotations
 
+import re
+
 from conversations.kimi.tokens import estimate_messages_locally, estimate_tokens_locally
 from conversations.offline import wire
 from conversations.offline.catalogue import spec_for, thinks
@@ -151,6 +153,9 @@ def _check_messages(body: dict, messages: list[dict], model: str, spec, profile:
             response_format = body.get("response_format")
             if isinstance(response_format, dict) and response_format.get("type") == "json_object":
                 raise _bad("Invalid request: partial mode is not supported with json_object")  # [doc: partial]
+    for message in messages:
+        if isinstance(message.get("content"), list):
+            _check_parts(message["content"], model, spec)
     thinking = body.get("thinking") if isinstance(body.get("thinking"), dict) else {}
     preserved = spec.preserved_thinking or (
         spec.thinking_keep and thinks(model, body) and thinking.get("keep") == "all"
@@ -163,6 +168,25 @@ def _check_messages(body: dict, messages: list[dict], model: str, spec, profile:
         if not isinstance(message.get("reasoning_content"), str):
             what = "assistant tool call message" if message.get("tool_calls") else "assistant message"
             raise _bad(f"thinking is enabled but reasoning_content is missing in {what} at index {index}")  # kc-err
+
+
+_DATA_URL = re.compile(r"data:image/\.?(png|jpe?g|webp|gif);base64,[A-Za-z0-9+/]+={0,2}\Z")
+
+
+def _check_parts(parts: list, model: str, spec) -> None:
+    """Content parts [doc: spec]: images only for models that take them, as a data URL or ms://<file id>."""
+    for part in parts:
+        if not isinstance(part, dict) or part.get("type") not in ("text", "image_url", "video_url"):
+            raise _bad("Invalid request: unknown content part type")  # [?]
+        if part["type"] != "image_url":
+            continue
+        if not spec.image_in:
+            raise _bad(f"Invalid request: model {model} does not support image input")  # [?]
+        image = part.get("image_url")
+        url = image.get("url") if isinstance(image, dict) else image
+        # The official sample yields "image/.png" [doc: vision]: tolerated.
+        if not isinstance(url, str) or not (url.startswith("ms://") or _DATA_URL.match(url)):
+            raise _bad("unsupported image url")  # [doc: kc-err]
 
 
 def _check_anthropic(body: dict, model: str) -> None:

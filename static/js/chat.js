@@ -1,5 +1,6 @@
 // The chat page's entry point: the app object, its header, opening conversations, and the page chrome and keys.
 import { ApiError, api, urls } from "./api.js";
+import { Attachments } from "./attachments.js";
 import { Composer } from "./composer.js";
 import { Frames } from "./frames.js";
 import { MessageList } from "./messages.js";
@@ -14,7 +15,7 @@ import { Versions } from "./versions.js";
 
 // Each concern adds its methods to this one object rather than holding state apart: they call one another freely,
 // and sidebar.js, the browser tests and the console all reach the page through it (window.kimichat).
-const Base = [MessageList, Versions, Frames, Composer, Settings, ModelPicker, Searches].reduce(
+const Base = [MessageList, Versions, Frames, Composer, Attachments, Settings, ModelPicker, Searches].reduce(
   (base, mixin) => mixin(base),
   class {},
 );
@@ -57,6 +58,8 @@ class ChatApp extends Base {
   async start() {
     this.bindComposer();
     this.bindModelPicker();
+    this.bindAttachments();
+    this.loadUnsentAttachments();
     this.bindChrome();
     this.bindKeys();
     setupImportExport(this);

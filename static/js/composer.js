@@ -105,7 +105,7 @@ export const Composer = (Base) => class extends Base {
     const pending = this.sendPending();
     this.stopButton.hidden = !streaming;
     this.sendButton.hidden = streaming;
-    this.sendButton.disabled = pending || !this.prompt.value.trim();
+    this.sendButton.disabled = pending || !this.prompt.value.trim() || this.attachmentsBusy();
     this.root.classList.toggle("send-pending", pending);
   }
 
@@ -115,7 +115,7 @@ export const Composer = (Base) => class extends Base {
       this.submitWhenReady = true;
       return;
     }
-    if (this.isStreaming() || this.sendPending()) return;
+    if (this.isStreaming() || this.sendPending() || this.attachmentsBusy()) return;
     const text = this.prompt.value;
     if (!text.trim()) return;
     this.prompt.value = "";
@@ -127,13 +127,16 @@ export const Composer = (Base) => class extends Base {
     if (convId !== this.convId) return;
     const clientMsgId = crypto.randomUUID();
     const localId = "local-" + clientMsgId;
+    const chips = this.takeAttachments(); // given back by onError if the send is refused
+    const attachments = chips.map((c) => c.attachment);
     this.localOrder = (this.localOrder || 0) + 1;
     this.messages.set(localId, {
       id: localId, localOrder: this.localOrder, conversation_id: convId, role: "user", content: text,
-      status: "pending", superseded_by: null,
+      status: "pending", superseded_by: null, attachments,
     });
-    this.pending.set(clientMsgId, { kind: "send", convId, content: text, localId, openedFrom: this.loadToken });
+    this.pending.set(clientMsgId, { kind: "send", convId, content: text, localId, openedFrom: this.loadToken, chips });
     const frame = { type: "send", conversation_id: convId, content: text, client_msg_id: clientMsgId };
+    if (attachments.length) frame.attachments = attachments.map((a) => a.id);
     const model = this.currentModel();
     if (model) frame.model = model;
     // The draft stays until the server accepts the send (adoptNewConversation): a refused first send keeps it.

@@ -198,6 +198,7 @@ export const Frames = (Base) => class extends Base {
         this.prompt.value = p.content;
         this.autosize();
       }
+      if (p.kind === "send") this.restoreChips(p.chips);
       const retry = frame.retryable && p.kind === "send"
         ? { label: gettext("Retry"), run: () => this.sendText(p.content, p.convId) }
         : null;

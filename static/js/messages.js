@@ -107,6 +107,7 @@ export const MessageList = (Base) => class extends Base {
       else content.innerHTML = renderMarkdown(m.content); // the one sanitizer
       node.rendered.content = m.content;
     }
+    if (m.role === "user") this.renderFiles(m, node);
     if (m.role !== "assistant") return;
     const thinking = node.querySelector(".thinking");
     const reasoning = m.reasoning || "";

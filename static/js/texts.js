@@ -2,6 +2,8 @@
 
 /** What to tell the user for an error code, in their language, with the details the server sent as fields. */
 export function errorText(code, fallback, details = {}) {
+  // About attachments the server's (translated) message names the file and its sizes: show it as it is.
+  if (fallback && (details.attachment_id !== undefined || details.attachment_tokens !== undefined)) return fallback;
   const seconds = details.retry_after;
   const known = {
     empty_message: gettext("Type a message first."),

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from conversations.kimi.params import rules_for
 from conversations.kimi.tokens import estimate_messages_locally, estimate_tokens_locally
 from conversations.models import Message
+from conversations.services.attachments import prompt as attachment_prompt
 
 DEFAULT_ANSWER_BUDGET = 4096  # tokens kept free for the answer when the conversation sets no max_tokens
 DEFAULT_CONTEXT_WINDOW = 131_072  # for models whose window is unknown
@@ -87,17 +88,17 @@ def build_messages(
                 turn["reasoning"] = message.reasoning
             turns.append(turn)
         elif message.role == Message.Role.USER:
-            turns.append({"role": "user", "content": message.content})
+            turns.append(attachment_prompt.user_turn(message))  # with its documents and images
     system = [{"role": "system", "content": system_prompt}] if system_prompt.strip() else []
     window = context_window(model)
     budget = history_token_budget(model, max_tokens)
-    costs = [estimate_messages_locally([turn]) for turn in turns]
+    costs = [attachment_prompt.turn_tokens(turn) for turn in turns]
     fixed = estimate_messages_locally(system)
     kept = _cache_friendly_trim(turns, costs, budget - fixed)
     total = fixed + sum(costs[i] for i in kept)
     if total > budget:
         raise ContextTooLong(total, window)
-    return system + [turns[i] for i in kept], total
+    return system + attachment_prompt.expand([turns[i] for i in kept]), total
 
 
 def _cache_friendly_trim(turns: list[dict], costs: list[int], budget: int) -> list[int]:

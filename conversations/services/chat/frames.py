@@ -34,6 +34,7 @@ class Send:
     model: str | None
     # For a new conversation only: its system prompt and generation settings, as validated model field values.
     new_conversation: dict = field(default_factory=dict)
+    attachments: tuple[int, ...] = ()  # ids of the user's unsent attachments (docs/attachments.md)
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ class Edit:
     message_id: int
     content: str
     client_msg_id: uuid.UUID
+    attachments: tuple[int, ...] | None = None  # None: the edited message's own files are kept
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,27 @@ def _model(data: dict) -> str | None:
     return value
 
 
+def _attachments(data: dict) -> tuple[int, ...] | None:
+    """The optional ``attachments`` list: distinct attachment ids, at most the per-message limit."""
+    value = data.get("attachments")
+    if value is None:
+        return None
+    limit = settings.KIMICHAT_ATTACHMENTS_PER_MESSAGE
+    if not isinstance(value, list) or not all(
+        isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_ID for v in value
+    ):
+        raise FrameError("bad_frame", "'attachments' must be a list of attachment ids")
+    if len(set(value)) != len(value):
+        raise FrameError("bad_frame", "'attachments' names the same attachment twice")
+    if len(value) > limit:
+        raise FrameError(
+            "too_many_attachments",
+            f"A message can carry at most {limit} files; this one has {len(value)}.",
+            limit=limit,
+        )
+    return tuple(value)
+
+
 NEW_CONVERSATION_FIELDS = frozenset({"system_prompt", "settings"})
 
 
@@ -172,6 +195,7 @@ def parse_frame(data: object) -> Frame:
                 _client_msg_id(data),
                 _model(data),
                 _new_conversation(data, conversation_id),
+                _attachments(data) or (),
             )
         except FrameError as exc:
             exc.conversation_id = conversation_id
@@ -188,7 +212,13 @@ def parse_frame(data: object) -> Frame:
     if kind == "regenerate":
         return Regenerate(_id(data, "conversation_id"), _client_msg_id(data), _model(data))
     if kind == "edit":
-        return Edit(_id(data, "conversation_id"), _id(data, "message_id"), _content(data), _client_msg_id(data))
+        return Edit(
+            _id(data, "conversation_id"),
+            _id(data, "message_id"),
+            _content(data),
+            _client_msg_id(data),
+            _attachments(data),
+        )
     if kind == "continue":
         conversation_id = _id(data, "conversation_id")
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -24,6 +25,8 @@ from conversations.kimi.configured import get_client
 from conversations.kimi.params import ChatRequest, output_budget, recommended_output, resolve_params, rules_for
 from conversations.kimi.tokens import estimate_messages_locally, estimate_tokens_locally
 from conversations.models import Conversation, Message
+from conversations.services.attachments import messages as attached
+from conversations.services.attachments.limits import AttachmentRefused
 from conversations.services.billing import credits, search_fees
 from conversations.services.billing.ratelimit import RateLimited, check_rate_limit
 from conversations.services.chat import tools
@@ -239,8 +242,8 @@ def _check_model(model: str, known_models: list[str], conversation_id) -> None:
         )
 
 
-def _user_message(conversation: Conversation, content: str, client_msg_id: uuid.UUID) -> Message:
-    return Message.objects.create(
+def _user_message(conversation: Conversation, content: str, client_msg_id: uuid.UUID, files=()) -> Message:
+    message = Message.objects.create(
         conversation=conversation,
         role=Message.Role.USER,
         content=content,
@@ -248,6 +251,18 @@ def _user_message(conversation: Conversation, content: str, client_msg_id: uuid.
         status=Message.Status.COMPLETE,
         completed_at=timezone.now(),
     )
+    with _refusing(conversation.pk):
+        attached.attach(message, list(files))
+    return message
+
+
+@contextmanager
+def _refusing(conversation_id):
+    """An attachment refusal is a send refusal (the transaction rolls back: nothing stored)."""
+    try:
+        yield
+    except AttachmentRefused as exc:
+        raise SendRefused(exc.code, exc.message, conversation_id=conversation_id, **exc.extra) from None
 
 
 HISTORY_PAGE = 100  # messages per query while reading a thread newest first
@@ -269,7 +284,7 @@ def _thread(conversation: Conversation, model: str) -> list[Message]:
         rows = conversation.messages.current()
         if before is not None:
             rows = rows.filter(id__lt=before)
-        page = list(rows.order_by("-id")[:HISTORY_PAGE])
+        page = list(rows.order_by("-id").prefetch_related("attachments")[:HISTORY_PAGE])
         for message in page:
             newest_first.append(message)
             tokens += estimate_messages_locally([{"role": message.role, "content": message.content}])
@@ -308,6 +323,7 @@ def prepare_send(
     model: str | None,
     known_models: list[str],
     new_conversation: dict | None = None,
+    attachments: tuple[int, ...] = (),
 ) -> Accepted:
     """``new_conversation``: validated field values (system prompt, settings) for a conversation this send creates."""
     duplicate = _existing(user, client_msg_id)
@@ -337,8 +353,17 @@ def prepare_send(
                     "context_too_long", str(exc), conversation_id=conversation_id, tokens=exc.tokens, window=exc.window
                 ) from None
             _check_affordable(user, conversation, chosen, content)
+            with _refusing(conversation_id):
+                files = attached.for_send(
+                    user,
+                    attachments,
+                    model=chosen,
+                    content=content,
+                    system_prompt=conversation.system_prompt,
+                    max_tokens=conversation.max_tokens,
+                )
             thread = [] if created else _thread(conversation, chosen)
-            user_message = _user_message(conversation, content, client_msg_id)
+            user_message = _user_message(conversation, content, client_msg_id, files)
             if not created and not conversation.title:
                 conversation.title = title_from(content)
                 conversation.save(update_fields=["title"])
@@ -376,6 +401,8 @@ def prepare_regenerate(
             _check_affordable(user, conversation, chosen)
             thread, last_user, old_answer = _last_turn(conversation, chosen)
             upto = [m for m in thread if m.pk <= last_user.pk]
+            with _refusing(conversation_id):
+                attached.check_thread(upto, chosen)
             accepted = _start_answer(user, conversation, chosen, upto, client_msg_id=client_msg_id)
             if old_answer is not None:
                 old_answer.superseded_by = accepted.assistant
@@ -387,7 +414,14 @@ def prepare_regenerate(
 
 
 def prepare_edit(
-    user, *, conversation_id: int, message_id: int, content: str, client_msg_id: uuid.UUID, known_models: list[str]
+    user,
+    *,
+    conversation_id: int,
+    message_id: int,
+    content: str,
+    client_msg_id: uuid.UUID,
+    known_models: list[str],
+    attachments: tuple[int, ...] | None = None,
 ) -> Accepted:
     duplicate = _existing(user, client_msg_id)
     if duplicate is not None:
@@ -404,7 +438,17 @@ def prepare_edit(
                 )
             chosen = conversation.model
             _check_model(chosen, known_models, conversation_id)
-            new_user = _user_message(conversation, content, client_msg_id)
+            with _refusing(conversation_id):
+                files = attached.for_send(
+                    user,
+                    attachments,
+                    model=chosen,
+                    content=content,
+                    system_prompt=conversation.system_prompt,
+                    max_tokens=conversation.max_tokens,
+                    previous=last_user,
+                )
+            new_user = _user_message(conversation, content, client_msg_id, files)
             upto = [m for m in thread if m.pk < last_user.pk] + [new_user]
             accepted = _start_answer(user, conversation, chosen, upto)
             last_user.superseded_by = new_user

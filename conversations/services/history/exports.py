@@ -24,8 +24,11 @@ from django.utils.dateparse import parse_datetime
 from django.utils.text import slugify
 from django.utils.translation import gettext, gettext_lazy
 
-from conversations.models import Conversation, Message
+from conversations.models import Attachment, Conversation, Message
 from conversations.serializers import conversation_to_dict, message_to_dict
+from conversations.services.attachments import archive as attachment_archive
+from conversations.services.attachments import uploads
+from conversations.services.attachments.limits import AttachmentRefused
 from conversations.services.text import NulCharacter, refuse_nul
 
 FORMAT = "kimichat.conversation.v1"
@@ -71,7 +74,9 @@ _NOT_EXPORTED = frozenset({"conversation_id", "seq", "client_msg_id"})
 
 
 def _message_entry(message: Message) -> dict:
-    return {key: value for key, value in message_to_dict(message).items() if key not in _NOT_EXPORTED}
+    entry = {key: value for key, value in message_to_dict(message).items() if key not in _NOT_EXPORTED}
+    entry["attachments"] = attachment_archive.exported(message)  # the files inline: the export is complete
+    return entry
 
 
 def conversation_document(conversation: Conversation, messages: Iterable[Message]) -> dict:
@@ -86,7 +91,7 @@ def conversation_document(conversation: Conversation, messages: Iterable[Message
 
 
 def export_json(conversation: Conversation) -> bytes:
-    messages = Message.objects.filter(conversation=conversation).order_by("id")
+    messages = Message.objects.filter(conversation=conversation).order_by("id").prefetch_related("attachments")
     return orjson.dumps(conversation_document(conversation, messages), option=orjson.OPT_INDENT_2)
 
 
@@ -115,7 +120,9 @@ def _searches_lines(searches) -> list[str]:
 
 def export_markdown(conversation: Conversation) -> str:
     """The current thread as a Markdown document: what the user sees on the chat page, not earlier versions."""
-    messages = Message.objects.filter(conversation=conversation).current().order_by("id")
+    messages = (
+        Message.objects.filter(conversation=conversation).current().order_by("id").prefetch_related("attachments")
+    )
     lines = [f"# {conversation.title or 'Untitled conversation'}", ""]
     lines.append(f"*Model: {conversation.model} · created {conversation.created_at:%Y-%m-%d %H:%M} UTC*")
     if conversation.system_prompt:
@@ -131,6 +138,9 @@ def export_markdown(conversation: Conversation) -> str:
             lines += ["<details><summary>Reasoning</summary>", "", _quote(message.reasoning), "", "</details>", ""]
         lines.append(message.content)
         lines += _searches_lines(message.searches)
+        files = message.attachments.all() if message.role == Message.Role.USER else []
+        if files:  # listed, not inlined: the files themselves are in the ZIP export
+            lines += ["", *(f"- Attached: {a.name} ({a.content_type}, {a.size:,} bytes)" for a in files)]
         if message.status not in (Message.Status.COMPLETE,):
             lines += ["", f"*Status: {message.get_status_display()}*"]
         if message.error_message:
@@ -155,7 +165,8 @@ def export_all_zip(user):
             for start in range(0, len(conversations), EXPORT_CHUNK):
                 chunk = conversations[start : start + EXPORT_CHUNK]
                 by_conversation: dict[int, list[Message]] = {c.pk: [] for c in chunk}
-                for message in Message.objects.filter(conversation_id__in=by_conversation).order_by("id"):
+                messages = Message.objects.filter(conversation_id__in=by_conversation).prefetch_related("attachments")
+                for message in messages.order_by("id"):
                     by_conversation[message.conversation_id].append(message)
                 for conversation in chunk:
                     document = orjson.dumps(conversation_document(conversation, by_conversation[conversation.pk]))
@@ -272,6 +283,13 @@ class _Draft:
         self.messages: list[dict] = []
 
 
+def _files(value, field: str) -> list[tuple[str, bytes]]:
+    try:
+        return attachment_archive.parse_entries(value, field)
+    except ValueError as exc:
+        raise ImportRejected(str(exc), field=field) from None
+
+
 def _kimichat_draft(document, place: _Place) -> _Draft:
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise place.reject(
@@ -321,6 +339,7 @@ def _kimichat_draft(document, place: _Place) -> _Draft:
                 "finish_reason": _text(entry.get("finish_reason"), here, "finish_reason", max_chars=32),
                 "created_at": _parse_time(entry.get("created_at"), here, "created_at"),
                 "completed_at": _parse_time(entry.get("completed_at"), here, "completed_at"),
+                "files": _files(entry.get("attachments"), f"{here.path}.attachments") if role == "user" else [],
             }
         )
     return draft
@@ -617,9 +636,23 @@ def _message_rows(conversation: Conversation, entries: list[dict]) -> list[Messa
     return rows
 
 
+def _attach_files(user, rows: list[Message], entries: list[dict], stored: list[Attachment]) -> None:
+    """The files of imported user messages, each checked again as an upload is (an import is untrusted input)."""
+    for row, entry in zip(rows, entries, strict=True):
+        for name, content in entry.get("files", []):
+            try:
+                attachment = uploads.create_attachment(user, name=name, data=content)
+            except AttachmentRefused as exc:
+                raise ImportRejected(f"{name}: {exc.message}", code=exc.code) from None
+            stored.append(attachment)
+            Attachment.objects.filter(pk=attachment.pk).update(message=row)
+
+
 def _store_batch(user, drafts: list[_Draft], result: ImportResult) -> None:
     """Several small conversations in one transaction; if one of them was stored meanwhile by a concurrent import of
-    the same file (the unique import key), each is retried on its own."""
+    the same file (the unique import key), each is retried on its own. Files stored for a batch that fails are
+    removed again (storage is not transactional)."""
+    stored: list[Attachment] = []
     try:
         with transaction.atomic():
             now = timezone.now()
@@ -630,7 +663,9 @@ def _store_batch(user, drafts: list[_Draft], result: ImportResult) -> None:
                 rows = _message_rows(conversation, draft.messages)
                 Message.objects.bulk_create(rows, batch_size=500)
                 _link_versions([row.pk for row in rows], draft.messages)
+                _attach_files(user, rows, draft.messages, stored)
     except IntegrityError:
+        attachment_archive.discard(stored)
         if len(drafts) == 1:
             existing = Conversation.objects.for_user(user).filter(import_key=drafts[0].key).first()
             if existing is None:
@@ -640,6 +675,9 @@ def _store_batch(user, drafts: list[_Draft], result: ImportResult) -> None:
         for draft in drafts:
             _store_batch(user, [draft], result)
         return
+    except BaseException:
+        attachment_archive.discard(stored)
+        raise
     result.imported += [c.pk for c in conversations]
 
 
@@ -647,12 +685,15 @@ def _store_one_in_chunks(user, draft: _Draft, result: ImportResult) -> None:
     """A conversation too large for one short transaction: its messages go in ``STORE_BATCH_MESSAGES`` per
     transaction. It carries its import key only from the last one on, and is deleted if a later chunk fails."""
     conversation = Conversation.objects.bulk_create([_conversation_row(user, draft, timezone.now(), key="")])[0]
+    stored: list[Attachment] = []
     try:
         ids: list[int] = []  # only the ids are kept across chunks, not the rows
         for start in range(0, len(draft.messages), STORE_BATCH_MESSAGES):
-            chunk = _message_rows(conversation, draft.messages[start : start + STORE_BATCH_MESSAGES])
+            entries = draft.messages[start : start + STORE_BATCH_MESSAGES]
+            chunk = _message_rows(conversation, entries)
             with transaction.atomic():
                 Message.objects.bulk_create(chunk, batch_size=500)
+                _attach_files(user, chunk, entries, stored)
             ids += [row.pk for row in chunk]
         with transaction.atomic():
             _link_versions(ids, draft.messages)
@@ -661,6 +702,7 @@ def _store_one_in_chunks(user, draft: _Draft, result: ImportResult) -> None:
                 conversation.save(update_fields=["import_key"])
     except IntegrityError:  # a concurrent import of the same file stored it first
         conversation.delete()
+        attachment_archive.discard(stored)
         existing = Conversation.objects.for_user(user).filter(import_key=draft.key).first()
         if existing is None:
             raise
@@ -668,6 +710,7 @@ def _store_one_in_chunks(user, draft: _Draft, result: ImportResult) -> None:
         return
     except BaseException:
         conversation.delete()
+        attachment_archive.discard(stored)
         raise
     result.imported.append(conversation.pk)
 

@@ -100,7 +100,8 @@ def shared_page(link: SharedLink, before: int | None = None) -> SharedPage:
     )
     if before is not None:
         rows = rows.filter(id__lt=before)
-    newest_first = list(rows.order_by("-id")[: SHARE_PAGE_MESSAGES + 1])
+    # Attachments: their names are shown, never their contents (one more query, for this page's rows only).
+    newest_first = list(rows.order_by("-id").prefetch_related("attachments")[: SHARE_PAGE_MESSAGES + 1])
     shown, chars = [], 0
     for message in newest_first[:SHARE_PAGE_MESSAGES]:
         if shown and chars + len(message.content) + len(message.reasoning) > SHARE_PAGE_CHARS:
