@@ -646,6 +646,8 @@ def test_web_search_shows_what_it_searches_and_the_sources_under_the_answer(live
     send(page, "What is new? [[search:kimi k3]] [[fault:search_timeout:1.5]]")
     status = page.wait_for_selector(".msg-assistant >> nth=-1 >> .search-status", timeout=15000)
     assert status.text_content() == "Searching: kimi k3"
+    # Only the status while it searches: no stray text beside it (a null child once showed as "null").
+    assert page.text_content(".msg-assistant >> nth=-1 >> .msg-searches") == "Searching: kimi k3"
     assert wait_status(page) == "complete"
     assert page.query_selector(".msg-assistant >> nth=-1 >> .search-status") is None
     links = page.eval_on_selector_all(

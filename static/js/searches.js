@@ -35,16 +35,16 @@ export const Searches = (Base) => class extends Base {
     }
     const live = searches.filter((s) => s.status === "searching");
     const sources = searches.flatMap((s) => s.sources || []).filter((s) => SAFE_URL.test(s.url || ""));
-    box.replaceChildren(
-      ...live.map((s) =>
-        el("p.search-status.muted.small", { role: "status" },
-          interpolate(gettext("Searching: %s"), [s.query || gettext("the web")]))),
-      sources.length
-        ? el("div.search-sources", {},
-          el("p.muted.small", { text: gettext("Sources") }),
-          el("ol", {}, ...sources.map((s) =>
-            el("li", {}, el("a", { href: s.url, text: s.title || s.url, target: "_blank", rel: "noopener noreferrer" })))))
-        : null,
-    );
+    const children = live.map((s) =>
+      el("p.search-status.muted.small", { role: "status" },
+        interpolate(gettext("Searching: %s"), [s.query || gettext("the web")])));
+    if (sources.length) {
+      // A node list, never a null: replaceChildren() would write a null out as the text "null".
+      children.push(el("div.search-sources", {},
+        el("p.muted.small", { text: gettext("Sources") }),
+        el("ol", {}, ...sources.map((s) =>
+          el("li", {}, el("a", { href: s.url, text: s.title || s.url, target: "_blank", rel: "noopener noreferrer" }))))));
+    }
+    box.replaceChildren(...children);
   }
 };
