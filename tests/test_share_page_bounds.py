@@ -46,10 +46,12 @@ def test_a_huge_shared_conversation_is_one_bounded_page(long_share):
     # The newest page, in order; the whole conversation would be about 5 MB.
     assert _numbers(html) == list(range(MANY - shares.SHARE_PAGE_MESSAGES, MANY))
     assert len(response.content) < 250_000
-    # Two queries (the link, one page of messages), the page's reading at most one row past the page.
+    # Three queries (the link, one page of messages, the names of that page's attachments), the page's reading at
+    # most one row past the page, and the attachments only for the page's messages.
     sqls = [q["sql"] for q in captured.captured_queries]
-    assert len(sqls) == 2, sqls
+    assert len(sqls) == 3, sqls
     assert f"LIMIT {shares.SHARE_PAGE_MESSAGES + 1}" in sqls[1]
+    assert "conversations_attachment" in sqls[2] and sqls[2].count(",") <= shares.SHARE_PAGE_MESSAGES + 40
 
 
 def test_older_pages_follow_the_cursor_to_the_first_message(long_share):
