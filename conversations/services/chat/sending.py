@@ -314,6 +314,21 @@ def _check_affordable(user, conversation: Conversation, model: str, content: str
         )
 
 
+def _files_for_send(user, conversation: Conversation, attachments, model: str, content: str, previous=None):
+    """The attachments a send or edit carries, checked for ``model`` and the window (``AttachmentRefused`` becomes a
+    ``SendRefused``); ``previous``: the edited message, whose own files may be kept."""
+    with _refusing(conversation.pk):
+        return attached.for_send(
+            user,
+            attachments,
+            model=model,
+            content=content,
+            system_prompt=conversation.system_prompt,
+            max_tokens=conversation.max_tokens,
+            previous=previous,
+        )
+
+
 def prepare_send(
     user,
     *,
@@ -353,15 +368,7 @@ def prepare_send(
                     "context_too_long", str(exc), conversation_id=conversation_id, tokens=exc.tokens, window=exc.window
                 ) from None
             _check_affordable(user, conversation, chosen, content)
-            with _refusing(conversation_id):
-                files = attached.for_send(
-                    user,
-                    attachments,
-                    model=chosen,
-                    content=content,
-                    system_prompt=conversation.system_prompt,
-                    max_tokens=conversation.max_tokens,
-                )
+            files = _files_for_send(user, conversation, attachments, chosen, content)
             thread = [] if created else _thread(conversation, chosen)
             user_message = _user_message(conversation, content, client_msg_id, files)
             if not created and not conversation.title:
@@ -438,16 +445,7 @@ def prepare_edit(
                 )
             chosen = conversation.model
             _check_model(chosen, known_models, conversation_id)
-            with _refusing(conversation_id):
-                files = attached.for_send(
-                    user,
-                    attachments,
-                    model=chosen,
-                    content=content,
-                    system_prompt=conversation.system_prompt,
-                    max_tokens=conversation.max_tokens,
-                    previous=last_user,
-                )
+            files = _files_for_send(user, conversation, attachments, chosen, content, previous=last_user)
             new_user = _user_message(conversation, content, client_msg_id, files)
             upto = [m for m in thread if m.pk < last_user.pk] + [new_user]
             accepted = _start_answer(user, conversation, chosen, upto)
