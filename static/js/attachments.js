@@ -159,7 +159,8 @@ export const Attachments = (Base) => class extends Base {
     const a = chip.attachment;
     let detail;
     if (chip.status === "uploading") {
-      detail = interpolate(gettext("Uploading… %s%%"), [Math.round(chip.progress * 100)]);
+      // The percent sign travels with the number: interpolate() replaces %s only, and would show a "%%" as is.
+      detail = interpolate(gettext("Uploading… %s"), [`${Math.round(chip.progress * 100)}%`]);
     } else if (chip.status === "error") {
       detail = chip.error;
     } else {
