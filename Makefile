@@ -91,7 +91,7 @@ clean:
 	rm -rf $(VENV) var/staticfiles .pytest_cache
 
 # Benchmarks (docs/performance.md): each prints its figures and exits; a few minutes each at the default sizes.
-.PHONY: bench bench-relay bench-history bench-scale
+.PHONY: bench bench-relay bench-history bench-scale bench-attachments
 bench-relay: $(VENV)/.installed-dev
 	$(PY) bench/relay.py --streams 1,100,500,1000
 
@@ -101,4 +101,7 @@ bench-history: $(VENV)/.installed-dev
 bench-scale: $(VENV)/.installed-dev
 	$(PY) bench/scale.py
 
-bench: bench-relay bench-history bench-scale
+bench-attachments: $(VENV)/.installed-dev
+	$(PY) bench/attachments.py --pdf-mb 10 --docx-pages 50 --streams 20
+
+bench: bench-relay bench-history bench-scale bench-attachments

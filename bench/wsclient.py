@@ -3,7 +3,9 @@
 Protocol: the harness writes one JSON job line; the client opens every connection (relay mode: a websocket with the
 stream's session cookie; floor mode: nothing yet), prints ``ready``, waits for a ``go <t0 ns>`` line, starts each
 stream at ``t0 + start`` and prints one JSON result line when all have ended. Times are ``time.monotonic_ns()``,
-the clock the offline server stamps pieces with.
+the clock the offline server stamps pieces with. ``"receive_times": true`` adds each piece's receive time (to cut a
+run into windows); mode ``ping`` sends a ``ping`` frame every ``interval`` seconds for ``duration`` seconds on one
+socket and reports each round trip (the server's event loop answers it: its lag shows there).
 
 Kept cheap, because it shares the machine's cores with the server it measures: no websocket compression, one
 ``orjson.loads`` per frame, stamps and texts checked only after the run.
@@ -104,13 +106,13 @@ async def _run_relay(job: dict, t0_future: asyncio.Future, ready) -> list[dict]:
             result.setdefault("status", "timeout")
     finally:
         await asyncio.gather(*(ws.close() for ws in sockets if ws is not None), return_exceptions=True)
-    return [_summarize_relay(r) for r in results]
+    return [_summarize_relay(r, job.get("receive_times", False)) for r in results]
 
 
-def _summarize_relay(result: dict) -> dict:
+def _summarize_relay(result: dict, keep_times: bool = False) -> dict:
     """Latency per piece, and the checks: seq continuity, text order, the `done` text equal to the deltas."""
     deltas = result.pop("deltas", [])
-    latencies, joined, seq_gaps, snapshots, last_seq, frame_times = [], "", 0, 0, 0, []
+    latencies, joined, seq_gaps, snapshots, last_seq, frame_times, received = [], "", 0, 0, 0, [], []
     for now, seq, content, snapshot in deltas:
         if seq <= last_seq:
             continue  # already in a snapshot this socket had
@@ -125,13 +127,16 @@ def _summarize_relay(result: dict) -> dict:
             fresh = content
             joined += content
         last_seq = seq
-        latencies += [now - int(ns) for ns in STAMP.findall(fresh)]
+        stamps = STAMP.findall(fresh)
+        latencies += [now - int(ns) for ns in stamps]
+        received += [now] * len(stamps)
     sent = [int(ns) for ns in STAMP.findall(joined)]
     return {
         **result,
         "frames": len(frame_times),
         "pieces": len(latencies),
         "latencies_ns": latencies,
+        **({"received_ns": received} if keep_times else {}),
         "seq_gaps": seq_gaps,
         "snapshots": snapshots,
         "stamps_out_of_order": sum(1 for a, b in zip(sent, sent[1:], strict=False) if b <= a),
@@ -188,6 +193,37 @@ async def _run_floor(job: dict, t0_future: asyncio.Future, ready) -> list[dict]:
     return results
 
 
+async def _run_ping(job: dict, t0_future: asyncio.Future, ready) -> list[dict]:
+    stream = job["streams"][0]
+    url = stream.get("url") or job["url"]
+    ws = await websockets.connect(
+        url,
+        origin=_page_origin(url),
+        additional_headers={"Cookie": f"sessionid={stream['key']}"},
+        compression=None,
+        ping_interval=None,
+        open_timeout=60,
+    )
+    ready()
+    t0 = await t0_future
+    rounds = []  # (sent ns, round trip ns)
+    frame = orjson.dumps({"type": "ping"}).decode()
+    try:
+        tick = t0
+        while tick < t0 + int(job["duration"] * 1e9):
+            await asyncio.sleep(max(0.0, (tick - time.monotonic_ns()) / 1e9))
+            sent = time.monotonic_ns()
+            await ws.send(frame)
+            while orjson.loads(await ws.recv()).get("type") != "pong":
+                pass
+            rounds.append((sent, time.monotonic_ns() - sent))
+            # A slow answer is not followed by a burst: the next ping goes at the next tick still ahead.
+            tick += int(job["interval"] * 1e9) * max(1, -(-(time.monotonic_ns() - tick) // int(job["interval"] * 1e9)))
+    finally:
+        await ws.close()
+    return [{"marker": stream["marker"], "status": "complete", "rounds": rounds}]
+
+
 async def main() -> None:
     loop = asyncio.get_running_loop()
     job = orjson.loads(await loop.run_in_executor(None, sys.stdin.readline))
@@ -197,7 +233,7 @@ async def main() -> None:
         print("ready", flush=True)
         loop.run_in_executor(None, _wait_go, loop, t0_future)
 
-    runner = _run_floor if job["mode"] == "floor" else _run_relay
+    runner = {"floor": _run_floor, "ping": _run_ping}.get(job["mode"], _run_relay)
     results = await runner(job, t0_future, ready)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     out = {"results": results, "cpu_seconds": usage.ru_utime + usage.ru_stime}

@@ -66,3 +66,13 @@ def test_scale_benchmark_runs():
         *("--redis-url", REDIS),
     )
     assert "1 worker(s): largest level" in out and "2 worker(s): largest level" in out
+
+
+def test_attachments_benchmark_runs():
+    out = run(
+        "attachments.py",
+        *("--pdf-mb", "0.2", "--docx-pages", "3", "--streams", "2", "--seconds", "6", "--baseline", "1"),
+        *("--gap", "0.5"),
+    )
+    assert "bench.pdf" in out and "bench.docx" in out and "time to ready s" in out
+    assert "during PDF upload" in out and "ping p99 ms" in out and "RSS peak MB" in out
