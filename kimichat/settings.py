@@ -320,6 +320,9 @@ KIMICHAT_ATTACHMENT_MAX_PIXELS = env_int("ATTACHMENT_MAX_PIXELS", 40_000_000, mi
 KIMICHAT_ATTACHMENT_IMAGE_MAX_SIDE = env_int("ATTACHMENT_IMAGE_MAX_SIDE", 2048, minimum=16)
 KIMICHAT_ATTACHMENT_MAX_UNZIPPED_BYTES = env_int("ATTACHMENT_MAX_UNZIPPED_BYTES", 200 * 1024 * 1024, minimum=1)
 KIMICHAT_ATTACHMENT_MAX_ZIP_RATIO = env_int("ATTACHMENT_MAX_ZIP_RATIO", 100, minimum=1)
+# Documents are read in child processes (their libraries hold the GIL): how many at once per worker; 0: in the
+# upload's own thread (slows the worker's other users while a large file is read; docs/performance.md).
+KIMICHAT_ATTACHMENT_EXTRACTION_PROCESSES = env_int("ATTACHMENT_EXTRACTION_PROCESSES", 2, minimum=0)
 
 # --- Production ------------------------------------------------------------------------------------------------
 # What `manage.py check --deploy` asks for; behind a TLS-terminating proxy that sets X-Forwarded-Proto.

@@ -2,7 +2,7 @@
 the provider's extraction fails. pypdf, python-docx, openpyxl and python-pptx (docs/attachments.md says why);
 HTML and EPUB through the standard library's HTML parser.
 
-Runs in the upload request's thread (a sync view), never on the event loop.
+Runs in a child process (isolation.py), never on the event loop nor in a thread of the worker.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from conversations.services.attachments.sniffing import Sniffed, check_zip, deco
 logger = logging.getLogger(__name__)
 
 
-def _corrupt() -> AttachmentRefused:
+def corrupt_file() -> AttachmentRefused:
     return AttachmentRefused("corrupt_file", _("The file is damaged and could not be read."))
 
 
@@ -47,7 +47,7 @@ def check_pdf(data: bytes):
     except AttachmentRefused:
         raise
     except (PdfReadError, ValueError, KeyError, TypeError, AttributeError, IndexError, OSError, RecursionError):
-        raise _corrupt() from None
+        raise corrupt_file() from None
     return reader
 
 
@@ -68,7 +68,7 @@ def extract_text(data: bytes, sniffed: Sniffed) -> str:
         raise
     except Exception:  # noqa: BLE001 - every library has its own errors for a damaged file
         logger.info("extracting a %s failed", sniffed.label, exc_info=True)
-        raise _corrupt() from None
+        raise corrupt_file() from None
 
 
 def _pdf(data: bytes) -> str:

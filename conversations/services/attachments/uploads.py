@@ -18,7 +18,7 @@ from django.utils.translation import gettext as _
 from conversations.kimi.errors import KimiError
 from conversations.kimi.tokens import estimate_tokens_locally
 from conversations.models import Attachment
-from conversations.services.attachments import extraction, images, limits, provider, storage
+from conversations.services.attachments import extraction, images, isolation, limits, provider, storage
 from conversations.services.attachments.limits import AttachmentRefused
 from conversations.services.attachments.sniffing import IMAGE, Sniffed, sniff
 
@@ -92,7 +92,7 @@ def _document_text(name: str, data: bytes, sniffed: Sniffed) -> tuple[str, str]:
         except KimiError as exc:
             # The provider refused or failed (its 1,000-file limit, an outage): the text can still be had here.
             logger.warning("provider extraction failed (%s); extracting locally", exc.code)
-    return extraction.extract_text(data, sniffed), ""
+    return isolation.extract_text(data, sniffed), ""
 
 
 def _copy_of(existing: Attachment, user, name: str) -> Attachment:

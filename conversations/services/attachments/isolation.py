@@ -1,0 +1,87 @@
+"""Document extraction in child processes. pypdf, python-docx and the rest are pure Python: in a thread of the
+worker, a large PDF held the GIL for seconds and every other user's chat on that worker slowed (p99 8 → 350 ms,
+docs/performance.md, "Attachments"). A child process has a GIL of its own, so the worker's event loop keeps its pace.
+
+The children are spawned (not forked: the worker runs threads and a Twisted reactor), set Django up once, and take
+the parent's attachment limits and language with each file, so a refusal reads as it would have in the parent.
+``ATTACHMENT_EXTRACTION_PROCESSES=0`` extracts in the calling thread instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import threading
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+from django.conf import settings
+from django.utils import translation
+
+from conversations.services.attachments import extraction
+from conversations.services.attachments.limits import AttachmentRefused
+from conversations.services.attachments.sniffing import Sniffed
+
+logger = logging.getLogger(__name__)
+
+_lock = threading.Lock()
+_pool: ProcessPoolExecutor | None = None
+
+
+def _limits() -> dict:
+    """The settings extraction reads (zip bounds and the like), as the parent has them (tests override them)."""
+    return {name: getattr(settings, name) for name in dir(settings) if name.startswith("KIMICHAT_ATTACHMENT")}
+
+
+def _start_child() -> None:
+    import django
+
+    django.setup()
+
+
+def _extract_in_child(data: bytes, sniffed: Sniffed, language: str, limits: dict) -> tuple[str, object]:
+    for name, value in limits.items():
+        setattr(settings, name, value)
+    with translation.override(language):
+        try:
+            return "text", extraction.extract_text(data, sniffed)
+        except AttachmentRefused as exc:
+            return "refused", (exc.code, str(exc.message), exc.status, exc.extra)
+
+
+def _executor() -> ProcessPoolExecutor:
+    global _pool
+    with _lock:
+        if _pool is None:
+            _pool = ProcessPoolExecutor(
+                max_workers=settings.KIMICHAT_ATTACHMENT_EXTRACTION_PROCESSES,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_child,
+            )
+        return _pool
+
+
+def _forget_pool() -> None:
+    global _pool
+    with _lock:
+        broken, _pool = _pool, None
+    if broken is not None:
+        broken.shutdown(wait=False, cancel_futures=True)
+
+
+def extract_text(data: bytes, sniffed: Sniffed) -> str:
+    """``extraction.extract_text`` in a child process: the text, or the same ``AttachmentRefused``."""
+    if settings.KIMICHAT_ATTACHMENT_EXTRACTION_PROCESSES == 0:
+        return extraction.extract_text(data, sniffed)
+    try:
+        future = _executor().submit(_extract_in_child, data, sniffed, translation.get_language(), _limits())
+        kind, value = future.result()
+    except BrokenProcessPool:
+        # The child died (out of memory on a hostile file, killed): a new pool serves the next upload.
+        logger.warning("a document extraction process died; refusing the file and starting afresh")
+        _forget_pool()
+        raise extraction.corrupt_file() from None
+    if kind == "refused":
+        code, message, status, extra = value
+        raise AttachmentRefused(code, message, status=status, **extra)
+    return value
