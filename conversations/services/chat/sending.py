@@ -266,18 +266,24 @@ def _refusing(conversation_id):
 
 
 HISTORY_PAGE = 100  # messages per query while reading a thread newest first
+# Up to this many live messages the whole thread is read, so trimming can keep its opening turns in front of the gap
+# (context.py: the stable prefix Kimi's cache serves). A longer thread is read only as far as the window reaches.
+WHOLE_THREAD_MESSAGES = 2000
 
 
 def _thread(conversation: Conversation, model: str) -> list[Message]:
-    """The newest messages of the live thread, oldest first: as many as can reach ``model``'s window, never the
-    whole thread. ``build_messages`` trims what is read to fit; the reader only has to read at least that much.
+    """The live thread, oldest first: whole up to ``WHOLE_THREAD_MESSAGES`` messages, else its newest messages, as
+    many as can reach ``model``'s window. ``build_messages`` trims what is read to fit.
 
-    Read newest first, ``HISTORY_PAGE`` rows per query, until the messages read would alone overflow the window
-    (by an estimate that never exceeds ``build_messages``' for the same message: content only, no reasoning) and
-    a user message was seen (a regenerate or edit needs the last one). A 20,000-message conversation cost a worker's
-    database thread, which every socket shares, about 2 s per send when the whole of it was read.
+    Read newest first, ``HISTORY_PAGE`` rows per query. A long thread stops once the messages read would alone
+    overflow the window (by an estimate that never exceeds ``build_messages``' for the same message: content only,
+    no reasoning) and a user message was seen (a regenerate or edit needs the last one). A 20,000-message
+    conversation cost a worker's database thread, which every socket shares, about 2 s per send when the whole of it
+    was read; a thread of a few hundred turns costs a few milliseconds, and reading it whole keeps the prompt's
+    prefix stable (cache hits) where dropping the oldest read turn would move it on every send.
     """
     budget = history_token_budget(model, conversation.max_tokens)
+    whole = conversation.messages.current().count() <= WHOLE_THREAD_MESSAGES
     newest_first: list[Message] = []
     tokens, seen_user, before = 0, False, None
     while True:
@@ -289,7 +295,7 @@ def _thread(conversation: Conversation, model: str) -> list[Message]:
             newest_first.append(message)
             tokens += estimate_messages_locally([{"role": message.role, "content": message.content}])
             seen_user = seen_user or message.role == Message.Role.USER
-        if len(page) < HISTORY_PAGE or (tokens > budget and seen_user):
+        if len(page) < HISTORY_PAGE or (not whole and tokens > budget and seen_user):
             return newest_first[::-1]
         before = page[-1].pk
 
