@@ -1,0 +1,95 @@
+"""Personal API keys: made with a secret shown once, stored as a hash, checked through the log-in throttle,
+revoked by their owner or by staff."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+from io import StringIO
+
+import pytest
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+
+from conversations.models import ApiKey
+from conversations.services.accounts import login_throttle
+from conversations.services.apikeys import keys
+
+pytestmark = pytest.mark.django_db
+IP = "203.0.113.9"
+
+
+def test_a_new_key_is_stored_as_its_hash_and_authenticates(owner):
+    new = keys.create(owner, name="laptop")
+    stored = ApiKey.objects.get()
+    assert new.secret.startswith("kc-") and len(new.secret) > 40
+    assert stored.secret_hash == hashlib.sha256(new.secret.encode()).hexdigest()
+    assert new.secret not in str(list(ApiKey.objects.values()))
+    assert new.secret.startswith(stored.prefix) and len(stored.prefix) < 16
+    assert keys.authenticate(new.secret, IP) == stored
+
+
+def test_wrong_keys_count_in_the_log_in_throttle_and_then_even_a_right_key_is_refused(owner, settings):
+    secret = keys.create(owner).secret
+    for _ in range(settings.LOGIN_FAILURES_PER_IP):
+        with pytest.raises(keys.KeyRefused) as exc:
+            keys.authenticate("kc-wrong", IP)
+        assert exc.value.code == "invalid_api_key"
+    assert login_throttle.check("", IP) is not None
+    with pytest.raises(keys.KeyRefused) as exc:
+        keys.authenticate(secret, IP)
+    assert exc.value.code == "throttled" and exc.value.retry_after > 0
+    assert keys.authenticate(secret, "198.51.100.1")  # another address is not locked out
+
+
+def test_revoked_and_expired_keys_are_refused_without_counting_as_guesses(owner):
+    revoked = keys.create(owner)
+    keys.revoke(revoked.key)
+    expired = keys.create(owner, expires_at=timezone.now() - datetime.timedelta(minutes=1))
+    for secret, code in ((revoked.secret, "key_revoked"), (expired.secret, "key_expired")):
+        with pytest.raises(keys.KeyRefused) as exc:
+            keys.authenticate(secret, IP)
+        assert exc.value.code == code
+    assert login_throttle.check("", IP) is None
+
+
+def test_an_oversized_or_empty_secret_is_refused(owner):
+    for secret in ("", "kc-" + "x" * 10_000):
+        with pytest.raises(keys.KeyRefused):
+            keys.authenticate(secret, IP)
+
+
+def test_createapikey_prints_a_working_key(owner):
+    out = StringIO()
+    call_command("createapikey", "owner", "--name", "cron", stdout=out)
+    secret = out.getvalue().strip()
+    assert keys.authenticate(secret, IP).name == "cron"
+    with pytest.raises(CommandError):
+        call_command("createapikey", "nobody", stdout=StringIO())
+
+
+def test_keys_page_shows_the_secret_once_lists_and_revokes(owner_client, owner, outsider):
+    response = owner_client.post("/keys/", {"name": "script"})
+    secret = response.context["secret"]
+    assert secret in response.content.decode() and response["Cache-Control"] == "no-store"
+    listing = owner_client.get("/keys/").content.decode()
+    key = ApiKey.objects.get(owner=owner)
+    assert secret not in listing and key.prefix in listing and "script" in listing
+    theirs = keys.create(outsider).key
+    owner_client.post("/keys/", {"revoke": str(theirs.pk)})
+    theirs.refresh_from_db()
+    assert theirs.revoked_at is None  # not the owner's key: nothing happens
+    owner_client.post("/keys/", {"revoke": str(key.pk)})
+    key.refresh_from_db()
+    assert key.revoked_at is not None
+
+
+def test_staff_see_every_key_and_revoke_any(admin_client, owner):
+    key = keys.create(owner, name="owner's").key
+    page = admin_client.get("/admin/conversations/apikey/")
+    assert page.status_code == 200 and key.prefix in page.content.decode()
+    assert admin_client.get("/admin/conversations/apikey/add/").status_code == 403
+    admin_client.post("/admin/conversations/apikey/", {"action": "revoke_keys", ACTION_CHECKBOX_NAME: [str(key.pk)]})
+    key.refresh_from_db()
+    assert key.revoked_at is not None
