@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import orjson
 from channels.db import database_sync_to_async
+from django.db import connections
 from django.http import HttpResponse
 from django.utils.translation import gettext
 
@@ -212,7 +213,11 @@ def _admit(key_id, user, prepared: Prepared):
         prompt_tokens=prepared.prompt_tokens,
         max_completion_tokens=prepared.request.max_tokens,
     )
-    return reservation, metering.limits(user)
+    lim = metering.limits(user)
+    # The answer may stream for minutes: this request's thread gives its connection back now (a persistent one
+    # would sit idle all that time, one per running answer); the settlement at the end takes one again briefly.
+    connections.close_all()
+    return reservation, lim
 
 
 async def admit(key, user, prepared: Prepared):
