@@ -206,3 +206,19 @@ def test_credits_endpoint_reports_the_balance_and_the_key(server, secret):
         assert response.headers["X-Credits-Remaining"] == "100"
     assert body["credits_remaining"] == "100" and body["key"]["requests"] == 0
     assert secret not in json.dumps(body)
+
+
+def test_a_client_that_gives_up_on_a_non_streamed_answer_is_settled_once_for_what_was_generated(server, secret, owner):
+    import time
+
+    with pytest.raises(openai.APITimeoutError):
+        oai(server, secret, timeout=1.5).chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "[[tokens:400]] [[rate:40]] long"}]
+        )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and CreditTransaction.objects.filter(kind="charge", state="open").exists():
+        time.sleep(0.1)
+    row = CreditTransaction.objects.get(kind="charge")
+    assert row.state == "settled" and row.estimated and 0 < row.completion_tokens < 400
+    assert ApiKey.objects.get().requests == 1
+    assert credits.verify_ledger() == []

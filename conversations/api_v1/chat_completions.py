@@ -6,7 +6,6 @@ import time
 import uuid
 
 from django.contrib.auth.decorators import login_not_required
-from django.http import StreamingHttpResponse
 from django.utils.translation import gettext
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
@@ -96,11 +95,7 @@ async def chat_completions(request):
     ident = f"chatcmpl-{uuid.uuid4()}"
     created = int(time.time())
     if stream:
-        response = StreamingHttpResponse(
-            _stream(run, ident, created, include_usage), content_type="text/event-stream; charset=utf-8"
-        )
-        response["Cache-Control"] = "no-cache"
-        response["X-Accel-Buffering"] = "no"
+        response = common.RunResponse(run, _stream(run, ident, created, include_usage))
         return common.with_headers(response, lim)
     try:
         async for _event in run.events():

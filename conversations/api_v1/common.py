@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import orjson
 from channels.db import database_sync_to_async
 from django.db import connections
-from django.http import HttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
 from django.utils.translation import gettext
 
 from conversations.kimi import errors as kimi_errors
@@ -220,10 +220,34 @@ def _admit(key_id, user, prepared: Prepared):
     return reservation, lim
 
 
+def _release_if_admitted(task: asyncio.Task) -> None:
+    """The request was cancelled (its client left) while its reservation was being made: release it."""
+    if task.cancelled() or task.exception() is not None:
+        return
+    reservation, _lim = task.result()
+    _keep(
+        asyncio.ensure_future(
+            database_sync_to_async(metering.finish)(
+                reservation, usage=None, estimated=True, generated=False, note="client disconnected"
+            )
+        )
+    )
+
+
+def _keep(task: asyncio.Task) -> asyncio.Task:
+    _finishing.add(task)
+    task.add_done_callback(_finishing.discard)
+    return task
+
+
 async def admit(key, user, prepared: Prepared):
     """The reservation and the headers' figures, or ApiError 429 / 403."""
+    task = _keep(asyncio.ensure_future(_admit(key.pk, user, prepared)))
     try:
-        return await _admit(key.pk, user, prepared)
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.add_done_callback(_release_if_admitted)
+        raise
     except RateLimited as exc:
         lim = await limits(user)
         raise ApiError(
@@ -314,17 +338,26 @@ class Run:
         self.finished = True
         usage, estimated = self._usage()
         note = self.error.code if self.error is not None else "client disconnected"
-        task = asyncio.ensure_future(
-            database_sync_to_async(metering.finish)(
-                self.reservation, usage=usage, estimated=estimated, generated=self.generated, note=note
+        task = _keep(
+            asyncio.ensure_future(
+                database_sync_to_async(metering.finish)(
+                    self.reservation, usage=usage, estimated=estimated, generated=self.generated, note=note
+                )
             )
         )
-        _finishing.add(task)
-        task.add_done_callback(_finishing.discard)
         try:
             await asyncio.shield(task)
         except asyncio.CancelledError:
             pass  # the settlement runs on; the request that waited for it is gone
+
+    def finish_sync(self) -> None:
+        """``finish`` from the response's close() (a sync thread): a stream whose generator never ran (the client
+        left before its first byte) is released here. The ledger closes a reservation once, so this and a
+        concurrent ``finish`` cannot both count."""
+        if not self.finished:
+            self.finished = True
+            usage, estimated = self._usage()
+            metering.finish(self.reservation, usage=usage, estimated=estimated, generated=self.generated)
 
     def total_usage(self) -> Usage:
         return self._usage()[0]
@@ -333,3 +366,19 @@ class Run:
 def sse(data, event: str | None = None) -> bytes:
     payload = data if isinstance(data, bytes) else orjson.dumps(data)
     return (f"event: {event}\n".encode() if event else b"") + b"data: " + payload + b"\n\n"
+
+
+class RunResponse(StreamingHttpResponse):
+    """A streamed answer whose reservation is closed when Django closes the response, however the stream ended."""
+
+    def __init__(self, run: Run, content, **kwargs):
+        super().__init__(content, content_type="text/event-stream; charset=utf-8", **kwargs)
+        self.run = run
+        self["Cache-Control"] = "no-cache"
+        self["X-Accel-Buffering"] = "no"
+
+    def close(self):
+        try:
+            self.run.finish_sync()
+        finally:
+            super().close()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import uuid
 
 from django.contrib.auth.decorators import login_not_required
-from django.http import StreamingHttpResponse
 from django.utils.translation import gettext
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
@@ -89,11 +88,7 @@ async def messages(request):
     run = common.Run(request=upstream, reservation=reservation)
     ident = f"msg_{uuid.uuid4().hex}"
     if stream:
-        response = StreamingHttpResponse(
-            _stream(run, ident, prepared.prompt_tokens), content_type="text/event-stream; charset=utf-8"
-        )
-        response["Cache-Control"] = "no-cache"
-        response["X-Accel-Buffering"] = "no"
+        response = common.RunResponse(run, _stream(run, ident, prepared.prompt_tokens))
         return common.with_headers(response, lim)
     try:
         async for _event in run.events():
