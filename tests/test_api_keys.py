@@ -93,3 +93,40 @@ def test_staff_see_every_key_and_revoke_any(admin_client, owner):
     admin_client.post("/admin/conversations/apikey/", {"action": "revoke_keys", ACTION_CHECKBOX_NAME: [str(key.pk)]})
     key.refresh_from_db()
     assert key.revoked_at is not None
+
+
+def test_an_api_answer_is_reserved_settled_once_and_shown_with_its_key_on_the_usage_page(owner_client, owner):
+    from decimal import Decimal
+
+    from conversations.kimi.events import Usage
+    from conversations.models import CreditTransaction
+    from conversations.services.apikeys import metering
+    from conversations.services.billing import credits
+
+    key = keys.create(owner, name="cron").key
+    reservation = metering.admit(
+        key.pk, owner, model="kimi-k2-turbo-preview", prompt_tokens=10, max_completion_tokens=50
+    )
+    assert reservation.api_key_id == key.pk
+    usage = Usage(prompt_tokens=10, completion_tokens=20, total_tokens=30)
+    cost = metering.finish(reservation, usage=usage, estimated=False, generated=True)
+    assert metering.finish(reservation, usage=usage, estimated=False, generated=True) is None  # once only
+    key.refresh_from_db()
+    assert key.requests == 1 and key.credits_spent == cost == Decimal(1)
+    assert set(CreditTransaction.objects.filter(kind__in=["charge", "refund"]).values_list("api_key", flat=True)) <= {
+        key.pk
+    }
+    assert credits.verify_ledger() == []
+    page = owner_client.get("/usage/").content.decode()
+    assert f"API key {key.prefix}" in page
+
+
+def test_a_keys_spending_cap_counts_its_running_answers(owner):
+    from decimal import Decimal
+
+    from conversations.services.apikeys import metering
+
+    key = keys.create(owner, spending_cap=Decimal("1.5")).key
+    metering.admit(key.pk, owner, model="kimi-k2-turbo-preview", prompt_tokens=10, max_completion_tokens=50)
+    with pytest.raises(metering.KeyOverCap):  # the first answer still runs: its reservation counts
+        metering.admit(key.pk, owner, model="kimi-k2-turbo-preview", prompt_tokens=10, max_completion_tokens=50)
