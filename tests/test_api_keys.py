@@ -130,3 +130,14 @@ def test_a_keys_spending_cap_counts_its_running_answers(owner):
     metering.admit(key.pk, owner, model="kimi-k2-turbo-preview", prompt_tokens=10, max_completion_tokens=50)
     with pytest.raises(metering.KeyOverCap):  # the first answer still runs: its reservation counts
         metering.admit(key.pk, owner, model="kimi-k2-turbo-preview", prompt_tokens=10, max_completion_tokens=50)
+
+
+def test_keys_page_sets_a_cap_and_an_expiry_and_refuses_a_past_date(owner_client, owner):
+    tomorrow = timezone.localdate() + datetime.timedelta(days=1)
+    owner_client.post("/keys/", {"name": "capped", "spending_cap": "5", "expires_on": tomorrow.isoformat()})
+    key = ApiKey.objects.get(owner=owner)
+    assert key.spending_cap == 5 and timezone.localdate(key.expires_at) == tomorrow + datetime.timedelta(days=1)
+    yesterday = timezone.localdate() - datetime.timedelta(days=1)
+    response = owner_client.post("/keys/", {"name": "old", "expires_on": yesterday.isoformat()})
+    assert "The expiry date is in the past." in response.content.decode()
+    assert response.context["secret"] is None and ApiKey.objects.count() == 1

@@ -222,3 +222,25 @@ def test_a_client_that_gives_up_on_a_non_streamed_answer_is_settled_once_for_wha
     assert row.state == "settled" and row.estimated and 0 < row.completion_tokens < 400
     assert ApiKey.objects.get().requests == 1
     assert credits.verify_ledger() == []
+
+
+def test_thinking_settings_follow_the_chats_per_model_rules(server, secret):
+    client = oai(server, secret)
+    completion = client.chat.completions.create(
+        model="kimi-k3", messages=[{"role": "user", "content": "Hi"}], extra_body={"reasoning_effort": "low"}
+    )
+    assert completion.choices[0].message.content
+    assert completion.choices[0].message.model_extra.get("reasoning_content")
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "Hi"}], extra_body={"reasoning_effort": "low"}
+        )
+    assert exc.value.param == "reasoning_effort"
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        claude(server, secret).messages.create(
+            model="kimi-k2-thinking",
+            max_tokens=2000,
+            thinking={"type": "disabled"},
+            messages=[{"role": "user", "content": "Hi"}],
+        )
+    assert "thinking" in str(refused.value)

@@ -61,6 +61,7 @@ def chat_request(body: dict) -> tuple[ChatRequest, bool, bool]:
         n=1 if n is None else n,
         extra=extra,
     )
+    common.thinking_options(body, request)
     if n is not None and n < 1:
         raise bad_request(gettext("The number of answers (n) must be a whole number of at least 1."), "n")
     return request, stream, bool(options.get("include_usage"))

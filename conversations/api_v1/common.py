@@ -163,6 +163,21 @@ def stop_list(value, name: str) -> list[str] | None:
     return stops or None
 
 
+def thinking_options(body: dict, request: ChatRequest) -> None:
+    """``reasoning_effort`` (kimi-k3) and ``thinking`` ({"type": "enabled" | "disabled"}, Moonshot's and Anthropic's
+    shape) onto the request; the model's rules (``resolve_params``) then accept or refuse them as the chat's."""
+    effort = body.get("reasoning_effort")
+    if effort is not None and not isinstance(effort, str):
+        raise bad_request(gettext("'reasoning_effort' must be a string."), "reasoning_effort")
+    request.reasoning_effort = effort
+    thinking = body.get("thinking")
+    if thinking is not None:
+        kind = thinking.get("type") if isinstance(thinking, dict) else None
+        if kind not in ("enabled", "disabled"):
+            raise bad_request(gettext('\'thinking.type\' must be "enabled" or "disabled".'), "thinking")
+        request.thinking = kind == "enabled"
+
+
 def _param_named(message: str) -> str | None:
     lowered = message.lower()
     if "(n)" in lowered:

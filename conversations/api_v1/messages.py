@@ -52,6 +52,7 @@ def chat_request(body: dict) -> tuple[ChatRequest, bool]:
         max_tokens=max_tokens,
         extra=extra,
     )
+    common.thinking_options(body, request)
     return request, stream
 
 
