@@ -6,12 +6,13 @@ import time
 import uuid
 
 from django.contrib.auth.decorators import login_not_required
+from django.http import HttpResponse
 from django.utils.translation import gettext
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from conversations.api_v1 import common
-from conversations.api_v1.common import ApiError, bad_request
+from conversations.api_v1.common import bad_request
 from conversations.kimi import errors as kimi_errors
 from conversations.kimi.events import ContentDelta, Finish, ReasoningDelta
 from conversations.kimi.params import ChatRequest
@@ -83,29 +84,17 @@ def _usage(run: common.Run) -> dict:
 @login_not_required
 @require_POST
 async def chat_completions(request):
-    lim = None
-    try:
-        key, user = await common.authenticate(request)
-        lim = await common.limits(user)
-        upstream, stream, include_usage = chat_request(common.parse_body(request))
-        prepared = await common.prepare(upstream, "max_tokens")
-        reservation, lim = await common.admit(key, user, prepared)
-    except ApiError as exc:
-        return common.with_headers(exc.response("openai"), lim) if not exc.headers else exc.response("openai")
-    run = common.Run(request=upstream, reservation=reservation)
+    accepted = await common.accept(request, "openai", chat_request)
+    if isinstance(accepted, HttpResponse):
+        return accepted
+    run = accepted.run
     ident = f"chatcmpl-{uuid.uuid4()}"
     created = int(time.time())
-    if stream:
-        response = common.RunResponse(run, _stream(run, ident, created, include_usage))
-        return common.with_headers(response, lim)
-    try:
-        async for _event in run.events():
-            pass
-    except kimi_errors.KimiError as exc:
-        await run.finish()
-        return common.with_headers(common.upstream_error(exc).response("openai"), await common.limits(user))
-    finally:
-        await run.finish()
+    if accepted.stream:
+        response = common.RunResponse(run, _stream(run, ident, created, accepted.include_usage))
+        return common.with_headers(response, accepted.limits)
+    if failed := await common.run_whole(accepted, "openai"):
+        return failed
     message = {"role": "assistant", "content": "".join(run.text)}
     if run.reasoning:
         message["reasoning_content"] = "".join(run.reasoning)
@@ -113,11 +102,11 @@ async def chat_completions(request):
         "id": ident,
         "object": "chat.completion",
         "created": created,
-        "model": upstream.model,
+        "model": run.request.model,
         "choices": [{"index": 0, "message": message, "finish_reason": run.finish_reason or "stop"}],
         "usage": _usage(run),
     }
-    return common.with_headers(common.json_response(body), await common.limits(user))
+    return await common.answered(accepted, body)
 
 
 async def _stream(run: common.Run, ident: str, created: int, include_usage: bool):

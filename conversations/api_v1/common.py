@@ -397,3 +397,55 @@ class RunResponse(StreamingHttpResponse):
             self.run.finish_sync()
         finally:
             super().close()
+
+
+@dataclass
+class Accepted:
+    """A request that passed every check and holds its reservation; ``run`` answers it."""
+
+    user: object
+    run: Run
+    prompt_tokens: int
+    stream: bool
+    include_usage: bool
+    limits: metering.Limits
+
+
+async def accept(request, style: str, parse) -> Accepted | HttpResponse:
+    """Authenticate, validate (``parse(body)`` → (ChatRequest, stream, include_usage)), count and reserve; or the
+    refusal as a response in ``style`` ("openai" or "anthropic")."""
+    lim = None
+    try:
+        key, user = await authenticate(request)
+        lim = await limits(user)
+        upstream, stream, include_usage = parse(parse_body(request))
+        prepared = await prepare(upstream, "max_tokens")
+        reservation, lim = await admit(key, user, prepared)
+    except ApiError as exc:
+        return exc.response(style) if exc.headers else with_headers(exc.response(style), lim)
+    return Accepted(
+        user=user,
+        run=Run(request=upstream, reservation=reservation),
+        prompt_tokens=prepared.prompt_tokens,
+        stream=stream,
+        include_usage=include_usage,
+        limits=lim,
+    )
+
+
+async def run_whole(accepted: Accepted, style: str) -> HttpResponse | None:
+    """Run a non-streamed answer to its end (settled however it ends); the error response when the upstream failed."""
+    run = accepted.run
+    try:
+        async for _event in run.events():
+            pass
+    except kimi_errors.KimiError as exc:
+        await run.finish()
+        return with_headers(upstream_error(exc).response(style), await limits(accepted.user))
+    finally:
+        await run.finish()
+    return None
+
+
+async def answered(accepted: Accepted, body: dict) -> HttpResponse:
+    return with_headers(json_response(body), await limits(accepted.user))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 
 from django.contrib.auth.decorators import login_not_required
+from django.http import HttpResponse
 from django.utils.translation import gettext
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
@@ -19,7 +20,7 @@ from conversations.kimi.params import ChatRequest
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
 
 
-def chat_request(body: dict) -> tuple[ChatRequest, bool]:
+def chat_request(body: dict) -> tuple[ChatRequest, bool, bool]:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise bad_request(gettext("'model' is required."), "model")
@@ -53,7 +54,7 @@ def chat_request(body: dict) -> tuple[ChatRequest, bool]:
         extra=extra,
     )
     common.thinking_options(body, request)
-    return request, stream
+    return request, stream, False
 
 
 def _usage(run: common.Run) -> dict:
@@ -77,39 +78,27 @@ def _content(run: common.Run) -> list[dict]:
 @login_not_required
 @require_POST
 async def messages(request):
-    lim = None
-    try:
-        key, user = await common.authenticate(request)
-        lim = await common.limits(user)
-        upstream, stream = chat_request(common.parse_body(request))
-        prepared = await common.prepare(upstream, "max_tokens")
-        reservation, lim = await common.admit(key, user, prepared)
-    except ApiError as exc:
-        return common.with_headers(exc.response("anthropic"), lim) if not exc.headers else exc.response("anthropic")
-    run = common.Run(request=upstream, reservation=reservation)
+    accepted = await common.accept(request, "anthropic", chat_request)
+    if isinstance(accepted, HttpResponse):
+        return accepted
+    run = accepted.run
     ident = f"msg_{uuid.uuid4().hex}"
-    if stream:
-        response = common.RunResponse(run, _stream(run, ident, prepared.prompt_tokens))
-        return common.with_headers(response, lim)
-    try:
-        async for _event in run.events():
-            pass
-    except kimi_errors.KimiError as exc:
-        await run.finish()
-        return common.with_headers(common.upstream_error(exc).response("anthropic"), await common.limits(user))
-    finally:
-        await run.finish()
+    if accepted.stream:
+        response = common.RunResponse(run, _stream(run, ident, accepted.prompt_tokens))
+        return common.with_headers(response, accepted.limits)
+    if failed := await common.run_whole(accepted, "anthropic"):
+        return failed
     body = {
         "id": ident,
         "type": "message",
         "role": "assistant",
         "content": _content(run),
-        "model": upstream.model,
+        "model": run.request.model,
         "stop_reason": STOP_REASONS.get(run.finish_reason or "stop", "end_turn"),
         "stop_sequence": None,
         "usage": _usage(run),
     }
-    return common.with_headers(common.json_response(body), await common.limits(user))
+    return await common.answered(accepted, body)
 
 
 async def _stream(run: common.Run, ident: str, prompt_tokens: int):
