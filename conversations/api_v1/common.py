@@ -13,6 +13,7 @@ from channels.db import database_sync_to_async
 from django.db import connections
 from django.http import HttpResponse, StreamingHttpResponse
 from django.utils.translation import gettext
+from django.views.decorators.debug import sensitive_variables
 
 from conversations.kimi import errors as kimi_errors
 from conversations.kimi.configured import get_client
@@ -83,6 +84,7 @@ def parse_body(request) -> dict:
     return body
 
 
+@sensitive_variables("header")
 def secret_from(request) -> str:
     """The key from ``Authorization: Bearer`` or ``X-API-Key``: both endpoints take both."""
     header = request.headers.get("Authorization", "")
@@ -92,11 +94,13 @@ def secret_from(request) -> str:
 
 
 @database_sync_to_async
+@sensitive_variables("secret")
 def _authenticate(secret: str, ip: str):
     key = keys.authenticate(secret, ip)
     return key, key.owner
 
 
+@sensitive_variables("secret")
 async def authenticate(request):
     """(key, user) of the request's key, or ApiError 401 (429 for a throttled address). Never echoes the key."""
     secret = secret_from(request)

@@ -18,6 +18,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 from django.utils.translation import gettext
+from django.views.decorators.debug import sensitive_variables
 
 from conversations.models import ApiKey
 from conversations.services.accounts import login_throttle
@@ -44,10 +45,12 @@ class NewKey:
     secret: str  # shown once, never stored
 
 
+@sensitive_variables("secret")  # never in an error report
 def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+@sensitive_variables("secret")  # never in an error report
 def create(user, *, name: str = "", expires_at=None, spending_cap: Decimal | None = None) -> NewKey:
     name = (name or "").strip()
     if len(name) > MAX_NAME_LENGTH:
@@ -66,6 +69,7 @@ def create(user, *, name: str = "", expires_at=None, spending_cap: Decimal | Non
     return NewKey(key=key, secret=secret)
 
 
+@sensitive_variables("secret")  # never in an error report
 def authenticate(secret: str, ip: str) -> ApiKey:
     """The active key ``secret`` belongs to (its owner loaded), or KeyRefused. A secret that matches no key is a
     failed authentication of ``ip`` in the log-in throttle; a throttled address is refused before any lookup."""
