@@ -52,6 +52,7 @@ def test_models_are_listed_with_rate_limit_and_credit_headers(server, secret):
     for header in ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "X-Credits-Remaining"):
         assert raw.headers.get(header), header
     assert raw.headers["X-Credits-Remaining"] == "100"
+    assert MODEL in [m.id for m in claude(server, secret).models.list().data]
 
 
 def test_chat_completion_is_answered_and_settled_on_the_ledger_with_its_key(server, secret, owner):
@@ -238,3 +239,23 @@ def test_thinking_settings_follow_the_chats_per_model_rules(server, secret):
             messages=[{"role": "user", "content": "Hi"}],
         )
     assert "thinking" in str(refused.value)
+
+
+def test_an_upstream_failure_is_an_api_error_and_charges_nothing_unless_something_was_written(server, secret, owner):
+    client = oai(server, secret)
+    with pytest.raises(openai.InternalServerError) as exc:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "[[fault:status:500]] x"}])
+    assert exc.value.status_code == 502
+    with pytest.raises(anthropic.InternalServerError):
+        claude(server, secret).messages.create(
+            model=MODEL, max_tokens=100, messages=[{"role": "user", "content": "[[fault:status:500]] x"}]
+        )
+    assert CreditTransaction.objects.filter(kind="charge", state="released").count() == 2
+    stream = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "[[tokens:50]] [[fault:error_midstream]] x"}], stream=True
+    )
+    with pytest.raises(openai.APIError):
+        for _chunk in stream:
+            pass
+    assert settled_rows(owner).get().estimated
+    assert credits.get_balance(owner) == 99 and credits.verify_ledger() == []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+
 from channels.db import database_sync_to_async
 from django.contrib.auth.decorators import login_not_required
 from django.views.decorators.http import require_GET
@@ -9,6 +11,7 @@ from django.views.decorators.http import require_GET
 from conversations.api_v1 import common
 from conversations.api_v1.common import ApiError
 from conversations.kimi.configured import get_client
+from conversations.kimi.names import display_name
 from conversations.models import ApiKey
 from conversations.services.apikeys import metering
 from conversations.services.billing import usage
@@ -49,6 +52,18 @@ async def models(request):
     if refused is not None:
         return refused
     ids = await get_client().list_models()
+    if _style(request) == "anthropic":  # the anthropic SDK's models.list() reads Anthropic's page shape
+        created = datetime.datetime.fromtimestamp(MODELS_CREATED, tz=datetime.UTC).isoformat()
+        data = [
+            {"type": "model", "id": model, "display_name": display_name(model), "created_at": created} for model in ids
+        ]
+        page = {
+            "data": data,
+            "has_more": False,
+            "first_id": ids[0] if ids else None,
+            "last_id": ids[-1] if ids else None,
+        }
+        return common.with_headers(common.json_response(page), lim)
     data = [
         {
             "id": model,
