@@ -80,7 +80,7 @@ async def models(request):
 
 def _credits(key: ApiKey, user, lim: metering.Limits) -> dict:
     key.refresh_from_db(fields=["requests", "credits_spent", "spending_cap", "expires_at"])
-    _balance, spent = usage._account_totals(user)
+    spent = usage.usage_summary(user).consumed
     return {
         "object": "credits",
         "credits_remaining": f"{lim.balance.normalize():f}",
