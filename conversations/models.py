@@ -227,6 +227,8 @@ class CreditTransaction(models.Model):
     reservation = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="closing_rows"
     )
+    # The personal API key an answer of KimiChat's own API (/v1/) was paid through; null for the chat's answers.
+    api_key = models.ForeignKey("ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="transactions")
 
     class Meta:
         indexes = [
@@ -356,3 +358,31 @@ class Attachment(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class ApiKey(models.Model):
+    """A personal key for KimiChat's own API (/v1/). Only the SHA-256 of the secret is kept: the secret is shown
+    once, when the key is made (services/apikeys)."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=100, blank=True)
+    prefix = models.CharField(max_length=16)  # the secret's first characters, shown to tell keys apart
+    secret_hash = models.CharField(max_length=64, unique=True)  # sha256 hex of the whole secret
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    requests = models.PositiveIntegerField(default=0)
+    credits_spent = models.DecimalField(default=ZERO, **CREDIT_DIGITS)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    spending_cap = models.DecimalField(null=True, blank=True, validators=[MinValueValidator(ZERO)], **CREDIT_DIGITS)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    store_conversations = models.BooleanField(default=False)
+
+    class Meta:
+        indexes = [models.Index(fields=["owner", "-created_at"], name="apikey_owner_created")]
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.name})" if self.name else f"{self.prefix}…"
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > timezone.now())

@@ -39,5 +39,7 @@ urlpatterns = [
     # The JS strings of the chat page, in the request's language (gettext() and friends for static/js).
     path("jsi18n/", login_not_required(JavaScriptCatalog.as_view()), name="javascript-catalog"),
     path("api/", include("conversations.api.urls")),
+    # KimiChat's own API for scripts (OpenAI/Anthropic-compatible), authenticated by personal API keys only.
+    path("v1/", include("conversations.api_v1.urls")),
     path("", include("conversations.urls")),
 ]

@@ -81,6 +81,12 @@ ROUTES: dict[str, list[Case]] = {
     "c/<int:conversation_id>/": [Case("GET", 200, "login")],
     "s/<str:token>/": [PUBLIC],
     "usage/": [PAGE],
+    "keys/": [PAGE, Case("POST", 302, "login", "own", body={"revoke": "1"})],  # nobody's key 1: nothing revoked
+    # KimiChat's own API: a key only; a session, even the owner's, is not a key.
+    "v1/models": [Case("GET", 401, "key", "key")],
+    "v1/user/credits": [Case("GET", 401, "key", "key")],
+    "v1/chat/completions": [Case("POST", 401, "key", "key")],
+    "v1/messages": [Case("POST", 401, "key", "key")],
 }
 
 
@@ -170,6 +176,9 @@ def _assert_for(who: str, expected: str, response, url: str, case: Case) -> None
     elif expected == "401":
         assert response.status_code == 401, label
         assert response.json()["error"]["code"] == "not_authenticated", label
+    elif expected == "key":
+        assert response.status_code == 401, label
+        assert "invalid_api_key" in body or response.json()["error"]["type"] == "authentication_error", label
     elif expected == "login":
         assert response.status_code == 302 and response["Location"].startswith("/accounts/login/"), label
     elif expected == "admin":

@@ -24,6 +24,7 @@ PATHS = {
     "api-share-revoke": ({"token": "tok"}, "/api/shares/tok/"),
     "api-shares": ({"conversation_id": 7}, "/api/conversations/7/shares/"),
     "api-usage": ({}, "/api/usage/"),
+    "api-keys": ({}, "/keys/"),
     "chat": ({}, "/"),
     "conversation": ({"conversation_id": 7}, "/c/7/"),
     "healthz": ({}, "/healthz"),
@@ -37,6 +38,10 @@ PATHS = {
     "shared-conversation": ({"token": "tok"}, "/s/tok/"),
     "signup": ({}, "/accounts/signup/"),
     "usage": ({}, "/usage/"),
+    "v1-chat-completions": ({}, "/v1/chat/completions"),
+    "v1-messages": ({}, "/v1/messages"),
+    "v1-models": ({}, "/v1/models"),
+    "v1-user-credits": ({}, "/v1/user/credits"),
     "admin:kimichat_dashboard": ({}, "/admin/dashboard/"),
 }
 

@@ -32,11 +32,12 @@ class CreditTransactionAdmin(admin.ModelAdmin):
         "model",
         "state",
         "message_id",
+        "api_key",
         "created_by",
         "estimated",
         "note",
     )
-    list_select_related = ("account__user", "created_by")
+    list_select_related = ("account__user", "created_by", "api_key")
     # Reservations and their releases are hidden from users (their usage page nets them) but stay auditable here.
     list_filter = ("kind", "state", "estimated", "model", "created_at")
     search_fields = ("account__user__username", "account__user__email", "note")

@@ -73,6 +73,7 @@ class Reservation:
     amount: Decimal  # charged up front
     prompt_tokens: int  # the estimate it was made from; settle uses it when the upstream reported no usage
     message_id: int | None = None
+    api_key_id: int | None = None  # an answer of the /v1/ API: the key it was paid through, on each of its rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +203,7 @@ def reserve(
     max_completion_tokens: int,
     message: Message | None = None,
     fees: Decimal = ZERO,
+    api_key_id: int | None = None,
 ) -> Reservation:
     """Charge the estimated cost now (plus ``fees``: web searches, services/billing/search_fees.py). Raises
     InsufficientCredits (writing nothing) if the balance is short.
@@ -221,6 +223,7 @@ def reserve(
             note=f"{OPEN_PREFIX}: {model}",
             model=model[:100],
             state=State.OPEN,
+            api_key_id=api_key_id,
         )
     return Reservation(
         transaction_id=row.pk,
@@ -229,6 +232,7 @@ def reserve(
         amount=cost,
         prompt_tokens=max(prompt_tokens, 0),
         message_id=message_id,
+        api_key_id=api_key_id,
     )
 
 
@@ -252,7 +256,7 @@ def _usage_note(model: str, usage: Usage, estimated: bool) -> str:
 def settle(
     reservation: Reservation,
     *,
-    message: Message,
+    message: Message | None,
     usage: Usage | None,
     estimated: bool,
     adds_to_message: bool = False,
@@ -266,6 +270,7 @@ def settle(
     was checked against the balance. A usage beyond it (a provider ignoring the output limit, a prompt counted
     higher upstream than here, a price raised meanwhile) is noted on the row for staff, and not charged.
     ``fees``: the answer's web searches (services/billing/search_fees.py), reserved with it.
+    ``message``: None for an answer of the /v1/ API that is not stored as a conversation.
     ``adds_to_message``: a continued answer; this part's usage and cost are added to what ``message`` (as read under
     its row lock) already carries, so it shows the sum of its parts, as its ledger rows do.
     """
@@ -273,6 +278,7 @@ def settle(
         usage, estimated = Usage(prompt_tokens=reservation.prompt_tokens), True
     priced = pricing.usage_cost(reservation.model, usage) + fees
     cost = min(priced, reservation.amount)
+    message_id = message.pk if message is not None else reservation.message_id
     with transaction.atomic():
         account = _locked_account(reservation.user_id)
         note = _usage_note(reservation.model, usage, estimated) + (f" + {fees} for web search" if fees else "")
@@ -282,7 +288,7 @@ def settle(
             account,
             reservation,
             note,
-            message_id=message.pk,
+            message_id=message_id,
             estimated=estimated,
             state=State.SETTLED,
             **_token_columns(usage),
@@ -292,13 +298,15 @@ def settle(
                 account,
                 Kind.REFUND,
                 reservation.amount - cost,
-                message_id=message.pk,
+                message_id=message_id,
                 estimated=estimated,
                 note=f"unused part of reservation #{reservation.transaction_id}",
                 model=reservation.model[:100],
                 reservation_id=reservation.transaction_id,
+                api_key_id=reservation.api_key_id,
             )
-        _record_on_message(message, cost, usage, estimated, adds_to_message)
+        if message is not None:
+            _record_on_message(message, cost, usage, estimated, adds_to_message)
         return SettleResult(cost=cost, balance=account.balance)
 
 
@@ -356,6 +364,7 @@ def release(reservation: Reservation, *, message: Message | None = None, note: s
                 note=f"reservation #{reservation.transaction_id} released{reason}",
                 model=reservation.model[:100],
                 reservation_id=reservation.transaction_id,
+                api_key_id=reservation.api_key_id,
             )
         if message is not None:
             Message.objects.filter(pk=message.pk).update(cost=ZERO)

@@ -187,6 +187,7 @@ def recent_transactions(user, limit: int = RECENT_TRANSACTIONS) -> list[CreditTr
     rows = list(
         CreditTransaction.objects.filter(account__user_id=user.pk, reservation__isnull=True)
         .exclude(state__in=[State.OPEN, State.RELEASED])
+        .select_related("api_key")  # an answer of the /v1/ API shows the key it was made with
         .annotate(
             closed=Subquery(closing.values("reservation").annotate(total=Sum("amount")).values("total")[:1]),
             last_balance=Subquery(closing.order_by("-pk").values("balance_after")[:1]),

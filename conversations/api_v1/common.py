@@ -1,0 +1,455 @@
+"""What every /v1/ endpoint shares: the key from the request, errors in each format's shape, the rate-limit and
+credit headers, and the answer's run against the upstream (settled exactly once, even when the client leaves)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+
+import orjson
+from channels.db import database_sync_to_async
+from django.db import connections
+from django.http import HttpResponse, StreamingHttpResponse
+from django.utils.translation import gettext
+from django.views.decorators.debug import sensitive_variables
+
+from conversations.kimi import errors as kimi_errors
+from conversations.kimi.configured import get_client
+from conversations.kimi.events import ContentDelta, Finish, ReasoningDelta, Usage
+from conversations.kimi.params import ChatRequest, output_budget, resolve_params
+from conversations.kimi.tokens import estimate_messages_locally, estimate_tokens_locally
+from conversations.services.accounts.client_address import request_client_address
+from conversations.services.apikeys import keys, metering
+from conversations.services.billing import credits
+from conversations.services.billing.ratelimit import RateLimited
+
+logger = logging.getLogger(__name__)
+PARAMETERS = ("max_tokens", "temperature", "top_p", "reasoning_effort", "thinking", "messages", "model")
+_finishing: set[asyncio.Task] = set()  # settlements that outlive a cancelled request (kept from the GC)
+
+
+class ApiError(Exception):
+    """A refusal with the status, OpenAI ``type`` and ``code`` of seed 003, and the Anthropic error type."""
+
+    ANTHROPIC_TYPES = {
+        400: "invalid_request_error",
+        401: "authentication_error",
+        402: "billing_error",
+        403: "permission_error",
+        404: "not_found_error",
+        429: "rate_limit_error",
+        503: "overloaded_error",
+    }
+
+    def __init__(self, status: int, type_: str, code: str, message: str, *, param=None, retry_after=None, headers=None):
+        super().__init__(message)
+        self.status, self.type, self.code, self.message = status, type_, code, message
+        self.param = param
+        self.retry_after = retry_after
+        self.headers = headers or {}
+
+    def response(self, style: str) -> HttpResponse:
+        if style == "anthropic":
+            body = {
+                "type": "error",
+                "error": {"type": self.ANTHROPIC_TYPES.get(self.status, "api_error"), "message": self.message},
+            }
+        else:
+            body = {"error": {"message": self.message, "type": self.type, "code": self.code, "param": self.param}}
+        response = json_response(body, status=self.status)
+        for name, value in self.headers.items():
+            response[name] = value
+        if self.retry_after is not None:
+            response["Retry-After"] = str(int(self.retry_after))
+        return response
+
+
+def bad_request(message: str, param: str | None = None, code: str = "invalid_request") -> ApiError:
+    return ApiError(400, "invalid_request_error", code, message, param=param)
+
+
+def json_response(body, status: int = 200) -> HttpResponse:
+    return HttpResponse(orjson.dumps(body), status=status, content_type="application/json")
+
+
+def parse_body(request) -> dict:
+    try:
+        body = orjson.loads(request.body)
+    except orjson.JSONDecodeError:
+        raise bad_request(gettext("The request body is not valid JSON.")) from None
+    if not isinstance(body, dict):
+        raise bad_request(gettext("The request body must be a JSON object."))
+    return body
+
+
+@sensitive_variables("header")
+def secret_from(request) -> str:
+    """The key from ``Authorization: Bearer`` or ``X-API-Key``: both endpoints take both."""
+    header = request.headers.get("Authorization", "")
+    if header[:7].lower() == "bearer ":
+        return header[7:].strip()
+    return request.headers.get("X-API-Key", "").strip()
+
+
+@database_sync_to_async
+@sensitive_variables("secret")
+def _authenticate(secret: str, ip: str):
+    key = keys.authenticate(secret, ip)
+    return key, key.owner
+
+
+@sensitive_variables("secret")
+async def authenticate(request):
+    """(key, user) of the request's key, or ApiError 401 (429 for a throttled address). Never echoes the key."""
+    secret = secret_from(request)
+    if not secret:
+        raise ApiError(
+            401,
+            "invalid_request_error",
+            "invalid_api_key",
+            gettext("No API key provided. Send it as 'Authorization: Bearer KEY' or 'X-API-Key: KEY'."),
+        )
+    try:
+        return await _authenticate(secret, request_client_address(request))
+    except keys.KeyRefused as exc:
+        if exc.code == "throttled":
+            raise ApiError(429, "rate_limit_error", "rate_limit_exceeded", exc.message, retry_after=exc.retry_after)
+        raise ApiError(401, "invalid_request_error", exc.code, exc.message) from None
+
+
+limits = database_sync_to_async(metering.limits)
+
+
+def with_headers(response: HttpResponse, lim: metering.Limits | None) -> HttpResponse:
+    if lim is not None:
+        for name, value in lim.headers().items():
+            response[name] = value
+    return response
+
+
+# --- the request sent upstream ------------------------------------------------------------------------------------
+
+
+def text_of(content, param: str) -> str:
+    """A message's content: a string, or a list of text parts (OpenAI's and Anthropic's shapes alike)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for part in content:
+            if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
+                parts.append(part["text"])
+            else:
+                raise bad_request(gettext("Only text content is accepted in %(param)s.") % {"param": param}, param)
+        return "".join(parts)
+    raise bad_request(gettext("%(param)s must be a string or a list of text parts.") % {"param": param}, param)
+
+
+def number(body: dict, name: str, *, integer: bool = False):
+    value = body.get(name)
+    if value is None:
+        return None
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        what = gettext("a whole number") if integer else gettext("a number")
+        raise bad_request(gettext("'%(param)s' must be %(what)s.") % {"param": name, "what": what}, name)
+    return value
+
+
+def stop_list(value, name: str) -> list[str] | None:
+    if value is None:
+        return None
+    stops = [value] if isinstance(value, str) else value
+    if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops) or len(stops) > 4:
+        raise bad_request(gettext("'%(param)s' must be a string or up to 4 strings.") % {"param": name}, name)
+    return stops or None
+
+
+def thinking_options(body: dict, request: ChatRequest) -> None:
+    """``reasoning_effort`` (kimi-k3) and ``thinking`` ({"type": "enabled" | "disabled"}, Moonshot's and Anthropic's
+    shape) onto the request; the model's rules (``resolve_params``) then accept or refuse them as the chat's."""
+    effort = body.get("reasoning_effort")
+    if effort is not None and not isinstance(effort, str):
+        raise bad_request(gettext("'reasoning_effort' must be a string."), "reasoning_effort")
+    request.reasoning_effort = effort
+    thinking = body.get("thinking")
+    if thinking is not None:
+        kind = thinking.get("type") if isinstance(thinking, dict) else None
+        if kind not in ("enabled", "disabled"):
+            raise bad_request(gettext('\'thinking.type\' must be "enabled" or "disabled".'), "thinking")
+        request.thinking = kind == "enabled"
+
+
+def _param_named(message: str) -> str | None:
+    lowered = message.lower()
+    if "(n)" in lowered:
+        return "n"
+    return next((name for name in PARAMETERS if name.replace("_", " ") in lowered or name in lowered), None)
+
+
+@dataclass
+class Prepared:
+    request: ChatRequest
+    prompt_tokens: int
+
+
+async def prepare(request: ChatRequest, max_tokens_param: str) -> Prepared:
+    """Validate against the model's rules (as the chat does) and set the output budget the chat would."""
+    client = get_client()
+    if not isinstance(request.model, str) or not request.model:
+        raise bad_request(gettext("'model' is required."), "model")
+    if request.model not in await client.list_models():
+        raise bad_request(
+            gettext("The model %(model)r does not exist. GET /v1/models lists the models.")
+            % {"model": request.model[:100]},
+            "model",
+            code="model_not_found",
+        )
+    try:
+        params = resolve_params(request, client.provider)
+        if params.n:
+            raise kimi_errors.InvalidParameter(gettext("The number of answers (n) must be 1 here."))
+        prompt_tokens = estimate_messages_locally(request.messages)
+        request.max_tokens = output_budget(request.model, request.max_tokens, prompt_tokens, client.provider)
+    except kimi_errors.ContextTooLong as exc:
+        raise bad_request(exc.message, "messages", code="context_length_exceeded") from None
+    except kimi_errors.InvalidParameter as exc:
+        param = _param_named(exc.message)
+        if param == "max_tokens":
+            param = max_tokens_param
+        raise bad_request(exc.message, param) from None
+    return Prepared(request=request, prompt_tokens=prompt_tokens)
+
+
+@database_sync_to_async
+def _admit(key_id, user, prepared: Prepared):
+    reservation = metering.admit(
+        key_id,
+        user,
+        model=prepared.request.model,
+        prompt_tokens=prepared.prompt_tokens,
+        max_completion_tokens=prepared.request.max_tokens,
+    )
+    lim = metering.limits(user)
+    # The answer may stream for minutes: this request's thread gives its connection back now (a persistent one
+    # would sit idle all that time, one per running answer); the settlement at the end takes one again briefly.
+    connections.close_all()
+    return reservation, lim
+
+
+def _release_if_admitted(task: asyncio.Task) -> None:
+    """The request was cancelled (its client left) while its reservation was being made: release it."""
+    if task.cancelled() or task.exception() is not None:
+        return
+    reservation, _lim = task.result()
+    _keep(
+        asyncio.ensure_future(
+            database_sync_to_async(metering.finish)(
+                reservation, usage=None, estimated=True, generated=False, note="client disconnected"
+            )
+        )
+    )
+
+
+def _keep(task: asyncio.Task) -> asyncio.Task:
+    _finishing.add(task)
+    task.add_done_callback(_finishing.discard)
+    return task
+
+
+async def admit(key, user, prepared: Prepared):
+    """The reservation and the headers' figures, or ApiError 429 / 403."""
+    task = _keep(asyncio.ensure_future(_admit(key.pk, user, prepared)))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.add_done_callback(_release_if_admitted)
+        raise
+    except RateLimited as exc:
+        lim = await limits(user)
+        raise ApiError(
+            429,
+            "rate_limit_error",
+            "rate_limit_exceeded",
+            gettext("Rate limit reached: %(limit)d requests per %(window)s. Retry after %(seconds)d seconds.")
+            % {"limit": exc.limit, "window": exc.window, "seconds": exc.retry_after},
+            retry_after=exc.retry_after,
+            headers=lim.headers(),
+        ) from None
+    except metering.KeyOverCap as exc:
+        lim = await limits(user)
+        raise ApiError(403, "insufficient_quota", "key_spending_cap", str(exc), headers=lim.headers()) from None
+    except credits.InsufficientCredits as exc:
+        lim = await limits(user)
+        raise ApiError(
+            403,
+            "insufficient_quota",
+            "insufficient_credits",
+            gettext("This answer may cost up to %(cost)s credits and you have %(balance)s.")
+            % {"cost": f"{exc.estimated_cost.normalize():f}", "balance": f"{exc.balance.normalize():f}"},
+            headers=lim.headers(),
+        ) from None
+
+
+def upstream_error(exc: kimi_errors.KimiError) -> ApiError:
+    busy = isinstance(exc, kimi_errors.RateLimited | kimi_errors.Overloaded)
+    status = 503 if busy else 502
+    return ApiError(
+        status,
+        "api_error",
+        exc.code,
+        gettext("The Kimi service failed: %(message)s") % {"message": exc.message},
+        retry_after=exc.retry_after if busy else None,
+    )
+
+
+# --- one answer ------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """One upstream answer and its settlement: ``events()`` streams it; ``finish()`` settles it once, whatever ended
+    it (the end, an upstream error, or the client leaving, which cancels the task iterating)."""
+
+    request: ChatRequest
+    reservation: credits.Reservation
+    text: list[str] = field(default_factory=list)
+    reasoning: list[str] = field(default_factory=list)
+    finish_reason: str = ""
+    usage: Usage | None = None
+    error: kimi_errors.KimiError | None = None
+    finished: bool = False
+
+    async def events(self):
+        try:
+            async with contextlib.aclosing(get_client().stream_chat(self.request)) as upstream:
+                async for event in upstream:
+                    if isinstance(event, ContentDelta):
+                        self.text.append(event.text)
+                    elif isinstance(event, ReasoningDelta):
+                        self.reasoning.append(event.text)
+                    elif isinstance(event, Finish):
+                        self.finish_reason = event.reason
+                    elif isinstance(event, Usage):
+                        self.usage = event
+                    yield event
+        except kimi_errors.KimiError as exc:
+            self.error = exc
+            self.usage = self.usage or exc.usage
+            raise
+
+    @property
+    def generated(self) -> bool:
+        return bool(self.text or self.reasoning or self.usage)
+
+    def _usage(self) -> tuple[Usage, bool]:
+        if self.usage is not None:
+            return self.usage, False
+        written = estimate_tokens_locally("".join(self.reasoning) + "".join(self.text))
+        return Usage(prompt_tokens=self.reservation.prompt_tokens, completion_tokens=written), True
+
+    async def finish(self) -> None:
+        """Settle (or release) now; survives the caller's cancellation (a client that disconnected)."""
+        if self.finished:
+            return
+        self.finished = True
+        usage, estimated = self._usage()
+        note = self.error.code if self.error is not None else "client disconnected"
+        task = _keep(
+            asyncio.ensure_future(
+                database_sync_to_async(metering.finish)(
+                    self.reservation, usage=usage, estimated=estimated, generated=self.generated, note=note
+                )
+            )
+        )
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            pass  # the settlement runs on; the request that waited for it is gone
+
+    def finish_sync(self) -> None:
+        """``finish`` from the response's close() (a sync thread): a stream whose generator never ran (the client
+        left before its first byte) is released here. The ledger closes a reservation once, so this and a
+        concurrent ``finish`` cannot both count."""
+        if not self.finished:
+            self.finished = True
+            usage, estimated = self._usage()
+            metering.finish(self.reservation, usage=usage, estimated=estimated, generated=self.generated)
+
+    def total_usage(self) -> Usage:
+        return self._usage()[0]
+
+
+def sse(data, event: str | None = None) -> bytes:
+    payload = data if isinstance(data, bytes) else orjson.dumps(data)
+    return (f"event: {event}\n".encode() if event else b"") + b"data: " + payload + b"\n\n"
+
+
+class RunResponse(StreamingHttpResponse):
+    """A streamed answer whose reservation is closed when Django closes the response, however the stream ended."""
+
+    def __init__(self, run: Run, content, **kwargs):
+        super().__init__(content, content_type="text/event-stream; charset=utf-8", **kwargs)
+        self.run = run
+        self["Cache-Control"] = "no-cache"
+        self["X-Accel-Buffering"] = "no"
+
+    def close(self):
+        try:
+            self.run.finish_sync()
+        finally:
+            super().close()
+
+
+@dataclass
+class Accepted:
+    """A request that passed every check and holds its reservation; ``run`` answers it."""
+
+    user: object
+    run: Run
+    prompt_tokens: int
+    stream: bool
+    include_usage: bool
+    limits: metering.Limits
+
+
+async def accept(request, style: str, parse) -> Accepted | HttpResponse:
+    """Authenticate, validate (``parse(body)`` → (ChatRequest, stream, include_usage)), count and reserve; or the
+    refusal as a response in ``style`` ("openai" or "anthropic")."""
+    lim = None
+    try:
+        key, user = await authenticate(request)
+        lim = await limits(user)
+        upstream, stream, include_usage = parse(parse_body(request))
+        prepared = await prepare(upstream, "max_tokens")
+        reservation, lim = await admit(key, user, prepared)
+    except ApiError as exc:
+        return exc.response(style) if exc.headers else with_headers(exc.response(style), lim)
+    return Accepted(
+        user=user,
+        run=Run(request=upstream, reservation=reservation),
+        prompt_tokens=prepared.prompt_tokens,
+        stream=stream,
+        include_usage=include_usage,
+        limits=lim,
+    )
+
+
+async def run_whole(accepted: Accepted, style: str) -> HttpResponse | None:
+    """Run a non-streamed answer to its end (settled however it ends); the error response when the upstream failed."""
+    run = accepted.run
+    try:
+        async for _event in run.events():
+            pass
+    except kimi_errors.KimiError as exc:
+        await run.finish()
+        return with_headers(upstream_error(exc).response(style), await limits(accepted.user))
+    finally:
+        await run.finish()
+    return None
+
+
+async def answered(accepted: Accepted, body: dict) -> HttpResponse:
+    return with_headers(json_response(body), await limits(accepted.user))

@@ -1,0 +1,120 @@
+"""Paying for an answer of the /v1/ API: the chat's ledger (reserve → settle/release), its prices and its per-user
+rate limits, plus the key's own spending cap.
+
+``admit`` counts the request in the user's rate limit (the same counters as the chat: a user's browser and scripts
+share them), then, in one transaction under the key's row lock, checks the key's cap against what it spent plus
+what its running answers hold, and reserves the answer's worst case. ``finish`` settles what was generated (or
+releases everything when nothing was) exactly once, and counts the request on the key. All synchronous and short:
+the views call them through ``database_sync_to_async``, never holding a connection while the upstream streams.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+
+from django.db import transaction
+from django.db.models import Sum
+from django.utils.translation import gettext
+
+from conversations.kimi.events import Usage
+from conversations.models import ApiKey, CreditTransaction
+from conversations.services.apikeys.keys import note_use
+from conversations.services.billing import credits
+from conversations.services.billing.ratelimit import check_rate_limit, rate_limit_status
+
+
+class KeyOverCap(Exception):
+    def __init__(self, cap: Decimal, committed: Decimal, cost: Decimal):
+        self.cap, self.committed, self.cost = cap, committed, cost
+        super().__init__(
+            gettext(
+                "This answer may cost up to %(cost)s credits; this API key has %(left)s left of its spending cap "
+                "of %(cap)s."
+            )
+            % {"cost": _plain(cost), "left": _plain(max(cap - committed, Decimal(0))), "cap": _plain(cap)}
+        )
+
+
+def _plain(amount: Decimal) -> str:
+    return f"{amount.normalize():f}"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the X-RateLimit-* and X-Credits-Remaining headers say: the minute window and the balance."""
+
+    limit: int
+    remaining: int
+    reset: int  # epoch seconds
+    balance: Decimal
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "X-RateLimit-Limit": str(self.limit),
+            "X-RateLimit-Remaining": str(self.remaining),
+            "X-RateLimit-Reset": str(self.reset),
+            "X-Credits-Remaining": _plain(self.balance),
+        }
+
+
+def limits(user) -> Limits:
+    balance = credits.get_balance(user)
+    minute = rate_limit_status(user, balance)[0]
+    return Limits(
+        limit=minute.limit,
+        remaining=max(minute.limit - minute.used, 0),
+        reset=int(time.time()) + minute.resets_in,
+        balance=balance,
+    )
+
+
+def count_request(user) -> None:
+    """Count a request that reserves nothing (GET /v1/models) in the user's rate limit; RateLimited if over."""
+    check_rate_limit(user, credits.get_balance(user))
+
+
+def _committed(key: ApiKey) -> Decimal:
+    """What the key spent plus what its running answers hold (their open reservations)."""
+    held = CreditTransaction.objects.filter(
+        api_key=key, kind=CreditTransaction.Kind.CHARGE, state=CreditTransaction.State.OPEN
+    ).aggregate(total=Sum("amount"))["total"]
+    return key.credits_spent - (held or Decimal(0))
+
+
+def admit(key_id: int, user, *, model: str, prompt_tokens: int, max_completion_tokens: int) -> credits.Reservation:
+    """Count the request and reserve its worst case. Raises RateLimited, KeyOverCap or InsufficientCredits; nothing
+    is reserved then (a refusal by the cap or the balance still counts as a request, as the chat's does)."""
+    check_rate_limit(user, credits.get_balance(user))
+    with transaction.atomic():
+        key = ApiKey.objects.select_for_update().get(pk=key_id)
+        if key.spending_cap is not None:
+            cost = credits.estimate_cost(model, prompt_tokens, max_completion_tokens)
+            committed = _committed(key)
+            if committed + cost > key.spending_cap:
+                raise KeyOverCap(key.spending_cap, committed, cost)
+        return credits.reserve(
+            user,
+            model=model,
+            prompt_tokens=prompt_tokens,
+            max_completion_tokens=max_completion_tokens,
+            api_key_id=key_id,
+        )
+
+
+def finish(reservation: credits.Reservation, *, usage: Usage | None, estimated: bool, generated: bool, note: str = ""):
+    """Settle what was generated, or release the whole reservation when nothing was; count the request on the key.
+    Exactly once: a second call finds the reservation closed and changes nothing. Returns the cost (None when it
+    was already closed)."""
+    try:
+        with transaction.atomic():
+            if generated:
+                cost = credits.settle(reservation, message=None, usage=usage, estimated=estimated).cost
+            else:
+                credits.release(reservation, note=note)
+                cost = Decimal(0)
+            note_use(reservation.api_key_id, cost)
+            return cost
+    except credits.ReservationClosed:
+        return None
