@@ -39,11 +39,14 @@ def _start_child() -> None:
     django.setup()
 
 
-def _extract_in_child(data: bytes, sniffed: Sniffed, language: str, limits: dict) -> tuple[str, object]:
+def _in_child(task: str, data: bytes, sniffed: Sniffed | None, language: str, limits: dict) -> tuple[str, object]:
     for name, value in limits.items():
         setattr(settings, name, value)
     with translation.override(language):
         try:
+            if task == "check_pdf":
+                extraction.check_pdf(data)
+                return "text", ""
             return "text", extraction.extract_text(data, sniffed)
         except AttachmentRefused as exc:
             return "refused", (exc.code, str(exc.message), exc.status, exc.extra)
@@ -73,8 +76,21 @@ def extract_text(data: bytes, sniffed: Sniffed) -> str:
     """``extraction.extract_text`` in a child process: the text, or the same ``AttachmentRefused``."""
     if settings.KIMICHAT_ATTACHMENT_EXTRACTION_PROCESSES == 0:
         return extraction.extract_text(data, sniffed)
+    return _run("extract", data, sniffed)
+
+
+def check_pdf(data: bytes) -> None:
+    """``extraction.check_pdf`` (encrypted or damaged: refused) in a child process: parsing a large PDF holds the GIL
+    too. For a PDF that goes to the provider's files API; local extraction checks it on its own."""
+    if settings.KIMICHAT_ATTACHMENT_EXTRACTION_PROCESSES == 0:
+        extraction.check_pdf(data)
+        return
+    _run("check_pdf", data, None)
+
+
+def _run(task: str, data: bytes, sniffed: Sniffed | None) -> str:
     try:
-        future = _executor().submit(_extract_in_child, data, sniffed, translation.get_language(), _limits())
+        future = _executor().submit(_in_child, task, data, sniffed, translation.get_language(), _limits())
         kind, value = future.result()
     except BrokenProcessPool:
         # The child died (out of memory on a hostile file, killed): a new pool serves the next upload.

@@ -18,7 +18,7 @@ from django.utils.translation import gettext as _
 from conversations.kimi.errors import KimiError
 from conversations.kimi.tokens import estimate_tokens_locally
 from conversations.models import Attachment
-from conversations.services.attachments import extraction, images, isolation, limits, provider, storage
+from conversations.services.attachments import images, isolation, limits, provider, storage
 from conversations.services.attachments.limits import AttachmentRefused
 from conversations.services.attachments.sniffing import IMAGE, Sniffed, sniff
 
@@ -83,9 +83,9 @@ def _check_quota(user, size: int) -> None:
 def _document_text(name: str, data: bytes, sniffed: Sniffed) -> tuple[str, str]:
     """(text, provider file id): the provider's extraction where it has a files API, else (or when it fails) our
     own. A PDF is opened locally first either way, so an encrypted or damaged one gets the same clear refusal."""
-    if sniffed.label == "pdf":
-        extraction.check_pdf(data)
     if provider.has_files_api():
+        if sniffed.label == "pdf":  # local extraction checks it itself; the provider's must not see a bad one
+            isolation.check_pdf(data)
         try:
             file_id, text = provider.extract_remotely(name, data, sniffed.content_type)
             return text.strip(), file_id
