@@ -375,7 +375,6 @@ class ApiKey(models.Model):
     expires_at = models.DateTimeField(null=True, blank=True)
     spending_cap = models.DecimalField(null=True, blank=True, validators=[MinValueValidator(ZERO)], **CREDIT_DIGITS)
     revoked_at = models.DateTimeField(null=True, blank=True)
-    store_conversations = models.BooleanField(default=False)
 
     class Meta:
         indexes = [models.Index(fields=["owner", "-created_at"], name="apikey_owner_created")]

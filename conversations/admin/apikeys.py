@@ -51,7 +51,6 @@ class ApiKeyAdmin(admin.ModelAdmin):
         "spending_cap",
         "expires_at",
         "revoked_at",
-        "store_conversations",
     )
     readonly_fields = ("owner", "prefix", "created_at", "last_used_at", "requests", "credits_spent", "revoked_at")
 

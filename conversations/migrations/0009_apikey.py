@@ -38,7 +38,6 @@ class Migration(migrations.Migration):
                     ),
                 ),
                 ("revoked_at", models.DateTimeField(blank=True, null=True)),
-                ("store_conversations", models.BooleanField(default=False)),
                 (
                     "owner",
                     models.ForeignKey(
