@@ -91,9 +91,12 @@ clean:
 	rm -rf $(VENV) var/staticfiles .pytest_cache
 
 # Benchmarks (docs/performance.md): each prints its figures and exits; a few minutes each at the default sizes.
-.PHONY: bench bench-relay bench-history bench-scale bench-attachments
+.PHONY: bench bench-relay bench-userapi bench-history bench-scale bench-attachments
 bench-relay: $(VENV)/.installed-dev
 	$(PY) bench/relay.py --streams 1,100,500,1000
+
+bench-userapi: $(VENV)/.installed-dev
+	$(PY) bench/userapi.py --streams 1,100
 
 bench-history: $(VENV)/.installed-dev
 	$(PY) bench/history.py
@@ -104,4 +107,4 @@ bench-scale: $(VENV)/.installed-dev
 bench-attachments: $(VENV)/.installed-dev
 	$(PY) bench/attachments.py --pdf-mb 10 --docx-pages 50 --streams 20
 
-bench: bench-relay bench-history bench-scale bench-attachments
+bench: bench-relay bench-userapi bench-history bench-scale bench-attachments

@@ -155,6 +155,7 @@ class LevelResult:
     rate: float
     tokens: int
     latencies_ms: list[float] = field(default_factory=list)
+    first_ms: list[float] = field(default_factory=list)  # each stream's first piece
     send_to_upstream_ms: list[float] = field(default_factory=list)
     frames: int = 0
     pieces: int = 0
@@ -233,6 +234,7 @@ class Bench:
         self.workers: list[Worker] = []
         self.offline = None
         self.sessions: list[str] = []
+        self.api_keys: list[str] = []
         self._level = 0
 
     def __enter__(self) -> Bench:
@@ -290,6 +292,18 @@ class Bench:
             session.create()
             self.sessions.append(session.session_key)
 
+    def ensure_api_keys(self, count: int) -> None:
+        """One personal API key (for /v1/) per concurrent stream, each of its own user."""
+        from django.contrib.auth import get_user_model
+
+        from conversations.services.apikeys import keys
+
+        self.ensure_users(count)
+        user_model = get_user_model()
+        while len(self.api_keys) < count:
+            user = user_model.objects.get(username=f"bench{len(self.api_keys)}")
+            self.api_keys.append(keys.create(user, name="bench").secret)
+
     def start_workers(self, count: int) -> None:
         for worker in self.workers:
             worker.stop()
@@ -338,19 +352,30 @@ class Bench:
         ramp: float,
         clients: int,
         floor: bool = False,
+        api: bool = False,
         label: str = "",
     ) -> LevelResult:
-        """``streams`` answers started over ``ramp`` seconds, each ``tokens`` pieces at ``rate`` pieces/s."""
+        """``streams`` answers started over ``ramp`` seconds, each ``tokens`` pieces at ``rate`` pieces/s: through the
+        websocket, through ``POST /v1/chat/completions`` (``api``), or read straight from the upstream (``floor``)."""
         self._level += 1
-        mode = "floor" if floor else "relay"
-        if not floor:
+        mode = "floor" if floor else "api" if api else "relay"
+        if api:
+            self.ensure_api_keys(streams)
+        elif not floor:
             self.ensure_users(streams)
         prefix = f"L{self._level}{mode[0]}"
+        urls = [self.workers[i % len(self.workers)].url for i in range(streams)] if self.workers else []
         stream_specs = [
             {
                 "marker": f"{prefix}-{i}",
                 "start": ramp * i / streams,
-                **({} if floor else {"key": self.sessions[i], "url": self.workers[i % len(self.workers)].ws_url}),
+                **(
+                    {}
+                    if floor
+                    else {"key": self.api_keys[i], "url": urls[i] + "/v1/chat/completions"}
+                    if api
+                    else {"key": self.sessions[i], "url": self.workers[i % len(self.workers)].ws_url}
+                ),
             }
             for i in range(streams)
         ]
@@ -441,6 +466,8 @@ class Bench:
                 for code in stream.get("errors", []):
                     result.errors[code] = result.errors.get(code, 0) + 1
                 result.latencies_ms += [ns / 1e6 for ns in stream.get("latencies_ns", [])]
+                if stream.get("latencies_ns"):
+                    result.first_ms.append(stream["latencies_ns"][0] / 1e6)
                 result.frames += stream.get("frames", 0)
                 result.pieces += stream.get("pieces", 0)
                 last_ns = max(last_ns, stream.get("last_ns") or 0)

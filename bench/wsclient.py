@@ -1,11 +1,12 @@
 """A benchmark client process: many streams on one asyncio loop, driven by bench/harness.py over stdin/stdout.
 
 Protocol: the harness writes one JSON job line; the client opens every connection (relay mode: a websocket with the
-stream's session cookie; floor mode: nothing yet), prints ``ready``, waits for a ``go <t0 ns>`` line, starts each
-stream at ``t0 + start`` and prints one JSON result line when all have ended. Times are ``time.monotonic_ns()``,
+stream's session cookie; floor and api modes: nothing yet), prints ``ready``, waits for a ``go <t0 ns>`` line, starts
+each stream at ``t0 + start`` and prints one JSON result line when all have ended. Times are ``time.monotonic_ns()``,
 the clock the offline server stamps pieces with. ``"receive_times": true`` adds each piece's receive time (to cut a
 run into windows); mode ``ping`` sends a ``ping`` frame every ``interval`` seconds for ``duration`` seconds on one
-socket and reports each round trip (the server's event loop answers it: its lag shows there).
+socket and reports each round trip (the server's event loop answers it: its lag shows there); mode ``api`` streams
+each answer through ``POST /v1/chat/completions`` with the stream's API key (httpx).
 
 Kept cheap, because it shares the machine's cores with the server it measures: no websocket compression, one
 ``orjson.loads`` per frame, stamps and texts checked only after the run.
@@ -95,18 +96,23 @@ async def _run_relay(job: dict, t0_future: asyncio.Future, ready) -> list[dict]:
     t0 = await t0_future
     results = [{"marker": s["marker"]} for s in job["streams"]]
     try:
-        await asyncio.wait_for(
-            asyncio.gather(
-                *(_relay_stream(job, s, ws, t0, r) for s, ws, r in zip(job["streams"], sockets, results, strict=True))
-            ),
-            timeout=job["timeout"],
+        await _all(
+            job,
+            results,
+            (_relay_stream(job, s, ws, t0, r) for s, ws, r in zip(job["streams"], sockets, results, strict=True)),
         )
-    except TimeoutError:
-        for result in results:
-            result.setdefault("status", "timeout")
     finally:
         await asyncio.gather(*(ws.close() for ws in sockets if ws is not None), return_exceptions=True)
     return [_summarize_relay(r, job.get("receive_times", False)) for r in results]
+
+
+async def _all(job: dict, results: list[dict], streams) -> None:
+    """Run every stream; the ones still open at the job's timeout end as ``timeout``."""
+    try:
+        await asyncio.wait_for(asyncio.gather(*streams), timeout=job["timeout"])
+    except TimeoutError:
+        for result in results:
+            result.setdefault("status", "timeout")
 
 
 def _summarize_relay(result: dict, keep_times: bool = False) -> dict:
@@ -182,15 +188,60 @@ async def _run_floor(job: dict, t0_future: asyncio.Future, ready) -> list[dict]:
     ready()
     t0 = await t0_future
     results = [{"marker": s["marker"]} for s in job["streams"]]
-    try:
-        await asyncio.wait_for(
-            asyncio.gather(*(_floor_stream(job, s, t0, r) for s, r in zip(job["streams"], results, strict=True))),
-            timeout=job["timeout"],
-        )
-    except TimeoutError:
-        for result in results:
-            result.setdefault("status", "timeout")
+    await _all(job, results, (_floor_stream(job, s, t0, r) for s, r in zip(job["streams"], results, strict=True)))
     return results
+
+
+async def _api_stream(job: dict, stream: dict, client, t0: int, result: dict) -> None:
+    """One answer through KimiChat's own ``POST /v1/chat/completions`` (streaming), with the stream's API key."""
+    await asyncio.sleep(max(0.0, (t0 + int(stream["start"] * 1e9) - time.monotonic_ns()) / 1e9))
+    body = {
+        "model": job["model"],
+        "stream": True,
+        "messages": [{"role": "user", "content": job["content"].replace("{marker}", stream["marker"])}],
+    }
+    deltas = []  # (receive ns, content)
+    finished = False
+    result["send_ns"] = time.monotonic_ns()
+    async with client.stream(
+        "POST", stream["url"], content=orjson.dumps(body), headers={"Authorization": f"Bearer {stream['key']}"}
+    ) as response:
+        if response.status_code != 200:
+            await response.aread()
+            result["status"] = f"http {response.status_code}"
+            result["errors"] = [orjson.loads(response.content).get("error", {}).get("code", "?")]
+            return
+        async for line in response.aiter_lines():
+            now = time.monotonic_ns()
+            if not line.startswith("data: "):
+                continue
+            if line == "data: [DONE]":
+                finished = True
+                break
+            data = orjson.loads(line[6:])
+            if "error" in data:
+                result.setdefault("errors", []).append(data["error"].get("code"))
+                continue
+            for choice in data.get("choices", []):
+                if content := choice.get("delta", {}).get("content"):
+                    deltas.append((now, content))
+    joined = "".join(content for _, content in deltas)
+    result["status"] = "complete" if finished and not result.get("errors") else "incomplete"
+    result["final"] = joined  # no closing message in this API: [DONE] after the last delta is its check
+    result["deltas"] = [(now, index + 1, content, False) for index, (now, content) in enumerate(deltas)]
+
+
+async def _run_api(job: dict, t0_future: asyncio.Future, ready) -> list[dict]:
+    import httpx
+
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+    async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(60.0)) as client:
+        ready()
+        t0 = await t0_future
+        results = [{"marker": s["marker"]} for s in job["streams"]]
+        streams = (_api_stream(job, s, client, t0, r) for s, r in zip(job["streams"], results, strict=True))
+        await _all(job, results, streams)
+    return [_summarize_relay(r) for r in results]
 
 
 async def _run_ping(job: dict, t0_future: asyncio.Future, ready) -> list[dict]:
@@ -233,7 +284,7 @@ async def main() -> None:
         print("ready", flush=True)
         loop.run_in_executor(None, _wait_go, loop, t0_future)
 
-    runner = {"floor": _run_floor, "ping": _run_ping}.get(job["mode"], _run_relay)
+    runner = {"floor": _run_floor, "ping": _run_ping, "api": _run_api}.get(job["mode"], _run_relay)
     results = await runner(job, t0_future, ready)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     out = {"results": results, "cpu_seconds": usage.ru_utime + usage.ru_stime}

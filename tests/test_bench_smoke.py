@@ -48,6 +48,12 @@ def test_relay_benchmark_runs():
     assert "p99 ms" in out and "idle RSS" in out
 
 
+def test_userapi_benchmark_runs():
+    out = run("userapi.py", "--streams", "2", "--tokens", "20", "--ramp", "0.5")
+    assert "| floor" in out and "| api" in out
+    assert "first p50 ms" in out and "chunk p99 ms" in out and "load at the end" in out
+
+
 def test_history_benchmark_runs():
     out = run(
         "history.py",
