@@ -12,21 +12,20 @@ from django.views.decorators.http import require_GET
 from conversations.kimi.configured import get_client
 from conversations.kimi.names import display_name, family_name
 from conversations.kimi.params import model_capabilities
-from conversations.services.billing.pricing import price_for
+from conversations.services.billing.pricing import prices_in_effect
 
 
 def _prices(models: list[str]) -> dict[str, dict]:
-    """Each model's price as decimal strings (exact, like every credit amount the API sends)."""
-    prices = {}
-    for model in models:
-        price = price_for(model)
-        prices[model] = {
-            "per_request": str(price.per_request),
-            "per_million_prompt": str(price.per_million_prompt),
-            "per_million_completion": str(price.per_million_completion),
-            "per_million_cached": str(price.per_million_cached),
+    """Each model's price as decimal strings (exact, like every credit amount the API sends); one query."""
+    return {
+        entry.model: {
+            "per_request": str(entry.price.per_request),
+            "per_million_prompt": str(entry.price.per_million_prompt),
+            "per_million_completion": str(entry.price.per_million_completion),
+            "per_million_cached": str(entry.price.per_million_cached),
         }
-    return prices
+        for entry in prices_in_effect(models)
+    }
 
 
 @require_GET
