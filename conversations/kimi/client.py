@@ -464,19 +464,9 @@ class KimiClient:
     async def upload_file(self, name: str, data: bytes, content_type: str, purpose: str = "file-extract") -> dict:
         """POST /files (multipart ``file`` + ``purpose``) → the file object ``{id, bytes, filename, status, …}``.
         Not retried: an upload that timed out may have created a file, and a retry would create a second one."""
-        try:
-            response = await self._http().post(
-                self.base_url + "/files",
-                files={"file": (name, data, content_type)},
-                data={"purpose": purpose},
-                headers=self._auth(),
-            )
-        except httpx.TimeoutException as exc:
-            raise Timeout(detail=f"file upload: {type(exc).__name__}") from None
-        except httpx.HTTPError as exc:
-            raise ConnectionFailed(detail=f"file upload: {type(exc).__name__}") from None
-        if response.status_code != 200:
-            raise self._clean(error_from_response(response.status_code, response.content, response.headers))
+        response = await self._files_call(
+            "file upload", "POST", "/files", files={"file": (name, data, content_type)}, data={"purpose": purpose}
+        )
         try:
             body = orjson.loads(response.content)
         except orjson.JSONDecodeError:
@@ -490,16 +480,7 @@ class KimiClient:
         ``content`` holds it; both are accepted."""
 
         async def once() -> str:
-            try:
-                response = await self._http().get(
-                    f"{self.base_url}/files/{file_id}/content", headers=self._auth(), timeout=self._short()
-                )
-            except httpx.TimeoutException as exc:
-                raise Timeout(detail=f"file content: {type(exc).__name__}") from None
-            except httpx.HTTPError as exc:
-                raise ConnectionFailed(detail=f"file content: {type(exc).__name__}") from None
-            if response.status_code != 200:
-                raise self._clean(error_from_response(response.status_code, response.content, response.headers))
+            response = await self._files_call("file content", "GET", f"/files/{file_id}/content", timeout=self._short())
             if "json" in response.headers.get("content-type", ""):
                 try:
                     body = orjson.loads(response.content)
@@ -516,21 +497,25 @@ class KimiClient:
         """DELETE /files/{id}; True when deleted, False when the provider no longer has it (404)."""
 
         async def once() -> bool:
-            try:
-                response = await self._http().delete(
-                    f"{self.base_url}/files/{file_id}", headers=self._auth(), timeout=self._short()
-                )
-            except httpx.TimeoutException as exc:
-                raise Timeout(detail=f"file delete: {type(exc).__name__}") from None
-            except httpx.HTTPError as exc:
-                raise ConnectionFailed(detail=f"file delete: {type(exc).__name__}") from None
-            if response.status_code == 404:
-                return False
-            if response.status_code != 200:
-                raise self._clean(error_from_response(response.status_code, response.content, response.headers))
-            return True
+            response = await self._files_call(
+                "file delete", "DELETE", f"/files/{file_id}", timeout=self._short(), missing_ok=True
+            )
+            return response.status_code != 404
 
         return await self._retrying(once)
+
+    async def _files_call(self, what: str, method: str, path: str, *, missing_ok: bool = False, **kwargs):
+        """One files-API request with its failures mapped as every call's are; a 404 is returned when
+        ``missing_ok`` (a file the provider no longer has), any other non-200 raised."""
+        try:
+            response = await self._http().request(method, self.base_url + path, headers=self._auth(), **kwargs)
+        except httpx.TimeoutException as exc:
+            raise Timeout(detail=f"{what}: {type(exc).__name__}") from None
+        except httpx.HTTPError as exc:
+            raise ConnectionFailed(detail=f"{what}: {type(exc).__name__}") from None
+        if response.status_code == 200 or (missing_ok and response.status_code == 404):
+            return response
+        raise self._clean(error_from_response(response.status_code, response.content, response.headers))
 
     # --- plumbing ---------------------------------------------------------------------------------------------
 
