@@ -90,6 +90,20 @@ async def complete(chat: Chat, response: Response) -> None:
     await response.whole(200, body, "application/json", chat.headers)
 
 
+async def _open_stream(chat: Chat, response: Response, found) -> bool:
+    """The start every SSE answer shares, with its stream faults; False when a fault already ended it."""
+    if found.has("split_utf8"):
+        response.split_sizes = itertools.cycle([1, 2, 1, 3])
+    await response.start_chunked(200, "text/event-stream; charset=utf-8", chat.headers)
+    if found.has("slow_first_token"):
+        await asyncio.sleep(found.number("slow_first_token", 1.0))
+    if found.has("garbage"):
+        await response.chunk(wire.GARBAGE)
+        await response.end_chunked()
+        return False
+    return True
+
+
 async def stream_openai(chat: Chat, response: Response) -> None:
     found, plan = chat.directives, chat.plan
     framer = wire.Framer(found.faults)
@@ -102,14 +116,7 @@ async def stream_openai(chat: Chat, response: Response) -> None:
     async def send(payload) -> None:
         await response.chunk(framer.event(payload))
 
-    if found.has("split_utf8"):
-        response.split_sizes = itertools.cycle([1, 2, 1, 3])
-    await response.start_chunked(200, "text/event-stream; charset=utf-8", chat.headers)
-    if found.has("slow_first_token"):
-        await asyncio.sleep(found.number("slow_first_token", 1.0))
-    if found.has("garbage"):
-        await response.chunk(wire.GARBAGE)
-        await response.end_chunked()
+    if not await _open_stream(chat, response, found):
         return
     await send(chunk({"role": "assistant", "content": ""}))
     if found.has("empty_choices"):
@@ -165,14 +172,7 @@ async def stream_anthropic(chat: Chat, response: Response) -> None:
     async def send(kind: str, payload: dict) -> None:
         await response.chunk(framer.event({"type": kind, **payload}, event=kind))
 
-    if found.has("split_utf8"):
-        response.split_sizes = itertools.cycle([1, 2, 1, 3])
-    await response.start_chunked(200, "text/event-stream; charset=utf-8", chat.headers)
-    if found.has("slow_first_token"):
-        await asyncio.sleep(found.number("slow_first_token", 1.0))
-    if found.has("garbage"):
-        await response.chunk(wire.GARBAGE)
-        await response.end_chunked()
+    if not await _open_stream(chat, response, found):
         return
     message = {"id": "msg_" + chat.request_id, "type": "message", "role": "assistant", "model": chat.model,
                "content": [], "stop_reason": None, "stop_sequence": None,
