@@ -8,7 +8,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.core.validators import MinValueValidator
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -202,6 +202,7 @@ class CreditTransaction(models.Model):
         CHARGE = "charge", _("Charge")
         REFUND = "refund", _("Refund")
         ADJUSTMENT = "adjustment", _("Adjustment")
+        INVITE_REWARD = "invite_reward", _("Invite reward")  # to an inviter when someone signs up with their code
 
     account = models.ForeignKey(CreditAccount, on_delete=models.CASCADE, related_name="transactions")
     kind = models.CharField(max_length=16, choices=Kind.choices)
@@ -385,3 +386,134 @@ class ApiKey(models.Model):
     @property
     def active(self) -> bool:
         return self.revoked_at is None and (self.expires_at is None or self.expires_at > timezone.now())
+
+
+# --- Sign-up: who may join (services/accounts/signup_modes.py, docs/admin.md) -----------------------------------
+
+
+class SignupMode(models.TextChoices):
+    OPEN = "open", _("Open: anyone can sign up")
+    INVITE = "invite", _("Invite only: sign-up needs an invite code")
+    APPROVAL = "approval", _("Approval: new accounts wait for a staff member")
+    CLOSED = "closed", _("Closed: nobody can sign up")
+
+
+class SignupSettings(models.Model):
+    """The one row (pk 1) of the sign-up settings staff change at run time. Every empty field means "the
+    environment's value" (SIGNUP_MODE, SIGNUP_CREDITS, INVITE_REWARD_CREDITS)."""
+
+    mode = models.CharField(
+        _("sign-up mode"),
+        max_length=16,
+        choices=SignupMode.choices,
+        blank=True,
+        help_text=_("Empty: the SIGNUP_MODE environment variable decides."),
+    )
+    credits_open = models.DecimalField(
+        _("credits for a new account (open)"),
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(ZERO)],
+        help_text=_("Empty: SIGNUP_CREDITS."),
+        **CREDIT_DIGITS,
+    )
+    credits_invite = models.DecimalField(
+        _("credits for a new account (invite only)"),
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(ZERO)],
+        help_text=_("Empty: SIGNUP_CREDITS."),
+        **CREDIT_DIGITS,
+    )
+    credits_approval = models.DecimalField(
+        _("credits for a new account (approval, granted when approved)"),
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(ZERO)],
+        help_text=_("Empty: SIGNUP_CREDITS."),
+        **CREDIT_DIGITS,
+    )
+    invite_reward = models.DecimalField(
+        _("invite reward (credits to the inviter per sign-up)"),
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(ZERO)],
+        help_text=_("Empty: INVITE_REWARD_CREDITS."),
+        **CREDIT_DIGITS,
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = _("sign-up settings")
+        verbose_name_plural = _("sign-up settings")
+
+    def __str__(self) -> str:
+        return str(_("Sign-up settings"))
+
+
+class InviteCode(models.Model):
+    """A code that lets people sign up while sign-up is invite-only; made by staff (admin) or a user (invites
+    page). ``uses`` only grows, under a row lock, and never passes ``max_uses`` (the check constraint too)."""
+
+    code = models.CharField(max_length=32, unique=True)  # what people type: random, case-insensitive letters
+    inviter = models.ForeignKey(  # who is rewarded for each sign-up; null: a staff code that rewards nobody
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="invite_codes"
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    note = models.CharField(max_length=200, blank=True)  # e.g. who it was given to
+    max_uses = models.PositiveIntegerField(default=1, validators=[MinValueValidator(1)])
+    uses = models.PositiveIntegerField(default=0)
+    expires_at = models.DateTimeField(null=True, blank=True)  # null: never
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=Q(uses__lte=F("max_uses")), name="invite_uses_within_max")]
+        indexes = [
+            # The invites page: WHERE inviter = ? ORDER BY created_at DESC.
+            models.Index(fields=["inviter", "-created_at"], name="invite_inviter_created"),
+        ]
+
+    def __str__(self) -> str:
+        return self.code
+
+    @staticmethod
+    def new_code() -> str:
+        # 12 letters and digits without look-alikes (0/O, 1/I/L): about 60 bits, easy to read aloud.
+        alphabet = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
+        return "".join(secrets.choice(alphabet) for _ in range(12))
+
+    @property
+    def expired(self) -> bool:
+        return self.expires_at is not None and self.expires_at <= timezone.now()
+
+    @property
+    def usable(self) -> bool:
+        return self.revoked_at is None and not self.expired and self.uses < self.max_uses
+
+
+class AccountSignup(models.Model):
+    """How an account was made by the sign-up page: its mode, the invite code, and — in approval mode — whether it
+    still waits for staff. Accounts without a row (createsuperuser, the admin, before this existed) need no
+    approval."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="signup")
+    mode = models.CharField(max_length=16, choices=SignupMode.choices)
+    invite = models.ForeignKey(InviteCode, null=True, blank=True, on_delete=models.SET_NULL, related_name="signups")
+    awaiting_approval = models.BooleanField(default=False)  # true: may log in, may not chat nor use /v1/
+    approved_at = models.DateTimeField(null=True, blank=True)
+    approved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [
+            # The users admin's "waiting for approval" filter.
+            models.Index(fields=["awaiting_approval"], name="signup_awaiting", condition=Q(awaiting_approval=True)),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} ({self.mode})"

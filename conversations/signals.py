@@ -13,7 +13,8 @@ from conversations.services.billing import credits
 def open_credit_account(sender, instance, created, raw=False, **kwargs):
     # raw: loaddata restores accounts and ledgers from the fixture itself; a bonus here would be counted twice.
     if created and not raw:
-        credits.open_account(instance)
+        # The sign-up page sets signup_credits on the new user: its mode's credits (services/accounts/signup.py).
+        credits.open_account(instance, grant=getattr(instance, "signup_credits", None))
 
 
 @receiver(user_login_failed, dispatch_uid="conversations.count_login_failure")

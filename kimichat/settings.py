@@ -47,6 +47,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.humanize",
     "channels",
+    "django_otp",  # two-factor log-in to the admin for staff (conversations/admin/two_factor.py)
+    "django_otp.plugins.otp_totp",
     "conversations",
 ]
 
@@ -60,6 +62,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",  # request.user.is_verified(): the admin's second factor
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "kimichat.middleware.LoginRequiredMiddleware",
@@ -216,8 +219,46 @@ SIGNUP_THROTTLE_SECONDS = env_int("SIGNUP_THROTTLE_SECONDS", 60 * 60, minimum=1)
 TRUSTED_PROXY_HOPS = env_int("TRUSTED_PROXY_HOPS", 0, minimum=0, maximum=10)
 
 # --- KimiChat ---------------------------------------------------------------------------------------------
-# Sign-up form on the login page; operators of a private install switch it off.
+# --- Sign-up and accounts (services/accounts/signup_modes.py, docs/admin.md) ---
+# Who may sign up: open | invite | approval | closed. The default of the admin's "Sign-up settings", which override
+# it at run time. SIGNUP_ENABLED=false (the older switch) means closed.
 KIMICHAT_SIGNUP_ENABLED = env_bool("SIGNUP_ENABLED", True)
+KIMICHAT_SIGNUP_MODE = env_str("SIGNUP_MODE", "open" if KIMICHAT_SIGNUP_ENABLED else "closed").lower()
+if KIMICHAT_SIGNUP_MODE not in {"open", "invite", "approval", "closed"}:
+    raise ImproperlyConfigured(f"SIGNUP_MODE must be open, invite, approval or closed, got {KIMICHAT_SIGNUP_MODE!r}")
+if not KIMICHAT_SIGNUP_ENABLED and KIMICHAT_SIGNUP_MODE != "closed":
+    raise ImproperlyConfigured(f"SIGNUP_ENABLED=false contradicts SIGNUP_MODE={KIMICHAT_SIGNUP_MODE}: unset one")
+# Seed 003: the inviter gets 50 credits when someone signs up with their invite code.
+KIMICHAT_INVITE_REWARD_CREDITS = env_int("INVITE_REWARD_CREDITS", 50, minimum=0)
+# Sign-ups one user's invite codes may bring in all (staff codes have no limit), and how long a user's code lasts.
+KIMICHAT_INVITES_PER_USER = env_int("INVITES_PER_USER", 5, minimum=0)
+KIMICHAT_INVITE_DAYS = env_int("INVITE_DAYS", 14, minimum=1)
+# Password reset mails (Django's flow): per client address and per e-mail address within the window. Over the
+# address's limit: 429; over the e-mail's: the same "sent" page, and no mail (nobody can flood an inbox).
+PASSWORD_RESETS_PER_IP = env_int("PASSWORD_RESETS_PER_IP", 5, minimum=1)
+PASSWORD_RESETS_PER_EMAIL = env_int("PASSWORD_RESETS_PER_EMAIL", 3, minimum=1)
+PASSWORD_RESET_THROTTLE_SECONDS = env_int("PASSWORD_RESET_THROTTLE_SECONDS", 60 * 60, minimum=1)
+PASSWORD_RESET_TIMEOUT = env_int("PASSWORD_RESET_TIMEOUT", 60 * 60 * 24, minimum=60)  # how long a link works
+# E-mail: printed on the console unless EMAIL_HOST is set (then SMTP). EMAIL_BACKEND: console, smtp or a path.
+EMAIL_HOST = env_str("EMAIL_HOST", "")
+_email_backend = env_str("EMAIL_BACKEND", "smtp" if EMAIL_HOST else "console")
+EMAIL_BACKEND = {
+    "console": "django.core.mail.backends.console.EmailBackend",
+    "smtp": "django.core.mail.backends.smtp.EmailBackend",
+}.get(_email_backend, _email_backend)
+EMAIL_PORT = env_int("EMAIL_PORT", 587, minimum=1, maximum=65535)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_secret("EMAIL_HOST_PASSWORD") or ""
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", EMAIL_PORT == 587)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", EMAIL_PORT == 465)
+if EMAIL_USE_TLS and EMAIL_USE_SSL:
+    raise ImproperlyConfigured("EMAIL_USE_TLS and EMAIL_USE_SSL cannot both be true")
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 20, minimum=1)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "KimiChat <noreply@localhost>")
+# Two-factor log-in to the admin (TOTP, django-otp): a staff user with a confirmed device must give a code; with
+# ADMIN_REQUIRE_2FA every staff user must enrol one before the admin opens.
+ADMIN_REQUIRE_2FA = env_bool("ADMIN_REQUIRE_2FA", False)
+OTP_TOTP_ISSUER = env_str("OTP_TOTP_ISSUER", "KimiChat")
 
 # Upstream. With no KIMI_API_KEY the app talks to the built-in offline Kimi-compatible server.
 KIMI_API_KEY = env_secret("KIMI_API_KEY")

@@ -24,6 +24,7 @@ from django.utils.translation import ngettext
 
 from conversations.admin.common import subquery_total
 from conversations.admin.credit_adjust import adjust_credits
+from conversations.admin.signup import AwaitingApprovalFilter, approve_accounts
 from conversations.models import (
     CREDIT_DIGITS,
     Conversation,
@@ -162,10 +163,10 @@ class KimiChatUserAdmin(UserAdmin):
         "total_tokens",
         "last_activity",
     )
-    list_filter = ("is_staff", "is_superuser", "is_active", BalanceRangeFilter, "groups")
+    list_filter = ("is_staff", "is_superuser", "is_active", AwaitingApprovalFilter, BalanceRangeFilter, "groups")
     search_fields = ("username", "email")
     ordering = ("username",)
-    actions = ["grant_credits", adjust_credits, "deactivate_users", "activate_users", "unlock_logins"]
+    actions = ["grant_credits", adjust_credits, approve_accounts, "deactivate_users", "activate_users", "unlock_logins"]
     readonly_fields = ("login_lock",)
 
     class Media:

@@ -20,6 +20,7 @@ from conversations.kimi.configured import get_client
 from conversations.kimi.events import ContentDelta, Finish, ReasoningDelta, Usage
 from conversations.kimi.params import ChatRequest, output_budget, resolve_params
 from conversations.kimi.tokens import estimate_messages_locally, estimate_tokens_locally
+from conversations.services.accounts import approval
 from conversations.services.accounts.client_address import request_client_address
 from conversations.services.apikeys import keys, metering
 from conversations.services.billing import credits
@@ -97,6 +98,8 @@ def secret_from(request) -> str:
 @sensitive_variables("secret")
 def _authenticate(secret: str, ip: str):
     key = keys.authenticate(secret, ip)
+    if approval.is_waiting(key.owner_id):
+        raise ApiError(403, "permission_error", approval.WAITING_CODE, approval.waiting_message())
     return key, key.owner
 
 

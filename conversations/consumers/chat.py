@@ -19,7 +19,7 @@ from django.utils import translation
 
 from conversations.models import Conversation, Message
 from conversations.serializers import message_to_dict
-from conversations.services.accounts import sessions
+from conversations.services.accounts import approval, sessions
 from conversations.services.chat import frames
 from conversations.services.chat.registry import RETRYABLE_CODES, get_registry
 from conversations.services.chat.relay import conversation_group, user_group
@@ -67,6 +67,10 @@ def _language_of(scope) -> str:
         META={"HTTP_ACCEPT_LANGUAGE": headers.get(b"accept-language", b"").decode("latin-1")},
     )
     return translation.get_language_from_request(request)
+
+
+# Frames that start (and will charge for) an answer: refused while the account awaits approval.
+STARTS_AN_ANSWER = (frames.Send, frames.Regenerate, frames.Edit, frames.Continue)
 
 
 class ChatConsumer(AsyncJsonWebsocketConsumer):
@@ -143,6 +147,13 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             frames.Ping: self.on_ping,
         }[type(frame)]
         try:
+            if isinstance(frame, STARTS_AN_ANSWER) and await database_sync_to_async(approval.is_waiting)(self.user.pk):
+                with translation.override(self.language):
+                    raise SendRefused(
+                        approval.WAITING_CODE,
+                        approval.waiting_message(),
+                        conversation_id=getattr(frame, "conversation_id", None),
+                    )
             await handler(frame)
         except SendRefused as exc:
             await self._refuse(

@@ -3,7 +3,6 @@ authentication layer (``services/accounts/backends.py``); these views only turn 
 
 import math
 
-from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth import views as auth_views
@@ -14,7 +13,7 @@ from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
-from conversations.services.accounts import backends, login_throttle, sessions
+from conversations.services.accounts import backends, invites, login_throttle, sessions, signup_modes
 from conversations.services.accounts.client_address import request_client_address
 from conversations.services.accounts.signup import create_account
 from conversations.views.forms import LoginForm, SignupForm, ThrottledPasswordChangeForm
@@ -56,11 +55,15 @@ class ThrottledPasswordChangeView(auth_views.PasswordChangeView):
 
 @login_not_required
 def signup(request):
-    if not settings.KIMICHAT_SIGNUP_ENABLED:
+    mode = signup_modes.current_mode()
+    if mode == signup_modes.Mode.CLOSED:
         raise Http404("Sign-up is switched off on this server.")
     if request.user.is_authenticated:
         return redirect("chat")
-    form = SignupForm(request.POST or None)
+    invite_required = mode == signup_modes.Mode.INVITE
+    initial = {"invite_code": request.GET.get("invite", "")[:64]} if invite_required else None
+    form = SignupForm(request.POST or None, initial=initial, invite_required=invite_required)
+    context = {"form": form, "mode": mode}
     if request.method == "POST":
         ip = request_client_address(request)
         refused = login_throttle.check_signup(ip)
@@ -71,18 +74,27 @@ def signup(request):
                 "Too many sign-up attempts from your address. Try again in %(minutes)d minutes.",
                 minutes,
             ) % {"minutes": minutes}
-            response = render(
-                request, "registration/signup.html", {"form": SignupForm(), "throttled": message}, status=429
-            )
+            context = {**context, "form": SignupForm(invite_required=invite_required), "throttled": message}
+            response = render(request, "registration/signup.html", context, status=429)
             response["Retry-After"] = str(refused.retry_after)
             return response
         login_throttle.record_signup(ip)
         if form.is_valid():
-            user, became_superuser = create_account(
-                form.cleaned_data["username"], form.cleaned_data["password1"], form.cleaned_data.get("email", "")
-            )
-            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-            if became_superuser:  # told to the new account only, once signed in; never on the public page
-                messages.info(request, _("You are the first user, so your account is the administrator (superuser)."))
-            return redirect("chat")
-    return render(request, "registration/signup.html", {"form": form})
+            try:
+                user, became_superuser = create_account(
+                    form.cleaned_data["username"],
+                    form.cleaned_data["password1"],
+                    form.cleaned_data.get("email", ""),
+                    mode=mode,
+                    invite_code=form.cleaned_data.get("invite_code", ""),
+                )
+            except invites.InviteRefused as exc:
+                form.add_error("invite_code", exc.message)
+            else:
+                login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+                if became_superuser:  # told to the new account only, once signed in; never on the public page
+                    messages.info(
+                        request, _("You are the first user, so your account is the administrator (superuser).")
+                    )
+                return redirect("chat")
+    return render(request, "registration/signup.html", context)

@@ -3,10 +3,12 @@
 from django.shortcuts import get_object_or_404, render
 
 from conversations.models import Conversation
+from conversations.services.accounts import approval
 
 
 def chat(request, conversation_id: int | None = None):
     conversation = None
     if conversation_id is not None:
         conversation = get_object_or_404(Conversation.objects.for_user(request.user), pk=conversation_id)
-    return render(request, "conversations/chat.html", {"conversation": conversation})
+    context = {"conversation": conversation, "awaiting_approval": approval.is_waiting(request.user.pk)}
+    return render(request, "conversations/chat.html", context)

@@ -30,6 +30,19 @@ class SignupForm(WeakPasswordErrorsOnThePasswordField, UserCreationForm):
         model = get_user_model()
         fields = ("username", "email")
 
+    def __init__(self, *args, invite_required: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        if invite_required:  # invite-only sign-up: the code comes first
+            self.fields = {
+                "invite_code": forms.CharField(
+                    label=_("Invite code"),
+                    max_length=64,
+                    error_messages={"required": _("Sign-up on this server needs an invite code.")},
+                    widget=forms.TextInput(attrs={"autocomplete": "off", "autocapitalize": "characters"}),
+                ),
+                **self.fields,
+            }
+
     def clean_username(self):
         # Django's check (any case variant taken), with the generic words; sign-up attempts are throttled per address.
         username = self.cleaned_data.get("username")

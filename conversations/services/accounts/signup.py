@@ -15,21 +15,42 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.password_validation import validate_password
 from django.db import transaction
 
+from conversations.models import AccountSignup
+from conversations.services.accounts import invites, signup_modes
+
 
 @transaction.atomic
-def create_account(username: str, password: str, email: str = ""):
-    """Create a user; returns ``(user, became_superuser)``.
+def create_account(username: str, password: str, email: str = "", *, mode: str = "open", invite_code: str = ""):
+    """Create a user by the sign-up page's rules for ``mode`` (services/accounts/signup_modes.py); returns
+    ``(user, became_superuser)``. In invite mode ``invite_code`` is redeemed first (InviteRefused: nothing is
+    written) and its inviter rewarded; in approval mode the account waits and gets its credits when approved.
 
     "First" means the lowest id: if two people sign up at the same moment on an empty install, only the one whose
     row came first is promoted, because each checks for any *earlier* user rather than for "no other user".
     """
+    from conversations.services.billing import credits
+
+    row = signup_modes.site_settings()
+    invite = invites.for_redeeming(invite_code) if mode == signup_modes.Mode.INVITE else None
+    if invite is not None:
+        invites.redeem(invite)
     User = get_user_model()
-    user = User.objects.create_user(username=username, password=password, email=email)
+    user = User(username=User.normalize_username(username), email=User.objects.normalize_email(email))
+    user.set_password(password)
+    # Read by the post_save handler that opens the credit account (conversations/signals.py).
+    user.signup_credits = 0 if mode == signup_modes.Mode.APPROVAL else signup_modes.signup_credits(mode, row)
+    user.save()
     is_first = settings.DEBUG and not User.objects.filter(pk__lt=user.pk).exists()
     if is_first:
         user.is_staff = True
         user.is_superuser = True
         user.save(update_fields=["is_staff", "is_superuser"])
+    AccountSignup.objects.create(
+        user=user, mode=mode, invite=invite, awaiting_approval=mode == signup_modes.Mode.APPROVAL and not is_first
+    )
+    reward = signup_modes.invite_reward(row)
+    if invite is not None and invite.inviter is not None and reward > 0:
+        credits.reward_inviter(invite.inviter, reward, note=f"Invite reward: a sign-up with code {invite.code}")
     return user, is_first
 
 

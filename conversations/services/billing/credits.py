@@ -113,13 +113,14 @@ def as_credits(amount) -> Decimal:
 # --- accounts -------------------------------------------------------------------------------------------------
 
 
-def open_account(user) -> CreditAccount:
-    """The user's account, created with the signup grant the first time. Safe to call again or concurrently."""
-    return _open_account(user.pk)
+def open_account(user, grant=None) -> CreditAccount:
+    """The user's account, created with the signup grant the first time (``grant``, or SIGNUP_CREDITS). Safe to
+    call again or concurrently."""
+    return _open_account(user.pk, grant)
 
 
-def _open_account(user_id: int) -> CreditAccount:
-    grant_amount = as_credits(settings.KIMICHAT_SIGNUP_CREDITS)
+def _open_account(user_id: int, grant=None) -> CreditAccount:
+    grant_amount = as_credits(settings.KIMICHAT_SIGNUP_CREDITS if grant is None else grant)
     with transaction.atomic():
         account, created = CreditAccount.objects.get_or_create(user_id=user_id, defaults={"balance": grant_amount})
         if created and grant_amount > 0:
@@ -169,6 +170,25 @@ def grant(user, amount, *, created_by=None, note: str = "") -> CreditTransaction
     with transaction.atomic():
         account = _locked_account(user.pk)
         return _post(account, Kind.GRANT, amount, created_by=created_by, note=note[:500])
+
+
+def welcome(user, amount, *, note: str) -> CreditTransaction:
+    """Sign-up credits given later than the account was opened (approval mode: when staff approve it)."""
+    amount = as_credits(amount)
+    if amount <= 0:
+        raise InvalidAmount(f"welcome credits must be positive, got {amount}")
+    with transaction.atomic():
+        return _post(_locked_account(user.pk), Kind.SIGNUP_BONUS, amount, note=note[:500])
+
+
+def reward_inviter(inviter, amount, *, note: str) -> CreditTransaction:
+    """The invite reward (seed 003) for one sign-up with the inviter's code: called once, in that sign-up's
+    transaction (services/accounts/invites.py)."""
+    amount = as_credits(amount)
+    if amount <= 0:
+        raise InvalidAmount(f"an invite reward must be positive, got {amount}")
+    with transaction.atomic():
+        return _post(_locked_account(inviter.pk), Kind.INVITE_REWARD, amount, note=note[:500])
 
 
 def adjust(user, amount, *, created_by, note: str) -> CreditTransaction:
