@@ -16,7 +16,13 @@ from django.utils.translation import ngettext
 from conversations.services.accounts import backends, invites, login_throttle, sessions, signup_modes
 from conversations.services.accounts.client_address import request_client_address
 from conversations.services.accounts.signup import create_account
-from conversations.views.forms import LoginForm, SignupForm, ThrottledPasswordChangeForm
+from conversations.views.forms import (
+    LoginForm,
+    ResetSetPasswordForm,
+    SignupForm,
+    ThrottledPasswordChangeForm,
+    ThrottledPasswordResetForm,
+)
 
 
 class ThrottledLoginView(auth_views.LoginView):
@@ -53,6 +59,56 @@ class ThrottledPasswordChangeView(auth_views.PasswordChangeView):
         return response
 
 
+def _throttled_response(request, template: str, context: dict, refused: login_throttle.Throttled, what: str):
+    minutes = max(1, math.ceil(refused.retry_after / 60))
+    if what == "signup":
+        message = ngettext(
+            "Too many sign-up attempts from your address. Try again in %(minutes)d minute.",
+            "Too many sign-up attempts from your address. Try again in %(minutes)d minutes.",
+            minutes,
+        ) % {"minutes": minutes}
+    else:
+        message = ngettext(
+            "Too many password reset requests from your address. Try again in %(minutes)d minute.",
+            "Too many password reset requests from your address. Try again in %(minutes)d minutes.",
+            minutes,
+        ) % {"minutes": minutes}
+    response = render(request, template, {**context, "throttled": message}, status=429)
+    response["Retry-After"] = str(refused.retry_after)
+    return response
+
+
+class ThrottledPasswordResetView(auth_views.PasswordResetView):
+    """Django's reset by e-mail: the same page whether the address has an account or not; requests are limited per
+    client address (429) and mails per e-mail address (silently)."""
+
+    form_class = ThrottledPasswordResetForm
+    email_template_name = "registration/password_reset_email.txt"
+    subject_template_name = "registration/password_reset_subject.txt"
+
+    def post(self, request, *args, **kwargs):
+        ip = request_client_address(request)
+        refused = login_throttle.check_password_reset(ip)
+        if refused is not None:
+            context = self.get_context_data(form=self.form_class())
+            return _throttled_response(request, self.template_name, context, refused, "reset")
+        login_throttle.record_password_reset(ip)
+        return super().post(request, *args, **kwargs)
+
+
+class ResetPasswordConfirmView(auth_views.PasswordResetConfirmView):
+    """The link from the mail (single use: the token is bound to the password it replaces). Saving the new password
+    ends the user's other sessions and sockets (their auth hash no longer matches; the post_save handler tells the
+    sockets), and lifts the log-in throttle's locks on the account: its owner proved who they are."""
+
+    form_class = ResetSetPasswordForm
+
+    def form_valid(self, form):
+        response = super().form_valid(form)
+        login_throttle.unlock(form.user.get_username())
+        return response
+
+
 @login_not_required
 def signup(request):
     mode = signup_modes.current_mode()
@@ -68,16 +124,8 @@ def signup(request):
         ip = request_client_address(request)
         refused = login_throttle.check_signup(ip)
         if refused is not None:
-            minutes = max(1, math.ceil(refused.retry_after / 60))
-            message = ngettext(
-                "Too many sign-up attempts from your address. Try again in %(minutes)d minute.",
-                "Too many sign-up attempts from your address. Try again in %(minutes)d minutes.",
-                minutes,
-            ) % {"minutes": minutes}
-            context = {**context, "form": SignupForm(invite_required=invite_required), "throttled": message}
-            response = render(request, "registration/signup.html", context, status=429)
-            response["Retry-After"] = str(refused.retry_after)
-            return response
+            context = {**context, "form": SignupForm(invite_required=invite_required)}
+            return _throttled_response(request, "registration/signup.html", context, refused, "signup")
         login_throttle.record_signup(ip)
         if form.is_valid():
             try:

@@ -2,7 +2,13 @@ from django import forms
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.admin.forms import AdminPasswordChangeForm as DjangoAdminPasswordChangeForm
 from django.contrib.auth import authenticate, get_user_model
-from django.contrib.auth.forms import AuthenticationForm, PasswordChangeForm, UserCreationForm
+from django.contrib.auth.forms import (
+    AuthenticationForm,
+    PasswordChangeForm,
+    PasswordResetForm,
+    SetPasswordForm,
+    UserCreationForm,
+)
 from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 
@@ -19,7 +25,9 @@ class WeakPasswordErrorsOnThePasswordField:
 
 
 class SignupForm(WeakPasswordErrorsOnThePasswordField, UserCreationForm):
-    email = forms.EmailField(label=_("Email (optional)"), required=False)
+    email = forms.EmailField(
+        label=_("Email (optional)"), required=False, help_text=_("Needed only to reset a forgotten password.")
+    )
     error_messages = {
         **UserCreationForm.error_messages,
         # Not "already exists": the words of any name this server will not hand out (docs/reliability.md).
@@ -95,4 +103,19 @@ class ThrottledPasswordChangeForm(
 
 
 class AdminPasswordChangeForm(AuthenticatedOldPasswordMixin, DjangoAdminPasswordChangeForm):
+    pass
+
+
+class ThrottledPasswordResetForm(PasswordResetForm):
+    """Django's form (a mail only to active accounts with that address; the same answer for any address), with a
+    limit of mails per address (``login_throttle.allow_reset_mail``)."""
+
+    def save(self, *args, **kwargs):
+        from conversations.services.accounts import login_throttle
+
+        if login_throttle.allow_reset_mail(self.cleaned_data["email"]):
+            super().save(*args, **kwargs)
+
+
+class ResetSetPasswordForm(WeakPasswordErrorsOnThePasswordField, SetPasswordForm):
     pass

@@ -12,10 +12,12 @@ import re
 from datetime import timedelta
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 from conversations.models import InviteCode
 
@@ -78,11 +80,12 @@ def create_for_user(user, *, max_uses: int, note: str = "") -> InviteCode:
     """A user's own code (they are its inviter), lasting INVITE_DAYS; InviteLimit past INVITES_PER_USER."""
     with transaction.atomic():
         # The user's row, locked: two tabs cannot both spend the last invitations.
-        type(user).objects.select_for_update().filter(pk=user.pk).first()
+        get_user_model().objects.select_for_update().filter(pk=user.pk).first()
         left = invites_left(user)
         if max_uses < 1 or max_uses > left:
             raise InviteLimit(
-                _("You can invite %(left)d more people.") % {"left": left}
+                ngettext("You can invite %(left)d more person.", "You can invite %(left)d more people.", left)
+                % {"left": left}
                 if left
                 else _("You have no invitations left.")
             )

@@ -162,3 +162,22 @@ def check_signup(ip: str) -> Throttled | None:
 def record_signup(ip: str) -> None:
     """Every sign-up attempt counts, accepted or not: each one tells whether a username is taken."""
     _count(*_keys("signup", ip or "unknown"), settings.SIGNUP_THROTTLE_SECONDS)
+
+
+# --- password reset ---------------------------------------------------------------------------------------------
+
+
+def check_password_reset(ip: str) -> Throttled | None:
+    return _blocked("reset", ip or "unknown", settings.PASSWORD_RESETS_PER_IP, settings.PASSWORD_RESET_THROTTLE_SECONDS)
+
+
+def record_password_reset(ip: str) -> None:
+    _count(*_keys("reset", ip or "unknown"), settings.PASSWORD_RESET_THROTTLE_SECONDS)
+
+
+def allow_reset_mail(email: str) -> bool:
+    """Count a reset request for ``email`` (whether or not an account has it); False past the limit. Then no mail
+    goes out, but the page says the same: nobody can flood an inbox, nor learn whether the address exists."""
+    window = settings.PASSWORD_RESET_THROTTLE_SECONDS
+    count, _until = _count(*_keys("reset-mail", account_key(email)), window)
+    return count <= settings.PASSWORD_RESETS_PER_EMAIL
