@@ -32,7 +32,7 @@ def approve(user_ids, *, by) -> int:
     for user_id in user_ids:
         with transaction.atomic():
             signup = (
-                AccountSignup.objects.select_for_update()
+                AccountSignup.objects.select_for_update(of=("self",))
                 .select_related("user")
                 .filter(user_id=user_id, awaiting_approval=True)
                 .first()

@@ -41,7 +41,7 @@ def for_redeeming(code: str) -> InviteCode:
     """The code's row, locked until the surrounding transaction ends, or InviteRefused. Must run inside atomic."""
     normalized = normalize(code)
     invite = (
-        InviteCode.objects.select_for_update().select_related("inviter").filter(code=normalized).first()
+        InviteCode.objects.select_for_update(of=("self",)).select_related("inviter").filter(code=normalized).first()
         if normalized
         else None
     )
