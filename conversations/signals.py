@@ -2,8 +2,9 @@
 
 from django.conf import settings
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
-from django.db.models.signals import post_save
+from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from conversations.services.accounts import backends, sessions
 from conversations.services.billing import credits
@@ -25,6 +26,10 @@ def count_login_failure(sender, credentials, request=None, **kwargs):
 @receiver(user_logged_in, dispatch_uid="conversations.clear_login_failures")
 def clear_login_failures(sender, request, user, **kwargs):
     backends.record_success(user, request)
+    if user.is_staff:  # read now, so the admin's pages need no query for it (admin/two_factor.py)
+        from conversations.admin import two_factor
+
+        two_factor.has_confirmed_device(user)
 
 
 @receiver(user_logged_out, dispatch_uid="conversations.close_session_sockets")
@@ -40,3 +45,12 @@ def revalidate_user_sockets(sender, instance, created, raw=False, update_fields=
     if created or raw or (update_fields is not None and set(update_fields) <= {"last_login"}):
         return
     sessions.notify_user_changed([instance.pk])
+
+
+@receiver(post_save, sender=TOTPDevice, dispatch_uid="conversations.forget_totp_device_save")
+@receiver(post_delete, sender=TOTPDevice, dispatch_uid="conversations.forget_totp_device_delete")
+def forget_totp_device(sender, instance, **kwargs):
+    # The admin caches whether a staff user has a confirmed device (admin/two_factor.py): a change drops it.
+    from conversations.admin import two_factor
+
+    two_factor.forget_device(instance.user_id)

@@ -6,10 +6,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from django.contrib import admin
+from django.contrib.auth.decorators import login_not_required
+from django.shortcuts import redirect
 from django.urls import path, reverse
 from django.utils.translation import gettext_lazy as _
 
-from conversations.admin import credit_adjust
+from conversations.admin import credit_adjust, two_factor
 from conversations.admin import views as admin_views
 from conversations.views.forms import AdminLoginForm, AdminPasswordChangeForm
 
@@ -33,7 +35,9 @@ def _with_dashboard(get_urls: Callable[[], list]) -> Callable[[], list]:
             admin.site.admin_view(admin_views.refresh_provider_balance),
             name="kimichat_refresh_provider_balance",
         )
-        return [dashboard, refresh, adjust, *get_urls()]
+        # Not behind admin_view: a staff user who must enrol first has no admin permission yet (two_factor.py).
+        enrol = path("two-factor/", two_factor.two_factor, name="kimichat_two_factor")
+        return [dashboard, refresh, adjust, enrol, *get_urls()]
 
     return get_urls_with_dashboard
 
@@ -59,3 +63,25 @@ def _password_change(request, extra_context=None):
 
 
 admin.site.password_change = _password_change
+
+
+# --- The second factor (conversations/admin/two_factor.py) --------------------------------------------------------
+_has_permission = admin.site.has_permission
+_login = admin.site.login
+
+
+def _has_permission_with_second_factor(request):
+    return _has_permission(request) and two_factor.second_factor_ok(request)
+
+
+@login_not_required  # as Django's own admin login
+def _login_or_enrol(request, extra_context=None):
+    # A staff session that must enrol before the admin opens goes to the enrolment page, not to a log-in form that
+    # would only say "not authorized".
+    if request.user.is_authenticated and request.user.is_staff and two_factor.needs_enrolment(request.user):
+        return redirect("admin:kimichat_two_factor")
+    return _login(request, extra_context)
+
+
+admin.site.has_permission = _has_permission_with_second_factor
+admin.site.login = _login_or_enrol

@@ -74,7 +74,22 @@ class LoginForm(ThrottledLoginErrorMixin, AuthenticationForm):
 
 
 class AdminLoginForm(ThrottledLoginErrorMixin, AdminAuthenticationForm):
-    pass
+    """The admin's log-in: the password through the throttle, then the code of a staff user's TOTP device."""
+
+    otp_token = forms.CharField(
+        label=_("Two-factor code"),
+        required=False,
+        max_length=10,
+        help_text=_("Only if you turned on two-factor log-in."),
+        widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "inputmode": "numeric"}),
+    )
+
+    def clean(self):
+        from conversations.admin import two_factor
+
+        cleaned = super().clean()
+        two_factor.clean_token(self, self.get_user())
+        return cleaned
 
 
 class AuthenticatedOldPasswordMixin:
