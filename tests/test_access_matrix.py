@@ -54,6 +54,11 @@ ROUTES: dict[str, list[Case]] = {
     "accounts/signup/": [Case("GET", 302, "public", "public")],
     "accounts/password/": [PAGE],
     "accounts/password/done/": [PAGE],
+    # Password reset: the same pages for anyone (a logged-in user may reset too); an unknown link says it does not work.
+    "accounts/password/reset/": [PUBLIC, Case("POST", 302, "public", "public", body={"email": "x@example.com"})],
+    "accounts/password/reset/sent/": [PUBLIC],
+    "accounts/reset/<uidb64>/<token>/": [PUBLIC],
+    "accounts/reset/done/": [PUBLIC],
     "i18n/setlang/": [Case("POST", 302, "public", "public", body={"language": "en"})],
     "jsi18n/": [PUBLIC],
     "api/me/": [API_OWN],
@@ -81,6 +86,7 @@ ROUTES: dict[str, list[Case]] = {
     "c/<int:conversation_id>/": [Case("GET", 200, "login")],
     "s/<str:token>/": [PUBLIC],
     "usage/": [PAGE],
+    "invites/": [PAGE, Case("POST", 302, "login", "own", body={"revoke": "1"})],  # nobody's code 1: nothing revoked
     "keys/": [PAGE, Case("POST", 302, "login", "own", body={"revoke": "1"})],  # nobody's key 1: nothing revoked
     # KimiChat's own API: a key only; a session, even the owner's, is not a key.
     "v1/models": [Case("GET", 401, "key", "key")],

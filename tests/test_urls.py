@@ -28,11 +28,16 @@ PATHS = {
     "chat": ({}, "/"),
     "conversation": ({"conversation_id": 7}, "/c/7/"),
     "healthz": ({}, "/healthz"),
+    "invites": ({}, "/invites/"),
     "javascript-catalog": ({}, "/jsi18n/"),
     "login": ({}, "/accounts/login/"),
     "logout": ({}, "/accounts/logout/"),
     "password_change": ({}, "/accounts/password/"),
     "password_change_done": ({}, "/accounts/password/done/"),
+    "password_reset": ({}, "/accounts/password/reset/"),
+    "password_reset_done": ({}, "/accounts/password/reset/sent/"),
+    "password_reset_confirm": ({"uidb64": "MQ", "token": "set-password"}, "/accounts/reset/MQ/set-password/"),
+    "password_reset_complete": ({}, "/accounts/reset/done/"),
     "readyz": ({}, "/readyz"),
     "set_language": ({}, "/i18n/setlang/"),
     "shared-conversation": ({"token": "tok"}, "/s/tok/"),
@@ -43,6 +48,7 @@ PATHS = {
     "v1-models": ({}, "/v1/models"),
     "v1-user-credits": ({}, "/v1/user/credits"),
     "admin:kimichat_dashboard": ({}, "/admin/dashboard/"),
+    "admin:kimichat_two_factor": ({}, "/admin/two-factor/"),
 }
 
 
