@@ -426,11 +426,11 @@ class SignupSettings(models.Model):
         **CREDIT_DIGITS,
     )
     credits_approval = models.DecimalField(
-        _("credits for a new account (approval, granted when approved)"),
+        _("credits for a new account (approval)"),
         null=True,
         blank=True,
         validators=[MinValueValidator(ZERO)],
-        help_text=_("Empty: SIGNUP_CREDITS."),
+        help_text=_("Granted when staff approve the account. Empty: SIGNUP_CREDITS."),
         **CREDIT_DIGITS,
     )
     invite_reward = models.DecimalField(

@@ -108,6 +108,8 @@ class ChatApp extends Base {
 
   /** Running out of credits stays on screen (not a passing toast) until credits are added or a send is accepted. */
   showCreditsNotice(text, balance = 0) {
+    // An account waiting for approval gets its credits when approved: its own notice says why it cannot chat.
+    if ($("approval-notice")) return;
     const notice = $("credits-notice");
     notice.querySelector("[data-text]").textContent = text;
     notice.hidden = false;
