@@ -20,6 +20,7 @@ from conversations.kimi.configured import get_client
 from conversations.kimi.events import ContentDelta, Finish, ReasoningDelta, Usage
 from conversations.kimi.params import ChatRequest, output_budget, resolve_params
 from conversations.kimi.tokens import estimate_messages_locally, estimate_tokens_locally
+from conversations.services.accounts import model_access
 from conversations.services.accounts.client_address import request_client_address
 from conversations.services.apikeys import keys, metering
 from conversations.services.billing import credits
@@ -281,6 +282,9 @@ async def admit(key, user, prepared: Prepared):
     except metering.KeyOverCap as exc:
         lim = await limits(user)
         raise ApiError(403, "insufficient_quota", "key_spending_cap", str(exc), headers=lim.headers()) from None
+    except credits.BudgetExceeded as exc:  # a spending cap: ``code`` names which, the message when it resets
+        lim = await limits(user)
+        raise ApiError(403, "insufficient_quota", exc.code, exc.message(), headers=lim.headers()) from None
     except credits.InsufficientCredits as exc:
         lim = await limits(user)
         raise ApiError(
@@ -424,6 +428,9 @@ async def accept(request, style: str, parse) -> Accepted | HttpResponse:
         lim = await limits(user)
         upstream, stream, include_usage = parse(parse_body(request))
         prepared = await prepare(upstream, "max_tokens")
+        if not await database_sync_to_async(model_access.is_allowed)(user, upstream.model):
+            refusal = model_access.refusal(upstream.model)
+            raise ApiError(403, "invalid_request_error", model_access.CODE, refusal, param="model")
         reservation, lim = await admit(key, user, prepared)
     except ApiError as exc:
         return exc.response(style) if exc.headers else with_headers(exc.response(style), lim)
