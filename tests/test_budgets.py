@@ -62,9 +62,10 @@ def test_a_daily_cap_refuses_the_reservation_that_would_exceed_it_and_writes_not
     # It resets at the next local midnight, and says so.
     assert exc.resets_at == budgets.periods().day_end
     assert exc.details()["resets_at"] == exc.resets_at.isoformat()
-    assert "daily" in exc.message() and exc.resets_at.astimezone(timezone.get_default_timezone()).strftime(
-        "%Y-%m-%d %H:%M"
-    ) in exc.message()
+    assert (
+        "daily" in exc.message()
+        and exc.resets_at.astimezone(timezone.get_default_timezone()).strftime("%Y-%m-%d %H:%M") in exc.message()
+    )
 
 
 def test_released_and_refunded_parts_do_not_count_as_spent(owner):

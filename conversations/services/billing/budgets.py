@@ -312,23 +312,32 @@ def set_own_caps(user, *, daily, monthly) -> UserBudget:
     A user can remove or raise only what they set themselves: the staff caps stay whatever the user sends."""
     with transaction.atomic():
         budget, _created = UserBudget.objects.select_for_update().get_or_create(user_id=user.pk)
-        for field, value, staff in (("daily", daily, budget.daily_cap), ("monthly", monthly, budget.monthly_cap)):
-            if value is None:
-                continue
-            if value < 0:
-                raise InvalidOwnCap(field, gettext("A cap cannot be negative."))
-            if staff is not None and value > staff:
-                raise InvalidOwnCap(
-                    field,
-                    (
-                        gettext("Your daily cap cannot exceed the %(cap)s credits an administrator set.")
-                        if field == "daily"
-                        else gettext("Your monthly cap cannot exceed the %(cap)s credits an administrator set.")
-                    )
-                    % {"cap": f"{staff.normalize():f}"},
-                )
+        _check_own(budget, daily, monthly)
         budget.own_daily_cap = daily
         budget.own_monthly_cap = monthly
         budget.updated_at = timezone.now()
         budget.save(update_fields=["own_daily_cap", "own_monthly_cap", "updated_at"])
     return budget
+
+
+def check_own_caps(user, *, daily, monthly) -> None:
+    """Raise InvalidOwnCap if these own caps could not be set (for a form's validation)."""
+    _check_own(UserBudget.objects.filter(user_id=user.pk).first() or UserBudget(), daily, monthly)
+
+
+def _check_own(budget: UserBudget, daily, monthly) -> None:
+    for field, value, staff in (("daily", daily, budget.daily_cap), ("monthly", monthly, budget.monthly_cap)):
+        if value is None:
+            continue
+        if value < 0:
+            raise InvalidOwnCap(field, gettext("A cap cannot be negative."))
+        if staff is not None and value > staff:
+            raise InvalidOwnCap(
+                field,
+                (
+                    gettext("Your daily cap cannot exceed the %(cap)s credits an administrator set.")
+                    if field == "daily"
+                    else gettext("Your monthly cap cannot exceed the %(cap)s credits an administrator set.")
+                )
+                % {"cap": f"{staff.normalize():f}"},
+            )
