@@ -96,9 +96,7 @@ async def test_a_conversation_on_a_model_no_longer_allowed_cannot_regenerate(con
     await tab.say("hi [[tokens:3]]", conversation_id=conversation.pk)
     await tab.answer()
     await sync_to_async(group_of)(owner, allowed_models=[ALLOWED])
-    await tab.send(
-        type="regenerate", conversation_id=conversation.pk, client_msg_id="6f1c8a9e-1111-4e5b-9a61-0c2f3d4e5f60"
-    )
+    await tab.send(type="regenerate", conversation_id=conversation.pk, client_msg_id=str(uuid.uuid4()))
     refusal, _ = await tab.until_type("error")
     assert refusal["code"] == "model_not_allowed"
 
