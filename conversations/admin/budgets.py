@@ -54,16 +54,39 @@ def _limits_table(limits: list[budgets.Limit]):
     )
 
 
+class PlainCapsForm(forms.ModelForm):
+    """Caps shown as people write them (20, not 20.000000); empty means no cap."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name, field in self.fields.items():
+            value = self.initial.get(name)
+            if isinstance(field, forms.DecimalField) and value is not None:
+                self.initial[name] = f"{value.normalize():f}"
+                field.help_text = field.help_text or _("Credits; empty: no cap.")
+            elif isinstance(field, forms.DecimalField):
+                field.help_text = field.help_text or _("Credits; empty: no cap.")
+
+
 class UserBudgetInline(admin.StackedInline):
     """Staff set the caps; the user's own (lower) caps are shown, never edited here: they are the user's."""
 
     model = UserBudget
+    form = PlainCapsForm
     can_delete = False
     extra = 1
     max_num = 1
-    fields = ("daily_cap", "monthly_cap", "own_daily_cap", "own_monthly_cap", "spending")
-    readonly_fields = ("own_daily_cap", "own_monthly_cap", "spending")
+    fields = ("daily_cap", "monthly_cap", "users_daily_cap", "users_monthly_cap", "spending")
+    readonly_fields = ("users_daily_cap", "users_monthly_cap", "spending")
     verbose_name_plural = _("spending caps")
+
+    @admin.display(description=_("daily cap (the user's own)"))
+    def users_daily_cap(self, budget: UserBudget):
+        return _("none") if budget.own_daily_cap is None else format_credits(budget.own_daily_cap)
+
+    @admin.display(description=_("monthly cap (the user's own)"))
+    def users_monthly_cap(self, budget: UserBudget):
+        return _("none") if budget.own_monthly_cap is None else format_credits(budget.own_monthly_cap)
 
     @admin.display(description=_("limits in effect"))
     def spending(self, budget: UserBudget):
@@ -72,9 +95,9 @@ class UserBudgetInline(admin.StackedInline):
         return _limits_table(budgets.budget_status(budget.user).limits)
 
 
-class GroupPolicyForm(forms.ModelForm):
+class GroupPolicyForm(PlainCapsForm):
     allowed_models = forms.MultipleChoiceField(
-        label=_("allowed models"),
+        label=_("Allowed models"),
         required=False,
         widget=forms.CheckboxSelectMultiple,
         help_text=_(
