@@ -226,6 +226,9 @@ async def prepare(request: ChatRequest, max_tokens_param: str) -> Prepared:
 
 @database_sync_to_async
 def _admit(key_id, user, prepared: Prepared):
+    if not model_access.is_allowed(user, prepared.request.model):  # the allow-lists of the user's groups
+        refusal = model_access.refusal(prepared.request.model)
+        raise ApiError(403, "invalid_request_error", model_access.CODE, refusal, param="model")
     reservation = metering.admit(
         key_id,
         user,
@@ -428,9 +431,6 @@ async def accept(request, style: str, parse) -> Accepted | HttpResponse:
         lim = await limits(user)
         upstream, stream, include_usage = parse(parse_body(request))
         prepared = await prepare(upstream, "max_tokens")
-        if not await database_sync_to_async(model_access.is_allowed)(user, upstream.model):
-            refusal = model_access.refusal(upstream.model)
-            raise ApiError(403, "invalid_request_error", model_access.CODE, refusal, param="model")
         reservation, lim = await admit(key, user, prepared)
     except ApiError as exc:
         return exc.response(style) if exc.headers else with_headers(exc.response(style), lim)

@@ -48,8 +48,8 @@ class OwnCapsForm(forms.Form):
         return cleaned
 
 
-def own_caps_form(user, data=None) -> OwnCapsForm:
-    status = budgets.budget_status(user)
+def own_caps_form(user, data=None, status: budgets.BudgetStatus | None = None) -> OwnCapsForm:
+    status = status or budgets.budget_status(user)
     return OwnCapsForm(data, user=user, initial={"daily": status.own_daily, "monthly": status.own_monthly})
 
 

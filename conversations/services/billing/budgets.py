@@ -271,10 +271,11 @@ def budget_status(user, now: datetime.datetime | None = None) -> BudgetStatus:
         .order_by("group__name")
     )
     at = periods(now)
-    today, month = user_spending(user.pk, at)
     limits = []
     daily, daily_by = _lowest(budget.daily_cap, budget.own_daily_cap) if budget else (None, "")
     monthly, monthly_by = _lowest(budget.monthly_cap, budget.own_monthly_cap) if budget else (None, "")
+    # Two queries when no cap applies; the spending only when one does.
+    today, month = user_spending(user.pk, at) if daily is not None or monthly is not None or policies else (ZERO, ZERO)
     if daily is not None:
         limits.append(Limit(DAILY, "day", daily, today, at.day_end, daily_by))
     if monthly is not None:
