@@ -257,3 +257,12 @@ def test_fifty_concurrent_reservations_of_five_members_never_exceed_their_groups
     assert budgets.group_spending([group.pk], budgets.periods()) == {group.pk: D(12)}
     assert all(budgets.user_spending(m.pk, budgets.periods())[1] <= 4 for m in members)
     assert credits.verify_ledger() == []
+
+
+def test_a_cap_of_zero_refuses_every_paid_answer_and_shows_as_spent_in_full(owner):
+    caps(owner, monthly_cap=D(0))
+    with pytest.raises(BudgetExceeded) as refused:
+        reserve(owner)
+    assert (refused.value.code, refused.value.cap) == (budgets.MONTHLY, D(0))
+    [limit] = budgets.budget_status(owner).limits
+    assert (limit.cap, limit.spent, limit.remaining, limit.percent) == (D(0), D(0), D(0), 100)

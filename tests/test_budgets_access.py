@@ -3,6 +3,7 @@ the user's own caps (API and usage page), KimiChat's /v1/ API (official SDKs on 
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import uuid
 from decimal import Decimal as D
@@ -12,6 +13,7 @@ import openai
 import pytest
 from asgiref.sync import sync_to_async
 from django.contrib.auth.models import Group
+from django.db import connection
 from django.test import Client
 from django.urls import reverse
 
@@ -282,3 +284,24 @@ def test_staff_edit_a_groups_budget_and_model_list_on_the_group_page(admin_clien
     assert refused.status_code == 200 and b"not one of the available choices" in refused.content
     page = admin_client.get(url)
     assert b"spent this month" in page.content.lower() and b"credits by its members" in page.content
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="row-lock concurrency is what PostgreSQL must prove")
+async def test_fifty_simultaneous_sends_never_exceed_a_daily_cap(connect, owner, settings, chat_settings):
+    settings.KIMICHAT_MAX_CONCURRENT_ANSWERS = 100
+    settings.KIMICHAT_RATE_LIMIT_TIERS = [{"above": 0, "per_minute": 1000, "per_hour": 1000, "per_day": 1000}]
+    await sync_to_async(one_credit_answers)()
+    await sync_to_async(UserBudget.objects.create)(user=owner, daily_cap=D(7))
+    tabs = [await connect(owner) for _ in range(50)]
+    await asyncio.gather(*(tab.say(f"send {n} [[tokens:5]]") for n, tab in enumerate(tabs)))
+
+    async def outcome(tab):
+        frame, _ = await tab.until(lambda f: f["type"] in ("done", "error"), timeout=60)
+        return frame["code"] if frame["type"] == "error" else frame["status"]
+
+    results = await asyncio.gather(*(outcome(tab) for tab in tabs))
+    assert results.count("complete") == 7, results
+    assert results.count(budgets.DAILY) == 43, results
+    assert await sync_to_async(credits.get_balance)(owner) == D(93)
+    assert await sync_to_async(credits.verify_ledger)(owner) == []
+    assert await sync_to_async(Conversation.objects.count)() == 7  # refused sends left nothing behind
