@@ -517,3 +517,70 @@ class AccountSignup(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} ({self.mode})"
+# --- budgets and model access (services/billing/budgets.py, services/accounts/model_access.py) ------------------
+
+
+class UserBudget(models.Model):
+    """A user's spending caps in credits, per day and per month of settings.TIME_ZONE. Empty: no cap.
+
+    Staff set the caps; the user may set their own below them (never above: the lower of the two applies)."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="budget")
+    daily_cap = models.DecimalField(  # set by staff in the admin
+        _("daily cap (staff)"), null=True, blank=True, validators=[MinValueValidator(ZERO)], **CREDIT_DIGITS
+    )
+    monthly_cap = models.DecimalField(
+        _("monthly cap (staff)"), null=True, blank=True, validators=[MinValueValidator(ZERO)], **CREDIT_DIGITS
+    )
+    own_daily_cap = models.DecimalField(  # set by the user on the usage page or PUT /api/me/budget/
+        _("daily cap (the user's own)"), null=True, blank=True, validators=[MinValueValidator(ZERO)], **CREDIT_DIGITS
+    )
+    own_monthly_cap = models.DecimalField(
+        _("monthly cap (the user's own)"), null=True, blank=True, validators=[MinValueValidator(ZERO)], **CREDIT_DIGITS
+    )
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name = _("spending caps")
+        verbose_name_plural = _("spending caps")
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(daily_cap__isnull=True) | Q(daily_cap__gte=0))
+                & (Q(monthly_cap__isnull=True) | Q(monthly_cap__gte=0))
+                & (Q(own_daily_cap__isnull=True) | Q(own_daily_cap__gte=0))
+                & (Q(own_monthly_cap__isnull=True) | Q(own_monthly_cap__gte=0)),
+                name="user_budget_not_negative",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return str(self.user)
+
+
+class GroupPolicy(models.Model):
+    """What a Django group's members share: a monthly budget in credits (every member's spending counts), a monthly
+    cap per member, and the models they may use (empty: every model). A user in several groups is held to each
+    group's budgets and may use the union of their model lists (services/accounts/model_access.py)."""
+
+    group = models.OneToOneField("auth.Group", on_delete=models.CASCADE, related_name="policy")
+    monthly_budget = models.DecimalField(
+        _("shared monthly budget"), null=True, blank=True, validators=[MinValueValidator(ZERO)], **CREDIT_DIGITS
+    )
+    member_monthly_cap = models.DecimalField(
+        _("monthly cap per member"), null=True, blank=True, validators=[MinValueValidator(ZERO)], **CREDIT_DIGITS
+    )
+    allowed_models = models.JSONField(_("allowed models"), default=list, blank=True)  # model ids; [] = all
+
+    class Meta:
+        verbose_name = _("budget and models")
+        verbose_name_plural = _("budget and models")
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(monthly_budget__isnull=True) | Q(monthly_budget__gte=0))
+                & (Q(member_monthly_cap__isnull=True) | Q(member_monthly_cap__gte=0)),
+                name="group_policy_not_negative",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return str(self.group)

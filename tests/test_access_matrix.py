@@ -62,6 +62,7 @@ ROUTES: dict[str, list[Case]] = {
     "i18n/setlang/": [Case("POST", 302, "public", "public", body={"language": "en"})],
     "jsi18n/": [PUBLIC],
     "api/me/": [API_OWN],
+    "api/me/budget/": [API_OWN, Case("PATCH", 200, "401", "own", body={"daily": "5"})],  # only their own caps
     "api/usage/": [API_OWN],
     "api/models/": [API_OWN],
     "api/conversations/": [API_OWN],
@@ -87,6 +88,7 @@ ROUTES: dict[str, list[Case]] = {
     "s/<str:token>/": [PUBLIC],
     "usage/": [PAGE],
     "invites/": [PAGE, Case("POST", 302, "login", "own", body={"revoke": "1"})],  # nobody's code 1: nothing revoked
+    "usage/budget/": [Case("POST", 302, "login", "own", body={"daily": "5", "monthly": ""})],
     "keys/": [PAGE, Case("POST", 302, "login", "own", body={"revoke": "1"})],  # nobody's key 1: nothing revoked
     # KimiChat's own API: a key only; a session, even the owner's, is not a key.
     "v1/models": [Case("GET", 401, "key", "key")],

@@ -686,6 +686,10 @@ def test_admin_can_still_edit_a_user_with_the_read_only_credit_inline(admin_clie
         "credit_account-0-id": str(account.pk),
         "credit_account-0-user": str(owner.pk),
         "credit_account-0-balance": "999999",  # a forged field: the inline is read-only and ignores it
+        "budget-TOTAL_FORMS": "1",  # the spending caps inline, left empty: no row is made
+        "budget-INITIAL_FORMS": "0",
+        "budget-MIN_NUM_FORMS": "0",
+        "budget-MAX_NUM_FORMS": "1",
     }
     response = admin_client.post(reverse("admin:auth_user_change", args=[owner.pk]), data)
     assert response.status_code == 302, response.context["adminform"].form.errors

@@ -22,6 +22,7 @@ from django.utils.safestring import mark_safe
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
+from conversations.admin.budgets import UserBudgetInline
 from conversations.admin.common import subquery_total
 from conversations.admin.credit_adjust import adjust_credits
 from conversations.admin.signup import AwaitingApprovalFilter, approve_accounts
@@ -196,7 +197,7 @@ class KimiChatUserAdmin(UserAdmin):
         return format_html_join(mark_safe("<br>"), "{}", ((line,) for line in lines))
 
     def get_inlines(self, request, obj):
-        return [CreditAccountInline] if obj is not None else []
+        return [CreditAccountInline, UserBudgetInline] if obj is not None else []
 
     def has_delete_permission(self, request, obj=None):
         """A user with credit ledger rows can never be deleted (the ledger is append-only and would go with them):

@@ -12,6 +12,7 @@ from django.views.decorators.http import require_GET
 from conversations.kimi.configured import get_client
 from conversations.kimi.names import display_name, family_name
 from conversations.kimi.params import model_capabilities
+from conversations.services.accounts import model_access
 from conversations.services.billing.pricing import prices_in_effect
 
 
@@ -31,7 +32,9 @@ def _prices(models: list[str]) -> dict[str, dict]:
 @require_GET
 async def models(request):
     client = get_client()
-    ids = await client.list_models()
+    # Only the models the user may use (their groups' allow-lists, services/accounts/model_access.py).
+    allowed = await sync_to_async(model_access.allowed_models)(request.user)
+    ids = model_access.visible(await client.list_models(), allowed)
     info = await client.model_info()  # the same cached GET /models: context_length, supports_* where sent
     default = settings.KIMI_DEFAULT_MODEL if settings.KIMI_DEFAULT_MODEL in ids else (ids[0] if ids else None)
     prices = await sync_to_async(_prices)(ids)

@@ -1,9 +1,10 @@
 from django.urls import path
 
-from conversations.api import attachments, conversations, exports, kimi_models, me, search, shares, usage
+from conversations.api import attachments, budget, conversations, exports, kimi_models, me, search, shares, usage
 
 urlpatterns = [
     path("me/", me.me, name="api-me"),
+    path("me/budget/", budget.budget, name="api-me-budget"),
     path("usage/", usage.usage, name="api-usage"),
     path("models/", kimi_models.models, name="api-models"),
     path("conversations/", conversations.conversation_list, name="api-conversations"),

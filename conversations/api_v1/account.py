@@ -13,6 +13,7 @@ from conversations.api_v1.common import ApiError
 from conversations.kimi.configured import get_client
 from conversations.kimi.names import display_name
 from conversations.models import ApiKey
+from conversations.services.accounts import model_access
 from conversations.services.apikeys import metering
 from conversations.services.billing import usage
 from conversations.services.billing.ratelimit import RateLimited
@@ -48,10 +49,11 @@ def _style(request) -> str:
 @login_not_required
 @require_GET
 async def models(request):
-    _key, _user, lim, refused = await _counted(request, _style(request))
+    _key, user, lim, refused = await _counted(request, _style(request))
     if refused is not None:
         return refused
-    ids = await get_client().list_models()
+    allowed = await database_sync_to_async(model_access.allowed_models)(user)  # the groups' allow-lists
+    ids = model_access.visible(await get_client().list_models(), allowed)
     if _style(request) == "anthropic":  # the anthropic SDK's models.list() reads Anthropic's page shape
         created = datetime.datetime.fromtimestamp(MODELS_CREATED, tz=datetime.UTC).isoformat()
         data = [

@@ -20,7 +20,7 @@ from conversations.kimi.configured import get_client
 from conversations.kimi.events import ContentDelta, Finish, ReasoningDelta, Usage
 from conversations.kimi.params import ChatRequest, output_budget, resolve_params
 from conversations.kimi.tokens import estimate_messages_locally, estimate_tokens_locally
-from conversations.services.accounts import approval
+from conversations.services.accounts import approval, model_access
 from conversations.services.accounts.client_address import request_client_address
 from conversations.services.apikeys import keys, metering
 from conversations.services.billing import credits
@@ -228,6 +228,9 @@ async def prepare(request: ChatRequest, max_tokens_param: str) -> Prepared:
 
 @database_sync_to_async
 def _admit(key_id, user, prepared: Prepared):
+    if not model_access.is_allowed(user, prepared.request.model):  # the allow-lists of the user's groups
+        refusal = model_access.refusal(prepared.request.model)
+        raise ApiError(403, "invalid_request_error", model_access.CODE, refusal, param="model")
     reservation = metering.admit(
         key_id,
         user,
@@ -284,6 +287,9 @@ async def admit(key, user, prepared: Prepared):
     except metering.KeyOverCap as exc:
         lim = await limits(user)
         raise ApiError(403, "insufficient_quota", "key_spending_cap", str(exc), headers=lim.headers()) from None
+    except credits.BudgetExceeded as exc:  # a spending cap: ``code`` names which, the message when it resets
+        lim = await limits(user)
+        raise ApiError(403, "insufficient_quota", exc.code, exc.message(), headers=lim.headers()) from None
     except credits.InsufficientCredits as exc:
         lim = await limits(user)
         raise ApiError(

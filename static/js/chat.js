@@ -121,6 +121,17 @@ class ChatApp extends Base {
     this.creditsNotice = null;
   }
 
+  /** A spending cap stays on screen (which cap, when it resets) until a send goes through or it is dismissed. */
+  showBudgetNotice(text) {
+    const notice = $("budget-notice");
+    notice.querySelector("[data-text]").textContent = text;
+    notice.hidden = false;
+  }
+
+  hideBudgetNotice() {
+    $("budget-notice").hidden = true;
+  }
+
   async loadModels() {
     try {
       const data = await api(urls.models());
@@ -249,6 +260,7 @@ class ChatApp extends Base {
     $("scrim").addEventListener("click", () => this.closeSidebar());
     $("open-settings").addEventListener("click", () => this.openSettings());
     $("credits-notice").querySelector("[data-recheck]").addEventListener("click", () => this.loadMe());
+    $("budget-notice").querySelector("[data-dismiss]").addEventListener("click", () => this.hideBudgetNotice());
     $("settings-form").addEventListener("submit", (e) => {
       e.preventDefault();
       this.saveSettings();

@@ -1,6 +1,6 @@
 // The websocket's frames and connection state applied to the page (docs/websocket-protocol.md).
 import { ACTIVE } from "./messages.js";
-import { errorText } from "./texts.js";
+import { BUDGET_CODES, errorText } from "./texts.js";
 import { $, toast } from "./ui.js";
 
 export const Frames = (Base) => class extends Base {
@@ -41,6 +41,7 @@ export const Frames = (Base) => class extends Base {
     if (pending) {
       this.pending.delete(m.client_msg_id);
       if (this.creditsNotice) this.hideCreditsNotice(); // a send went through: there were credits enough
+      this.hideBudgetNotice();
       if (pending.localId) {
         this.messages.delete(pending.localId);
         this.elements.delete(pending.localId);
@@ -203,6 +204,7 @@ export const Frames = (Base) => class extends Base {
         ? { label: gettext("Retry"), run: () => this.sendText(p.content, p.convId) }
         : null;
       if (frame.code === "insufficient_credits") this.showCreditsNotice(text, frame.balance);
+      else if (BUDGET_CODES.has(frame.code)) this.showBudgetNotice(text);
       else toast(text, { kind: "error", action: retry, timeout: retry ? 10000 : 7000 });
       this.updateComposer();
       return;

@@ -20,6 +20,8 @@ export function errorText(code, fallback, details = {}) {
         gettext("Not enough credits: this message may cost up to %(cost)s and you have %(balance)s."),
         { cost: formatCredits(details.estimated_cost), balance: formatCredits(details.balance) }, true)
       : gettext("Not enough credits for this message."),
+    ...budgetTexts(details),
+    model_not_allowed: gettext("This model is not available to your account. Pick another model."),
     rate_limited: seconds
       ? interpolate(gettext("Too many requests. Try again in %s seconds."), [seconds])
       : gettext("Too many requests. Try again in a moment."),
@@ -49,6 +51,39 @@ export function errorText(code, fallback, details = {}) {
     upstream_bad_response: gettext("Kimi sent a response this server could not read."),
   };
   return known[code] || fallback || gettext("Something went wrong.");
+}
+
+/** The error codes of a spending cap (services/billing/budgets.py): the chat keeps their notice on screen. */
+export const BUDGET_CODES = new Set([
+  "daily_budget_exceeded", "monthly_budget_exceeded", "group_budget_exceeded", "group_member_budget_exceeded",
+]);
+
+/** A spending cap's refusal: which cap, what is spent, what this message may cost, and when the cap resets. */
+function budgetTexts(details) {
+  if (details.cap === undefined) return {};
+  const reset = details.resets_at
+    ? new Date(details.resets_at).toLocaleString(document.documentElement.lang || undefined,
+      { dateStyle: "medium", timeStyle: "short" })
+    : "";
+  const values = {
+    cap: formatCredits(details.cap),
+    spent: formatCredits(details.spent),
+    cost: formatCredits(details.estimated_cost),
+    group: details.group || "",
+    reset,
+  };
+  const own = details.set_by === "user" ? " " + gettext("You set this cap yourself.") : "";
+  const say = (text) => interpolate(text, values, true) + own;
+  return {
+    daily_budget_exceeded: say(gettext(
+      "Daily spending cap reached: %(spent)s of %(cap)s credits spent today, and this message may cost up to %(cost)s. It resets on %(reset)s.")),
+    monthly_budget_exceeded: say(gettext(
+      "Monthly spending cap reached: %(spent)s of %(cap)s credits spent this month, and this message may cost up to %(cost)s. It resets on %(reset)s.")),
+    group_budget_exceeded: say(gettext(
+      "The monthly budget of the group “%(group)s” is used up: %(spent)s of %(cap)s credits, and this message may cost up to %(cost)s. It resets on %(reset)s.")),
+    group_member_budget_exceeded: say(gettext(
+      "Your monthly share in the group “%(group)s” is used up: %(spent)s of %(cap)s credits, and this message may cost up to %(cost)s. It resets on %(reset)s.")),
+  };
 }
 
 /**

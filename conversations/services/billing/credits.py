@@ -29,13 +29,16 @@ from django.utils import timezone
 
 from conversations.kimi.events import Usage
 from conversations.models import CreditAccount, CreditTransaction, Message
-from conversations.services.billing import pricing
+from conversations.services.billing import budgets, pricing
 
 ZERO = Decimal(0)
 MAX_AMOUNT = Decimal(10) ** 12  # the credit columns hold 12 digits before the point
 OPEN_PREFIX = "reserved"  # the note of a reservation's charge row while the answer is running
 Kind = CreditTransaction.Kind
 State = CreditTransaction.State
+
+
+BudgetExceeded = budgets.BudgetExceeded  # a spending cap would be exceeded (services/billing/budgets.py)
 
 
 class CreditError(Exception):
@@ -226,7 +229,8 @@ def reserve(
     api_key_id: int | None = None,
 ) -> Reservation:
     """Charge the estimated cost now (plus ``fees``: web searches, services/billing/search_fees.py). Raises
-    InsufficientCredits (writing nothing) if the balance is short.
+    InsufficientCredits (writing nothing) if the balance is short, and budgets.BudgetExceeded if a spending cap of
+    the user or of one of their groups would be exceeded.
 
     A free answer gets its (zero) row too: every answer is one request on the ledger, whatever it cost."""
     cost = estimate_cost(model, prompt_tokens, max_completion_tokens) + fees
@@ -235,6 +239,7 @@ def reserve(
         account = _locked_account(user.pk)
         if account.balance < cost:
             raise InsufficientCredits(account.balance, cost)
+        budgets.check_budgets(user.pk, cost)  # spending caps, under the same lock (raises BudgetExceeded)
         row = _post(
             account,
             Kind.CHARGE,

@@ -25,6 +25,7 @@ from conversations.kimi.configured import get_client
 from conversations.kimi.params import ChatRequest, output_budget, recommended_output, resolve_params, rules_for
 from conversations.kimi.tokens import estimate_messages_locally, estimate_tokens_locally
 from conversations.models import Conversation, Message
+from conversations.services.accounts import model_access
 from conversations.services.attachments import messages as attached
 from conversations.services.attachments.limits import AttachmentRefused
 from conversations.services.billing import credits, search_fees
@@ -229,17 +230,21 @@ def _reserve(
             balance=str(exc.balance),
             estimated_cost=str(exc.estimated_cost),
         ) from None
+    except credits.BudgetExceeded as exc:  # a spending cap (services/billing/budgets.py): code names which
+        raise SendRefused(exc.code, exc.message(), conversation_id=conversation.pk, **exc.details()) from None
     _check_concurrency(user, conversation.pk)
     conversation.updated_at = timezone.now()
     conversation.save(update_fields=["updated_at"])
     return reservation
 
 
-def _check_model(model: str, known_models: list[str], conversation_id) -> None:
+def _check_model(user, model: str, known_models: list[str], conversation_id) -> None:
     if model not in known_models:
         raise SendRefused(
             "unknown_model", f"The model {model[:100]!r} is not available.", conversation_id=conversation_id
         )
+    if not model_access.is_allowed(user, model):  # the allow-lists of the user's groups
+        raise SendRefused(model_access.CODE, model_access.refusal(model), conversation_id=conversation_id, model=model)
 
 
 def _user_message(conversation: Conversation, content: str, client_msg_id: uuid.UUID, files=()) -> Message:
@@ -364,7 +369,7 @@ def prepare_send(
                 conversation = _locked_conversation(user, conversation_id)
                 _check_not_busy(conversation)
             chosen = model or conversation.model or settings.KIMI_DEFAULT_MODEL
-            _check_model(chosen, known_models, conversation_id)
+            _check_model(user, chosen, known_models, conversation_id)
             try:
                 check_fits(
                     content, model=chosen, system_prompt=conversation.system_prompt, max_tokens=conversation.max_tokens
@@ -410,7 +415,7 @@ def prepare_regenerate(
             conversation = _locked_conversation(user, conversation_id)
             _check_not_busy(conversation)
             chosen = model or conversation.model
-            _check_model(chosen, known_models, conversation_id)
+            _check_model(user, chosen, known_models, conversation_id)
             _check_affordable(user, conversation, chosen)
             thread, last_user, old_answer = _last_turn(conversation, chosen)
             upto = [m for m in thread if m.pk <= last_user.pk]
@@ -450,7 +455,7 @@ def prepare_edit(
                     "not_found", "Only the last message you sent can be edited.", conversation_id=conversation_id
                 )
             chosen = conversation.model
-            _check_model(chosen, known_models, conversation_id)
+            _check_model(user, chosen, known_models, conversation_id)
             files = _files_for_send(user, conversation, attachments, chosen, content, previous=last_user)
             new_user = _user_message(conversation, content, client_msg_id, files)
             upto = [m for m in thread if m.pk < last_user.pk] + [new_user]
@@ -493,7 +498,7 @@ def prepare_continue(
                     "This answer was not cut off, so there is nothing to continue.",
                     conversation_id=conversation_id,
                 )
-            _check_model(answer.model, known_models, conversation_id)
+            _check_model(user, answer.model, known_models, conversation_id)
             upto = [m for m in thread if m.pk <= last_user.pk]
             request, prompt_tokens = _chat_request(conversation, answer.model, upto, continuing=answer)
             continued = Continued(

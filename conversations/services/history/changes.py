@@ -13,6 +13,7 @@ from conversations.kimi.configured import get_client
 from conversations.kimi.errors import InvalidParameter
 from conversations.kimi.params import REASONING_EFFORTS, ChatRequest, resolve_params
 from conversations.models import Conversation, Message
+from conversations.services.accounts import model_access
 from conversations.services.chat.tools import web_search_refusal
 from conversations.services.text import NulCharacter, refuse_nul
 
@@ -213,6 +214,8 @@ def check_settings_fit(conversation: Conversation, changes: dict) -> None:
 def update_conversation(conversation: Conversation, body) -> Conversation:
     """Apply a validated PATCH. Only the named fields are written: renaming or pinning never reorders by recency."""
     changes = check_changes(body)
+    if "model" in changes and not model_access.is_allowed(conversation.owner_id, changes["model"]):
+        raise InvalidChange("model", model_access.refusal(changes["model"]))
     check_settings_fit(conversation, changes)
     if changes.get("web_search"):
         refusal = web_search_refusal(changes.get("model", conversation.model))
