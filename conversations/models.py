@@ -405,9 +405,7 @@ class RefillSchedule(models.Model):
     period = models.CharField(_("period"), max_length=16, choices=Period.choices, default=Period.MONTHLY)
     mode = models.CharField(_("mode"), max_length=16, choices=Mode.choices, default=Mode.UP_TO)
     # The level to top up to, or the amount to add; always more than 0 (a negative refill would be a charge).
-    amount = models.DecimalField(
-        _("credits"), validators=[MinValueValidator(Decimal("0.000001"))], **CREDIT_DIGITS
-    )
+    amount = models.DecimalField(_("credits"), validators=[MinValueValidator(Decimal("0.000001"))], **CREDIT_DIGITS)
     user = models.ForeignKey(  # exactly one of user and group
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="refill_schedules"
     )
@@ -499,3 +497,6 @@ class AnnouncementDismissal(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["announcement", "user"], name="announcement_dismissed_once"),
         ]
+
+    def __str__(self) -> str:
+        return f"{self.user} dismissed {self.announcement_id}"
