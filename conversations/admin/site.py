@@ -9,7 +9,7 @@ from django.contrib import admin
 from django.urls import path, reverse
 from django.utils.translation import gettext_lazy as _
 
-from conversations.admin import credit_adjust
+from conversations.admin import credit_adjust, reports
 from conversations.admin import views as admin_views
 from conversations.views.forms import AdminLoginForm, AdminPasswordChangeForm
 
@@ -33,7 +33,8 @@ def _with_dashboard(get_urls: Callable[[], list]) -> Callable[[], list]:
             admin.site.admin_view(admin_views.refresh_provider_balance),
             name="kimichat_refresh_provider_balance",
         )
-        return [dashboard, refresh, adjust, *get_urls()]
+        report = path("reports/", admin.site.admin_view(reports.reports_page), name="kimichat_reports")
+        return [dashboard, refresh, adjust, report, *get_urls()]
 
     return get_urls_with_dashboard
 
