@@ -485,6 +485,12 @@ class Announcement(models.Model):
     def __str__(self) -> str:
         return self.message[:60]
 
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        if self.expires_at and self.starts_at and self.expires_at <= self.starts_at:
+            raise ValidationError({"expires_at": _("The expiry must come after the start.")})
+
 
 class AnnouncementDismissal(models.Model):
     """A user closed an announcement: it is not shown to them again, on any device."""
