@@ -43,6 +43,8 @@ PATHS = {
     "v1-models": ({}, "/v1/models"),
     "v1-user-credits": ({}, "/v1/user/credits"),
     "admin:kimichat_dashboard": ({}, "/admin/dashboard/"),
+    "admin:kimichat_reports": ({}, "/admin/reports/"),
+    "announcement-dismiss": ({"announcement_id": 7}, "/announcements/7/dismiss/"),
 }
 
 
