@@ -203,6 +203,7 @@ class CreditTransaction(models.Model):
         REFUND = "refund", _("Refund")
         ADJUSTMENT = "adjustment", _("Adjustment")
         INVITE_REWARD = "invite_reward", _("Invite reward")  # to an inviter when someone signs up with their code
+        REFILL = "refill", _("Refill")  # a scheduled grant (RefillSchedule, services/billing/refills.py)
 
     account = models.ForeignKey(CreditAccount, on_delete=models.CASCADE, related_name="transactions")
     kind = models.CharField(max_length=16, choices=Kind.choices)
@@ -517,6 +518,8 @@ class AccountSignup(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} ({self.mode})"
+
+
 # --- budgets and model access (services/billing/budgets.py, services/accounts/model_access.py) ------------------
 
 
@@ -584,3 +587,126 @@ class GroupPolicy(models.Model):
 
     def __str__(self) -> str:
         return str(self.group)
+
+
+# --- refills and announcements (services/billing/refills.py, admin: reports, announcements) ------------------------------
+
+
+class RefillSchedule(models.Model):
+    """A grant that repeats every day, week or month, for one user or for every active member of a group
+    (services/billing/refills.py; run by ``manage.py refillcredits`` and by one worker)."""
+
+    class Period(models.TextChoices):
+        DAILY = "daily", _("Every day")
+        WEEKLY = "weekly", _("Every week (from Monday)")
+        MONTHLY = "monthly", _("Every month (from the 1st)")
+
+    class Mode(models.TextChoices):
+        UP_TO = "up_to", _("Top up to a level")  # never lowers a balance that is already above it
+        BY_AMOUNT = "by_amount", _("Add an amount")
+
+    name = models.CharField(_("name"), max_length=100)
+    period = models.CharField(_("period"), max_length=16, choices=Period.choices, default=Period.MONTHLY)
+    mode = models.CharField(_("mode"), max_length=16, choices=Mode.choices, default=Mode.UP_TO)
+    # The level to top up to, or the amount to add; always more than 0 (a negative refill would be a charge).
+    amount = models.DecimalField(_("credits"), validators=[MinValueValidator(Decimal("0.000001"))], **CREDIT_DIGITS)
+    user = models.ForeignKey(  # exactly one of user and group
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="refill_schedules"
+    )
+    group = models.ForeignKey(
+        "auth.Group", null=True, blank=True, on_delete=models.CASCADE, related_name="refill_schedules"
+    )
+    active = models.BooleanField(_("active"), default=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="refill_amount_positive"),
+            models.CheckConstraint(
+                condition=Q(user__isnull=False, group__isnull=True) | Q(user__isnull=True, group__isnull=False),
+                name="refill_user_xor_group",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class RefillGrant(models.Model):
+    """One run of a schedule for one user in one period: the unique constraint is what makes a refill happen once
+    per period, however many runs (or workers) try at once. ``amount`` 0: the balance was already at the level."""
+
+    schedule = models.ForeignKey(RefillSchedule, on_delete=models.CASCADE, related_name="grants")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="refill_grants")
+    period = models.CharField(max_length=16)  # "2026-11" (monthly), "2026-W48" (weekly), "2026-11-30" (daily)
+    amount = models.DecimalField(default=ZERO, **CREDIT_DIGITS)  # what was added (0: nothing was missing)
+    transaction = models.OneToOneField(  # the ledger row of kind "refill"; null when nothing was added
+        CreditTransaction, null=True, blank=True, on_delete=models.SET_NULL, related_name="refill_grant"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["schedule", "user", "period"], name="refill_grant_once_per_period"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.schedule} {self.period} → {self.user}"
+
+
+class AnnouncementQuerySet(models.QuerySet):
+    def current(self, now=None) -> AnnouncementQuerySet:
+        now = now or timezone.now()
+        return self.filter(active=True, starts_at__lte=now).filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+
+    def for_user(self, user) -> AnnouncementQuerySet:
+        """What ``user`` should see now: current, not dismissed by them, newest first."""
+        if user is None or not user.is_authenticated:
+            return self.none()
+        return self.current().exclude(dismissals__user_id=user.pk).order_by("-starts_at", "-id")
+
+
+class Announcement(models.Model):
+    """A banner staff show to every logged-in user on the app's pages, until it expires or they dismiss it."""
+
+    class Level(models.TextChoices):
+        INFO = "info", _("Information")
+        WARNING = "warning", _("Warning")
+        CRITICAL = "critical", _("Critical")
+
+    message = models.TextField(_("message"), max_length=1000)  # plain text: shown escaped, never as HTML
+    level = models.CharField(_("level"), max_length=16, choices=Level.choices, default=Level.INFO)
+    active = models.BooleanField(_("active"), default=True)
+    starts_at = models.DateTimeField(_("shown from"), default=timezone.now)
+    expires_at = models.DateTimeField(_("expires at"), null=True, blank=True)  # empty: until turned off
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = AnnouncementQuerySet.as_manager()
+
+    def __str__(self) -> str:
+        return self.message[:60]
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        if self.expires_at and self.starts_at and self.expires_at <= self.starts_at:
+            raise ValidationError({"expires_at": _("The expiry must come after the start.")})
+
+
+class AnnouncementDismissal(models.Model):
+    """A user closed an announcement: it is not shown to them again, on any device."""
+
+    announcement = models.ForeignKey(Announcement, on_delete=models.CASCADE, related_name="dismissals")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    dismissed_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["announcement", "user"], name="announcement_dismissed_once"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} dismissed {self.announcement_id}"

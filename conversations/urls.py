@@ -1,6 +1,6 @@
 from django.urls import path
 
-from conversations.views import apikeys, budget, chat, invites, shared, usage
+from conversations.views import announcements, apikeys, budget, chat, invites, shared, usage
 
 urlpatterns = [
     path("", chat.chat, name="chat"),
@@ -10,4 +10,5 @@ urlpatterns = [
     path("usage/budget/", budget.own_caps, name="usage-budget"),
     path("keys/", apikeys.api_keys, name="api-keys"),
     path("invites/", invites.invites_page, name="invites"),
+    path("announcements/<int:announcement_id>/dismiss/", announcements.dismiss, name="announcement-dismiss"),
 ]

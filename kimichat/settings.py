@@ -338,6 +338,17 @@ KIMICHAT_DEFAULT_PRICE_PER_MILLION_COMPLETION = Decimal(
 KIMICHAT_DEFAULT_PRICE_PER_MILLION_CACHED = Decimal(str(env_float("DEFAULT_PRICE_PER_MILLION_CACHED", 300, minimum=0)))
 # How often (seconds) one worker reads the provider's balance for the admin dashboard; 0: only on demand.
 KIMICHAT_PROVIDER_BALANCE_INTERVAL = env_int("PROVIDER_BALANCE_INTERVAL", 300, minimum=0)
+# A WARNING is logged, and the dashboard shows an alert, when a read of the provider balance falls below this (in
+# the provider's currency, as the balance is read); empty: no alert.
+_alert_below = env_str("PROVIDER_BALANCE_ALERT_BELOW")
+try:
+    KIMICHAT_PROVIDER_BALANCE_ALERT_BELOW = Decimal(_alert_below) if _alert_below else None
+except ArithmeticError:
+    raise ImproperlyConfigured(f"PROVIDER_BALANCE_ALERT_BELOW must be a number, got {_alert_below!r}") from None
+if KIMICHAT_PROVIDER_BALANCE_ALERT_BELOW is not None and not KIMICHAT_PROVIDER_BALANCE_ALERT_BELOW.is_finite():
+    raise ImproperlyConfigured(f"PROVIDER_BALANCE_ALERT_BELOW must be a finite number, got {_alert_below!r}")
+# How often (seconds) one worker grants the scheduled refills that are due; 0: only `manage.py refillcredits`.
+KIMICHAT_REFILL_INTERVAL = env_int("REFILL_INTERVAL", 600, minimum=0)
 # Requests per minute/hour/day by balance (seed 003); a tier applies when the balance is above its "above".
 # RATE_LIMIT_TIERS takes the same list as JSON; conversations.services.billing.ratelimit validates it.
 KIMICHAT_RATE_LIMIT_TIERS = [

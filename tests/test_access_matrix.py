@@ -90,6 +90,9 @@ ROUTES: dict[str, list[Case]] = {
     "invites/": [PAGE, Case("POST", 302, "login", "own", body={"revoke": "1"})],  # nobody's code 1: nothing revoked
     "usage/budget/": [Case("POST", 302, "login", "own", body={"daily": "5", "monthly": ""})],
     "keys/": [PAGE, Case("POST", 302, "login", "own", body={"revoke": "1"})],  # nobody's key 1: nothing revoked
+    # Announcements belong to nobody: a dismissal is the caller's own (tests/test_announcements.py). None is current
+    # here, so the id is a 404 for everyone logged in.
+    "announcements/<int:announcement_id>/dismiss/": [Case("POST", 404, "login", "own")],
     # KimiChat's own API: a key only; a session, even the owner's, is not a key.
     "v1/models": [Case("GET", 401, "key", "key")],
     "v1/user/credits": [Case("GET", 401, "key", "key")],
@@ -149,7 +152,7 @@ def _url(route: str, conversation: Conversation, link: SharedLink) -> str:
     attachment = Attachment.objects.filter(owner_id=conversation.owner_id).first()
     return "/" + route.replace("<int:conversation_id>", str(conversation.pk)).replace(
         "<str:token>", link.token
-    ).replace("<int:attachment_id>", str(attachment.pk))
+    ).replace("<int:attachment_id>", str(attachment.pk)).replace("<int:announcement_id>", "1")
 
 
 def _request(client: Client, case: Case, url: str, csrf: str | None):

@@ -51,6 +51,8 @@ PATHS = {
     "v1-user-credits": ({}, "/v1/user/credits"),
     "admin:kimichat_dashboard": ({}, "/admin/dashboard/"),
     "admin:kimichat_two_factor": ({}, "/admin/two-factor/"),
+    "admin:kimichat_reports": ({}, "/admin/reports/"),
+    "announcement-dismiss": ({"announcement_id": 7}, "/announcements/7/dismiss/"),
 }
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-from decimal import Decimal
 
 from django.contrib import admin
 from django.contrib.auth import get_permission_codename
@@ -12,6 +11,8 @@ from django.db.models.functions import Coalesce
 from django.http import HttpResponse
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+
+from conversations.services.billing.reports import csv_safe
 
 
 def subquery_total(queryset, aggregate, *, group_by: str):
@@ -22,22 +23,6 @@ def subquery_total(queryset, aggregate, *, group_by: str):
     """
     total = queryset.order_by().values(group_by).annotate(total=aggregate).values("total")[:1]
     return Coalesce(Subquery(total), Value(0), output_field=BigIntegerField())
-
-
-def csv_safe(value) -> str | int | Decimal:
-    """A cell value for spreadsheets: text that starts like a formula is prefixed so Excel shows it as text."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int | Decimal):
-        return value
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    text = str(value)
-    if text[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + text
-    return text
 
 
 @admin.action(description=_("Export CSV"), permissions=["view"])

@@ -11,7 +11,7 @@ from django.shortcuts import redirect
 from django.urls import path, reverse
 from django.utils.translation import gettext_lazy as _
 
-from conversations.admin import credit_adjust, two_factor
+from conversations.admin import credit_adjust, reports, two_factor
 from conversations.admin import views as admin_views
 from conversations.views.forms import AdminLoginForm, AdminPasswordChangeForm
 
@@ -37,7 +37,8 @@ def _with_dashboard(get_urls: Callable[[], list]) -> Callable[[], list]:
         )
         # Not behind admin_view: a staff user who must enrol first has no admin permission yet (two_factor.py).
         enrol = path("two-factor/", two_factor.two_factor, name="kimichat_two_factor")
-        return [dashboard, refresh, adjust, enrol, *get_urls()]
+        report = path("reports/", admin.site.admin_view(reports.reports_page), name="kimichat_reports")
+        return [dashboard, refresh, adjust, enrol, report, *get_urls()]
 
     return get_urls_with_dashboard
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from asgiref.sync import async_to_sync
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect
@@ -40,6 +41,11 @@ def dashboard(request):
         "data": data,
         "charts": charts,
         "provider_balance": format_credits(data.provider_balance.balance) if data.provider_balance else None,
+        "provider_alert_below": (
+            settings.KIMICHAT_PROVIDER_BALANCE_ALERT_BELOW
+            if data.provider_balance and provider_balance.below_alert_level(data.provider_balance.balance)
+            else None
+        ),
         # Links to rows are shown only to those who may open them (message content is behind its permission).
         "can_view_messages": user.has_perm("conversations.view_message"),
         "can_view_conversations": user.has_perm("conversations.view_conversation"),

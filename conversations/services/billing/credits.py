@@ -206,6 +206,25 @@ def adjust(user, amount, *, created_by, note: str) -> CreditTransaction:
         return _post(account, Kind.ADJUSTMENT, amount, created_by=created_by, note=note[:500])
 
 
+def refill(user, *, amount=None, up_to=None, note: str = "") -> CreditTransaction | None:
+    """A scheduled refill (services/billing/refills.py): add ``amount``, or top the balance up to ``up_to``.
+
+    Exactly one of the two, and it must be positive. Topping up never lowers a balance: at or above the level,
+    nothing is written and None is returned. The level is compared with the balance under the row lock, so an
+    answer settling at the same moment cannot make it overshoot."""
+    if (amount is None) == (up_to is None):
+        raise InvalidAmount("a refill adds an amount or tops up to a level, not both")
+    value = as_credits(amount if amount is not None else up_to)
+    if value <= 0:
+        raise InvalidAmount(f"a refill must be positive, got {value}")
+    with transaction.atomic():
+        account = _locked_account(user.pk)
+        added = value if amount is not None else value - account.balance
+        if added <= 0:
+            return None
+        return _post(account, Kind.REFILL, added, note=note[:500])
+
+
 # --- paying for answers ---------------------------------------------------------------------------------------
 
 

@@ -5,6 +5,10 @@ Every worker runs ``refresh_every_few_minutes`` (started with the generation reg
 cache lock taken with the atomic ``add`` lets only one of them read per interval: the provider sees one request
 every ``KIMICHAT_PROVIDER_BALANCE_INTERVAL`` seconds however many workers there are (with Redis; in-process cache:
 one per worker, which is one worker).
+
+When a read falls below ``KIMICHAT_PROVIDER_BALANCE_ALERT_BELOW`` (``PROVIDER_BALANCE_ALERT_BELOW``), a WARNING is
+logged once, on the read that crossed it (the previous balance read was not below), and the dashboard shows an
+alert for as long as the last balance read is below it; a read back above it logs an INFO line.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.core.cache import cache
 
@@ -25,7 +30,31 @@ LOCK_KEY = "kimichat:provider-balance:lock"
 async def refresh_provider_balance():
     """Read the balance now and record a snapshot (the balance endpoint, else the last headers); returns it, or
     None when the provider told nothing."""
-    return await get_client().fetch_balance()
+    snapshot = await get_client().fetch_balance()
+    await database_sync_to_async(note_crossing)(snapshot)
+    return snapshot
+
+
+def below_alert_level(balance) -> bool:
+    """Whether a balance read is under the alert level (never, when no level is set)."""
+    level = settings.KIMICHAT_PROVIDER_BALANCE_ALERT_BELOW
+    return level is not None and balance is not None and balance < level
+
+
+def note_crossing(snapshot) -> None:
+    """Log when ``snapshot`` (just recorded) crossed the alert level: WARNING going below, INFO back above."""
+    if snapshot is None or snapshot.balance is None or settings.KIMICHAT_PROVIDER_BALANCE_ALERT_BELOW is None:
+        return
+    from conversations.models import ProviderSnapshot
+
+    previous = ProviderSnapshot.objects.filter(balance__isnull=False, pk__lt=snapshot.pk).order_by("-pk").first()
+    was_below = previous is not None and below_alert_level(previous.balance)
+    level = settings.KIMICHAT_PROVIDER_BALANCE_ALERT_BELOW
+    if below_alert_level(snapshot.balance) and not was_below:
+        logger.warning("the provider balance %s is below the alert level %s: top up the provider account",
+                       snapshot.balance, level)  # fmt: skip
+    elif was_below and not below_alert_level(snapshot.balance):
+        logger.info("the provider balance %s is back above the alert level %s", snapshot.balance, level)
 
 
 async def refresh_if_due():

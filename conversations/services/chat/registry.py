@@ -38,7 +38,7 @@ from conversations.kimi.events import ContentDelta, Finish, ReasoningDelta, Resp
 from conversations.kimi.params import ChatRequest
 from conversations.models import Message
 from conversations.serializers import conversation_to_dict, message_to_dict
-from conversations.services.billing import credits, provider_balance, search_fees
+from conversations.services.billing import credits, provider_balance, refills, search_fees
 from conversations.services.chat import tools
 from conversations.services.chat.reaper import in_progress_ids, reap_message
 from conversations.services.chat.relay import Relay, Relayer, control_group, conversation_group, user_group
@@ -154,6 +154,7 @@ class GenerationRegistry:
             asyncio.create_task(self._heartbeat_and_reap(), name="kimichat-reaper"),
             asyncio.create_task(self._checkpoint_every_few_seconds(), name="kimichat-checkpoints"),
             asyncio.create_task(provider_balance.refresh_every_few_minutes(), name="kimichat-provider-balance"),
+            asyncio.create_task(refills.refill_every_few_minutes(), name="kimichat-refills"),
         ]
         self.relayer.start()
         install_shutdown_hook(self)
