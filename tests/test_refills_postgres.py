@@ -5,6 +5,7 @@ SQLite, whose writers are serialized anyway."""
 from __future__ import annotations
 
 import threading
+import time
 from decimal import Decimal
 from io import StringIO
 
@@ -85,14 +86,21 @@ def test_a_run_that_meets_another_runs_uncommitted_grant_waits_and_grants_nothin
             threading.Event().wait(0.5)  # B is now blocked on the unique index
         return grant
 
+    waited = []
+
     def run_b():
         a_inserted.wait(10)
         b_started.set()
-        return refills.refill_user(schedule, owner, period)
+        started = time.monotonic()
+        try:
+            return refills.refill_user(schedule, owner, period)
+        finally:
+            waited.append(time.monotonic() - started)
 
     barrier_free = [run_a, run_b]
     results = in_threads(2, lambda: barrier_free.pop(0)())
     granted = [r for r in results if r is not None]
     assert len(granted) == 1 and granted[0].amount == 300
+    assert waited[0] >= 0.4  # B really met A's row: it waited on the unique index until A committed
     assert credits.get_balance(owner) == 400
     assert CreditTransaction.objects.filter(kind="refill").count() == 1

@@ -172,6 +172,9 @@ def test_the_command_writes_the_same_csv(ledger, tmp_path):
     out = tmp_path / "users.csv"
     call_command("exportreport", "users", "2026-03-01", "2026-03-31", "--output", str(out))
     assert list(csv.reader(out.open(encoding="utf-8"))) == rows_of("users")
+    stdout = io.StringIO()
+    call_command("exportreport", "days", "2026-03-01", "2026-03-31", stdout=stdout)
+    assert list(csv.reader(io.StringIO(stdout.getvalue()))) == rows_of("days")
     with pytest.raises(CommandError, match="end: The last day is before the first."):
         call_command("exportreport", "users", "2026-03-31", "2026-03-01")
     with pytest.raises(CommandError, match="report: Choose one of: ledger, users"):

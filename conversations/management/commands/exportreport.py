@@ -1,8 +1,6 @@
 """``manage.py exportreport REPORT START END [--output FILE]``: the admin's CSV reports from the command line
 (services/billing/reports.py), written as they are read."""
 
-import sys
-
 from django.core.management.base import BaseCommand, CommandError
 
 from conversations.services.billing import reports
@@ -29,6 +27,5 @@ class Command(BaseCommand):
                 for chunk in chunks:
                     out.write(chunk)
         else:
-            stream = self.stdout._out if hasattr(self.stdout, "_out") else sys.stdout
             for chunk in chunks:
-                stream.write(chunk)
+                self.stdout.write(chunk, ending="")
