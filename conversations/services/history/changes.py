@@ -14,6 +14,7 @@ from conversations.kimi.errors import InvalidParameter
 from conversations.kimi.params import REASONING_EFFORTS, ChatRequest, resolve_params
 from conversations.models import Conversation, Message
 from conversations.services.chat.tools import web_search_refusal
+from conversations.services.projects.membership import owned_project_id
 from conversations.services.text import NulCharacter, refuse_nul
 
 TITLE_MAX_CHARS = 200
@@ -21,7 +22,7 @@ MODEL_MAX_CHARS = 100
 SYSTEM_PROMPT_MAX_CHARS = 20_000
 MAX_TOKENS_LIMIT = 1_000_000
 
-TOP_LEVEL_FIELDS = frozenset({"title", "pinned", "archived", "model", "system_prompt", "settings"})
+TOP_LEVEL_FIELDS = frozenset({"title", "pinned", "archived", "model", "system_prompt", "settings", "project"})
 SETTINGS_FIELDS = frozenset(
     {"temperature", "top_p", "max_tokens", "json_mode", "thinking", "reasoning_effort", "web_search"}
 )
@@ -173,6 +174,11 @@ def check_changes(body) -> dict:
         changes["system_prompt"] = _storable("system_prompt", prompt)
     if "settings" in body:
         changes.update(_settings_changes(body["settings"]))
+    if "project" in body:  # filed under a project (its id) or out of any (null); whose it is: update_conversation
+        project = body["project"]
+        if project is not None and (isinstance(project, bool) or not isinstance(project, int) or project < 1):
+            raise InvalidChange("project", _("The project must be a project's id, or null for none."))
+        changes["project_id"] = project
     return changes
 
 
@@ -213,6 +219,8 @@ def check_settings_fit(conversation: Conversation, changes: dict) -> None:
 def update_conversation(conversation: Conversation, body) -> Conversation:
     """Apply a validated PATCH. Only the named fields are written: renaming or pinning never reorders by recency."""
     changes = check_changes(body)
+    if "project_id" in changes:  # ProjectNotFound (404) for another user's project
+        owned_project_id(conversation.owner_id, changes["project_id"])
     check_settings_fit(conversation, changes)
     if changes.get("web_search"):
         refusal = web_search_refusal(changes.get("model", conversation.model))
