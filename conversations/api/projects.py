@@ -37,6 +37,9 @@ def _not_allowed(request, allow: str) -> JsonResponse:
 
 def _body(request):
     """The JSON body, or the error response to return."""
+    if request.content_type != "application/json":
+        # A form body has been read by the CSRF check already, and is not what this takes anyway.
+        return None, error("bad_json", "the body must be JSON (Content-Type: application/json)", 400)
     if len(request.body) > MAX_BODY_BYTES:
         return None, error("too_large", f"the body must be at most {MAX_BODY_BYTES // 1024} KB", 413)
     try:
