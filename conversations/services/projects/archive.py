@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.db import transaction
+from django.db.models import Prefetch
 from django.utils.dateparse import parse_datetime
 
-from conversations.models import Project
+from conversations.models import Attachment, Project
 from conversations.services.attachments import archive as attachment_archive
 from conversations.services.attachments import storage
 from conversations.services.attachments.limits import AttachmentRefused
@@ -52,7 +53,7 @@ def entry(project: Project) -> dict:
 
 def _file_entries(project: Project) -> list[dict]:
     result = []
-    for attachment in files.files_of(project):
+    for attachment in project.files.all():  # prefetched in id order
         with storage.open_blob(attachment.storage_key) as blob:
             data = base64.b64encode(blob.read()).decode("ascii")
         result.append({"name": attachment.name, "content_type": attachment.content_type, "data": data})
@@ -61,7 +62,8 @@ def _file_entries(project: Project) -> list[dict]:
 
 def projects_document(user) -> dict | None:
     """``projects.json`` of the ZIP export, or None for a user without projects."""
-    projects = list(Project.objects.for_user(user).for_sidebar())
+    order = Prefetch("files", queryset=Attachment.objects.order_by("id"))
+    projects = list(Project.objects.for_user(user).for_sidebar().prefetch_related(order))
     if not projects:
         return None
     return {"format": FORMAT, "projects": [{**entry(p), "files": _file_entries(p)} for p in projects]}
