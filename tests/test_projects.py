@@ -319,3 +319,24 @@ def test_an_import_with_a_bad_project_entry_names_it(owner):
     with pytest.raises(exports.ImportRejected) as refused:
         exports.import_conversations(owner, json.dumps(document).encode())
     assert refused.value.field == "[0].project.name"
+
+
+@pytest.mark.django_db
+def test_the_estimate_counts_the_projects_instructions_and_files(owner, attachment_storage):
+    project = Project.objects.create(owner=owner, name="Work")
+    conversation = chat(owner)
+    client = api(owner)
+
+    def estimate() -> int:
+        response = send(
+            client, "post", "/api/attachments/estimate/", {"conversation_id": conversation.pk, "content": "hi"}
+        )
+        return response.json()["prompt_tokens"]
+
+    alone = estimate()
+    conversation.project = project
+    conversation.save()
+    project.instructions = "word " * 200
+    project.save()
+    project_files.add_file(project, name="a.txt", data=b"other " * 300)
+    assert estimate() >= alone + 450
