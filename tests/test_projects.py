@@ -340,3 +340,18 @@ def test_the_estimate_counts_the_projects_instructions_and_files(owner, attachme
     project.save()
     project_files.add_file(project, name="a.txt", data=b"other " * 300)
     assert estimate() >= alone + 450
+
+
+@pytest.mark.django_db
+def test_the_project_list_costs_two_queries_however_many_projects(owner, attachment_storage, django_assert_num_queries):
+    for index in range(5):
+        project = Project.objects.create(owner=owner, name=f"p{index}", position=index)
+        chat(owner, project=project)
+        project_files.add_file(project, name=f"{index}.txt", data=f"text {index}".encode())
+    client = api(owner)
+    # 1) session, 2) user, 3) projects with their chat counts, 4) their files.
+    with django_assert_num_queries(4):
+        results = client.get("/api/projects/").json()["results"]
+    assert [(p["name"], p["conversation_count"], len(p["files"])) for p in results] == [
+        (f"p{i}", 1, 1) for i in range(5)
+    ]
