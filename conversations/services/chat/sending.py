@@ -123,7 +123,7 @@ def _locked_conversation(user, conversation_id: int) -> Conversation:
 def _check_project(user, new_conversation: dict | None) -> None:
     """A send that starts a chat in a project: the project must be the user's (another user's is a missing one)."""
     try:
-        owned_project_id(user.pk, (new_conversation or {}).get("project_id"))
+        owned_project_id(user.pk, (new_conversation or {}).get("project_id"), lock=True)
     except ProjectNotFound:
         raise SendRefused("not_found", gettext("No such project.")) from None
 

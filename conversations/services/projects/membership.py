@@ -10,11 +10,15 @@ class ProjectNotFound(LookupError):
     """No such project of this user (another user's id is answered the same)."""
 
 
-def owned_project_id(owner_id: int, project_id: int | None) -> int | None:
+def owned_project_id(owner_id: int, project_id: int | None, *, lock: bool = False) -> int | None:
     """``project_id`` if it names a project of ``owner_id`` (None stays None: out of any project), else
-    ``ProjectNotFound``."""
+    ``ProjectNotFound``. ``lock`` (inside a transaction): hold the project's row until commit, so a concurrent
+    delete of the project waits, or is seen here as a missing project, never as a broken foreign key."""
     if project_id is None:
         return None
-    if not Project.objects.filter(owner_id=owner_id, pk=project_id).exists():
+    projects = Project.objects.filter(owner_id=owner_id, pk=project_id)
+    if lock:
+        projects = projects.select_for_update()
+    if not projects.exists():
         raise ProjectNotFound(project_id)
     return project_id
