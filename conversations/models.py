@@ -51,6 +51,10 @@ class Conversation(models.Model):
     # Where an imported conversation came from ("kimichat:<id>:<created_at>", "chatgpt:<id>"), so importing the same
     # export again skips it; empty for conversations started here.
     import_key = models.CharField(max_length=200, blank=True, default="")
+    # The project the chat is filed under (docs/projects.md); deleting a project "without its chats" sets this null.
+    project = models.ForeignKey(
+        "Project", null=True, blank=True, on_delete=models.SET_NULL, related_name="conversations"
+    )
 
     objects = ConversationQuerySet.as_manager()
 
@@ -312,7 +316,7 @@ class AttachmentQuerySet(models.QuerySet):
         return self.filter(owner_id=user.pk)
 
     def unsent(self) -> AttachmentQuerySet:
-        return self.filter(message__isnull=True)
+        return self.filter(message__isnull=True, project__isnull=True)
 
 
 class Attachment(models.Model):
@@ -334,6 +338,8 @@ class Attachment(models.Model):
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="attachments")
     # Null until the message that carries it is sent; deleting the message deletes the attachment.
     message = models.ForeignKey(Message, null=True, blank=True, on_delete=models.CASCADE, related_name="attachments")
+    # A project's file (never also a message's): sent with every chat of the project; goes with the project.
+    project = models.ForeignKey("Project", null=True, blank=True, on_delete=models.CASCADE, related_name="files")
     kind = models.CharField(max_length=16, choices=Kind.choices)
     name = models.CharField(max_length=255)  # the file name the user gave, for display and downloads only
     content_type = models.CharField(max_length=100)  # sniffed from the bytes, never taken from the browser
@@ -589,7 +595,7 @@ class GroupPolicy(models.Model):
         return str(self.group)
 
 
-# --- refills and announcements (services/billing/refills.py, admin: reports, announcements) ------------------------------
+# --- refills and announcements (services/billing/refills.py, admin: reports, announcements) ---------------------------
 
 
 class RefillSchedule(models.Model):
@@ -710,3 +716,45 @@ class AnnouncementDismissal(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} dismissed {self.announcement_id}"
+
+
+class ProjectQuerySet(models.QuerySet):
+    def for_user(self, user) -> ProjectQuerySet:
+        """Every route reads projects through this: another user's project is a missing one."""
+        if user is None or not user.is_authenticated:
+            return self.none()
+        return self.filter(owner_id=user.pk)
+
+    def for_sidebar(self) -> ProjectQuerySet:
+        return self.order_by("position", "id")
+
+
+class Project(models.Model):
+    """A user's folder of chats, with its own instructions and files sent with each of its chats (docs/projects.md)."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="projects")
+    name = models.CharField(max_length=100)
+    color = models.CharField(max_length=7, blank=True)  # "#rrggbb", or empty for the default
+    emoji = models.CharField(max_length=16, blank=True)  # one emoji (a grapheme may take several code points)
+    # Added to the system prompt of every chat of the project, before the chat's own (services/projects/context.py).
+    instructions = models.TextField(blank=True)
+    position = models.PositiveIntegerField(default=0)  # sidebar order, the user's own (reorder)
+    archived = models.BooleanField(default=False)  # hidden from the sidebar's list, shown in the Archived view
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+    # Where an imported project came from ("kimichat:<id>:<created_at>"): importing the same export again reuses it.
+    import_key = models.CharField(max_length=200, blank=True, default="")
+
+    objects = ProjectQuerySet.as_manager()
+
+    class Meta:
+        # Sidebar: WHERE owner = ? ORDER BY position, id.
+        indexes = [models.Index(fields=["owner", "position", "id"], name="project_owner_position")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["owner", "import_key"], name="project_owner_import_key_unique", condition=~Q(import_key="")
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name

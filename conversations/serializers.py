@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conversations.models import Attachment, Conversation, Message
+from conversations.models import Attachment, Conversation, Message, Project
 
 
 def _iso(value) -> str | None:
@@ -26,8 +26,25 @@ def conversation_to_dict(conversation: Conversation) -> dict:
         },
         "pinned": conversation.pinned,
         "archived": conversation.archived,
+        "project": conversation.project_id,  # the project's id, or null
         "created_at": _iso(conversation.created_at),
         "updated_at": _iso(conversation.updated_at),
+    }
+
+
+def project_to_dict(project: Project, *, files: list[Attachment], conversation_count: int) -> dict:
+    return {
+        "id": project.pk,
+        "name": project.name,
+        "color": project.color,
+        "emoji": project.emoji,
+        "instructions": project.instructions,
+        "position": project.position,
+        "archived": project.archived,
+        "conversation_count": conversation_count,
+        "files": [attachment_to_dict(a) for a in files],
+        "created_at": _iso(project.created_at),
+        "updated_at": _iso(project.updated_at),
     }
 
 

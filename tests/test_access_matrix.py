@@ -17,7 +17,7 @@ from asgiref.sync import sync_to_async
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
-from conversations.models import Attachment, Conversation, Message, SharedLink
+from conversations.models import Attachment, Conversation, Message, Project, SharedLink
 from conversations.services.chat import frames
 from conversations.services.history import shares
 
@@ -83,6 +83,15 @@ ROUTES: dict[str, list[Case]] = {
     "api/attachments/estimate/": [Case("POST", 400, "401", "own")],  # a form body, not JSON: 400 bad_json
     "api/attachments/<int:attachment_id>/": [Case("GET", 200, "401"), Case("DELETE", 204, "401")],
     "api/attachments/<int:attachment_id>/file": [Case("GET", 200, "401")],
+    "api/projects/": [API_OWN, Case("POST", 400, "401", "own")],  # a form body, not JSON: 400 bad_json
+    "api/projects/reorder/": [Case("POST", 400, "401", "own")],  # likewise
+    "api/projects/<int:project_id>/": [
+        Case("GET", 200, "401"),
+        Case("PATCH", 200, "401", body={"name": "Renamed"}),
+        Case("DELETE", 200, "401"),
+    ],
+    "api/projects/<int:project_id>/files/": [Case("POST", 400, "401")],  # no file: 400 bad_parameter
+    "api/projects/<int:project_id>/files/<int:attachment_id>/": [Case("DELETE", 204, "401")],
     "": [PAGE],
     "c/<int:conversation_id>/": [Case("GET", 200, "login")],
     "s/<str:token>/": [PUBLIC],
@@ -130,7 +139,12 @@ def world(owner, outsider, attachment_storage):
         owner=owner, kind="document", name=f"{SECRET}.txt", content_type="text/plain", size=len(data),
         sha256="0" * 64, storage_key=key, text=data.decode(), tokens=8,
     )  # fmt: skip
-    conversation = Conversation.objects.create(owner=owner, model="kimi-k2.6", title=f"Plans {SECRET}")
+    project = Project.objects.create(owner=owner, name=f"Project {SECRET}", instructions=f"be {SECRET}")
+    Attachment.objects.create(
+        owner=owner, project=project, kind="document", name=f"{SECRET}-project.txt", content_type="text/plain",
+        size=len(data), sha256="0" * 64, storage_key=key, text=data.decode(), tokens=8,
+    )  # fmt: skip
+    conversation = Conversation.objects.create(owner=owner, model="kimi-k2.6", title=f"Plans {SECRET}", project=project)
     Message.objects.create(conversation=conversation, role="user", content=f"my secret is {SECRET}")
     Message.objects.create(conversation=conversation, role="assistant", content=f"noted: {SECRET}")
     theirs = Conversation.objects.create(owner=outsider, model="kimi-k2.6", title="outsider's own")
@@ -145,14 +159,20 @@ def _state() -> tuple[list, ...]:
         list(Message.objects.order_by("pk").values()),
         list(SharedLink.objects.order_by("pk").values()),
         list(Attachment.objects.order_by("pk").values()),
+        list(Project.objects.order_by("pk").values()),
     )
 
 
 def _url(route: str, conversation: Conversation, link: SharedLink) -> str:
-    attachment = Attachment.objects.filter(owner_id=conversation.owner_id).first()
+    # A project's route names the project's file; the attachments' routes an attachment of a message-to-be.
+    attachment = Attachment.objects.filter(
+        owner_id=conversation.owner_id, project__isnull=not route.startswith("api/projects/")
+    ).first()
     return "/" + route.replace("<int:conversation_id>", str(conversation.pk)).replace(
         "<str:token>", link.token
-    ).replace("<int:attachment_id>", str(attachment.pk)).replace("<int:announcement_id>", "1")
+    ).replace("<int:attachment_id>", str(attachment.pk)).replace("<int:announcement_id>", "1").replace(
+        "<int:project_id>", str(conversation.project_id)
+    )
 
 
 def _request(client: Client, case: Case, url: str, csrf: str | None):

@@ -119,8 +119,9 @@ def test_zip_export_query_count(owner_client, owner, django_assert_num_queries):
         Conversation(owner=owner, title=f"c{i}", model="m") for i in range(250)
     )
     Message.objects.bulk_create(Message(conversation=c, role="user", content="hi") for c in conversations)
-    # 1) session, 2) user, 3) conversations, 4-7) messages and their attachments for two chunks of 200.
-    with django_assert_num_queries(7):
+    # 1) session, 2) user, 3) conversations, 4) projects (none: their files are not asked for), 5-8) messages and
+    # their attachments for two chunks of 200.
+    with django_assert_num_queries(8):
         response = owner_client.get("/api/export/all.zip")
     archive = zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content)))
     assert len(archive.namelist()) == 250

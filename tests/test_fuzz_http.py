@@ -44,6 +44,9 @@ ROUTES = [
     "/api/search/",
     "/api/export/all.zip",
     "/api/import/",
+    "/api/projects/",
+    "/api/projects/reorder/",
+    "/api/projects/{id}/",
     "/api/{junk}/",
 ]
 IDS: dict[str, object] = {}

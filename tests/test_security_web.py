@@ -40,7 +40,7 @@ def _api_writes(conversation) -> list[tuple[str, str]]:
             if route.startswith("api/") and case.method != "GET":
                 url = "/" + route.replace("<int:conversation_id>", str(conversation.pk)).replace(
                     "<str:token>", link.token
-                ).replace("<int:attachment_id>", "1")  # the CSRF check runs before the view looks it up
+                ).replace("<int:attachment_id>", "1").replace("<int:project_id>", "1")  # the CSRF check runs first
                 writes.append((case.method, url))
     return writes
 

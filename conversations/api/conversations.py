@@ -7,13 +7,23 @@ from __future__ import annotations
 
 import orjson
 from django.http import HttpResponse, JsonResponse
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET
 
 from conversations.api.pagination import BadCursor, after_cursor, encode_cursor
-from conversations.api.responses import bool_param, error, int_param, not_found, own_conversation
+from conversations.api.responses import (
+    bool_param,
+    error,
+    int_param,
+    not_found,
+    own_conversation,
+    own_project,
+    project_param,
+)
 from conversations.models import Conversation, Message
 from conversations.serializers import conversation_to_dict, message_to_dict
 from conversations.services.history import changes as history
+from conversations.services.projects.membership import ProjectNotFound
 
 MAX_LIMIT = 100
 MAX_PATCH_BYTES = 64 * 1024  # a 20,000-character system prompt in JSON escapes fits with room to spare
@@ -26,11 +36,16 @@ def conversation_list(request):
         limit = int_param(request, "limit", 30, minimum=1, maximum=MAX_LIMIT)
         archived = bool_param(request, "archived")
         pinned = bool_param(request, "pinned")
+        project = project_param(request)
     except ValueError as exc:
         return error("bad_parameter", str(exc), 400)
     conversations = Conversation.objects.for_user(request.user).filter(archived=bool(archived))
     if pinned is not None:
         conversations = conversations.filter(pinned=pinned)
+    if isinstance(project, int) and own_project(request, project) is None:
+        return error("not_found", _("No such project."), 404, field="project")
+    if project is not None:  # "none": the chats out of any project
+        conversations = conversations.filter(project_id=None if project == "none" else project)
     cursor = request.GET.get("cursor")
     if cursor:
         try:
@@ -102,6 +117,8 @@ def _update(request, conversation_id: int):
         return error("settings_not_supported", str(exc), 400, field=exc.field, settings=exc.settings)
     except history.InvalidChange as exc:
         return error("bad_parameter", str(exc), 400, field=exc.field or None)
+    except ProjectNotFound:
+        return error("not_found", _("No such project."), 404, field="project")
     return JsonResponse(conversation_to_dict(conversation))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.http import HttpResponse, JsonResponse
 from django.utils.http import content_disposition_header
 
-from conversations.models import Conversation
+from conversations.models import Conversation, Project
 
 NOT_FOUND_MESSAGE = "No such conversation."
 
@@ -24,6 +24,11 @@ def not_found(message: str = NOT_FOUND_MESSAGE) -> JsonResponse:
 def own_conversation(request, conversation_id: int) -> Conversation | None:
     """The one ownership check of the API: another user's id is answered exactly like a missing one."""
     return Conversation.objects.for_user(request.user).filter(pk=conversation_id).first()
+
+
+def own_project(request, project_id: int) -> Project | None:
+    """The same check for projects: another user's project is a missing one."""
+    return Project.objects.for_user(request.user).filter(pk=project_id).first()
 
 
 def as_attachment(response: HttpResponse, filename: str, ascii_filename: str | None = None) -> HttpResponse:
@@ -58,3 +63,15 @@ def bool_param(request, name: str) -> bool | None:
     if raw in {"0", "false"}:
         return False
     raise ValueError(f"'{name}' must be 1/true or 0/false, got {raw[:40]!r}")
+
+
+def project_param(request) -> int | str | None:
+    """``?project=<id>`` or ``?project=none`` (the chats out of any project); None when absent."""
+    raw = request.GET.get("project")
+    if raw is None or raw == "":
+        return None
+    if raw == "none":
+        return "none"
+    if not raw.isdigit() or not 1 <= int(raw) <= 2**63 - 1:
+        raise ValueError(f"'project' must be a project id or none, got {raw[:40]!r}")
+    return int(raw)

@@ -1,6 +1,17 @@
 from django.urls import path
 
-from conversations.api import attachments, budget, conversations, exports, kimi_models, me, search, shares, usage
+from conversations.api import (
+    attachments,
+    budget,
+    conversations,
+    exports,
+    kimi_models,
+    me,
+    projects,
+    search,
+    shares,
+    usage,
+)
 
 urlpatterns = [
     path("me/", me.me, name="api-me"),
@@ -23,4 +34,10 @@ urlpatterns = [
     path("attachments/estimate/", attachments.estimate, name="api-attachments-estimate"),
     path("attachments/<int:attachment_id>/", attachments.attachment_resource, name="api-attachment"),
     path("attachments/<int:attachment_id>/file", attachments.attachment_file, name="api-attachment-file"),
+    # Projects: folders of chats with their own instructions and files (docs/projects.md).
+    path("projects/", projects.project_list, name="api-projects"),
+    path("projects/reorder/", projects.reorder, name="api-projects-reorder"),
+    path("projects/<int:project_id>/", projects.project_resource, name="api-project"),
+    path("projects/<int:project_id>/files/", projects.file_upload, name="api-project-files"),
+    path("projects/<int:project_id>/files/<int:attachment_id>/", projects.file_resource, name="api-project-file"),
 ]

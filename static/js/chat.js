@@ -5,6 +5,7 @@ import { Composer } from "./composer.js";
 import { Frames } from "./frames.js";
 import { MessageList } from "./messages.js";
 import { ModelPicker } from "./modelpicker.js";
+import { Projects } from "./projects.js";
 import { Searches } from "./searches.js";
 import { Settings } from "./settings.js";
 import { ShareDialog, Sidebar, setupImportExport } from "./sidebar.js";
@@ -50,7 +51,9 @@ class ChatApp extends Base {
 
     const scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
     this.socket = new ChatSocket(scheme + window.location.host + "/ws/chat/");
+    this.draftProject = null; // the project a chat that does not exist yet starts in (newChatIn)
     this.sidebar = new Sidebar(this);
+    this.projects = new Projects(this);
     this.shares = new ShareDialog();
     window.kimichat = this; // handy in the console, and for the browser tests
   }
@@ -159,6 +162,7 @@ class ChatApp extends Base {
     this.convId = id;
     this.conv = null;
     this.draft = null; // settings chosen for a chat that does not exist yet: sent with its first message
+    this.draftProject = null;
     this.messages.clear();
     this.elements.clear();
     this.versionView.clear();
@@ -239,6 +243,26 @@ class ChatApp extends Base {
     this.titleEl.textContent = title;
     document.title = title + " · KimiChat";
     this.renderModelPicker();
+    this.renderProjectHeader();
+  }
+
+  /** Above the title: the project this chat is in (or starts in), which opens the project's dialog. */
+  renderProjectHeader() {
+    const button = $("head-project");
+    const id = this.conv ? this.conv.project : this.draftProject;
+    const project = id && this.projects ? this.projects.byId(id) : null;
+    button.hidden = !project;
+    if (!project) return;
+    button.textContent = (project.emoji ? project.emoji + " " : "") + project.name;
+    button.title = gettext("Project settings");
+  }
+
+  /** A new chat that starts in a project: its first send files it there. */
+  newChatIn(projectId) {
+    this.openConversation(null);
+    this.draftProject = projectId;
+    this.renderProjectHeader();
+    this.prompt.focus();
   }
 
   conversationDeleted(id) {

@@ -141,6 +141,7 @@ export const Composer = (Base) => class extends Base {
     if (model) frame.model = model;
     // The draft stays until the server accepts the send (adoptNewConversation): a refused first send keeps it.
     if (!convId && this.draft) frame.conversation = this.draft;
+    if (!convId && this.draftProject) frame.conversation = { ...frame.conversation, project: this.draftProject };
     this.socket.send(frame);
     if (convId) this.sidebar.touch(convId);
     this.renderThread();

@@ -2,6 +2,7 @@
 // (cursor pagination) as the list scrolls; the Archived view; search; and each conversation's menu.
 import { api, urls } from "./api.js";
 import { sanitizeSnippet } from "./markdown.js";
+import { dropOutOfProject, dragChat } from "./projects.js";
 import { confirmDialog, copyText, dateGroup, debounce, el, formatDateTime, groupLabel, icon, toast } from "./ui.js";
 
 const PAGE_SIZE = 30;
@@ -24,6 +25,10 @@ export class Sidebar {
     this.activeId = null;
     this.generation = 0; // bumps on every reload so late pages of an old view are dropped
     this.menuFor = null;
+    this.searchProject = null; // search within this project (its menu's "Search in project")
+    this.scopeEl = document.getElementById("search-scope");
+    this.scopeEl.querySelector("[data-clear]").addEventListener("click", () => this.setSearchProject(null));
+    dropOutOfProject(this.list, app); // a chat dragged from a project onto the list leaves the project
 
     this.observer = new IntersectionObserver((entries) => {
       if (entries.some((e) => e.isIntersecting)) this.loadMore();
@@ -43,8 +48,14 @@ export class Sidebar {
   }
 
   // --- loading ----------------------------------------------------------------------------------------------
+  /** The main list holds the chats out of any project (a project's chats are under it); Archived holds all. */
+  listParams() {
+    return this.archived ? { archived: 1, limit: PAGE_SIZE } : { pinned: 0, limit: PAGE_SIZE, project: "none" };
+  }
+
   async reload() {
     const generation = ++this.generation;
+    this.app.projects.reload();
     this.conversations.clear();
     this.next = null;
     this.loading = true;
@@ -54,7 +65,7 @@ export class Sidebar {
         // Pinned ones are few: all of them first, so they always head the list.
         let cursor = null;
         do {
-          const params = { pinned: 1, limit: 100 };
+          const params = { pinned: 1, limit: 100, project: "none" };
           if (cursor) params.cursor = cursor;
           const page = await api(urls.conversations(params));
           if (generation !== this.generation) return;
@@ -62,7 +73,7 @@ export class Sidebar {
           cursor = page.next;
         } while (cursor);
       }
-      const params = this.archived ? { archived: 1, limit: PAGE_SIZE } : { pinned: 0, limit: PAGE_SIZE };
+      const params = this.listParams();
       const page = await api(urls.conversations(params));
       if (generation !== this.generation) return;
       page.results.forEach((c) => this.conversations.set(c.id, c));
@@ -84,7 +95,7 @@ export class Sidebar {
     if (this.loading || !this.next || !this.loadedOnce) return;
     const generation = this.generation;
     this.loading = true;
-    const params = this.archived ? { archived: 1, limit: PAGE_SIZE } : { pinned: 0, limit: PAGE_SIZE };
+    const params = this.listParams();
     params.cursor = this.next;
     try {
       const page = await api(urls.conversations(params));
@@ -120,7 +131,8 @@ export class Sidebar {
 
   // --- updates from the app -----------------------------------------------------------------------------------
   upsert(conversation) {
-    if (Boolean(conversation.archived) !== this.archived) {
+    this.app.projects.upsertChat(conversation);
+    if (Boolean(conversation.archived) !== this.archived || (conversation.project && !this.archived)) {
       this.conversations.delete(conversation.id);
     } else {
       this.conversations.set(conversation.id, { ...this.conversations.get(conversation.id), ...conversation });
@@ -128,7 +140,13 @@ export class Sidebar {
     this.render();
   }
 
+  /** A chat of the main list or of an open project. */
+  find(id) {
+    return this.conversations.get(id) || this.app.projects.chat(id);
+  }
+
   remove(id) {
+    this.app.projects.removeChat(id);
     this.conversations.delete(id);
     this.render();
   }
@@ -143,7 +161,7 @@ export class Sidebar {
 
   setActive(id) {
     this.activeId = id;
-    for (const item of this.list.querySelectorAll(".conv-item")) {
+    for (const item of document.querySelectorAll("#conv-nav .conv-item[data-id]")) {
       const active = Number(item.dataset.id) === id;
       item.classList.toggle("active", active);
       if (active) item.setAttribute("aria-current", "page");
@@ -212,6 +230,7 @@ export class Sidebar {
       icon("more"),
     );
     const li = el("li.conv-item", { dataset: { id: String(c.id) } }, link, more);
+    dragChat(li, c.id); // onto a project in the sidebar (or "Move to project" in the menu)
     if (c.id === this.activeId) {
       li.classList.add("active");
       li.setAttribute("aria-current", "page");
@@ -228,16 +247,18 @@ export class Sidebar {
         icon(iconName),
         el("span", { text: label }),
       );
-    this.menu.replaceChildren(
+    this.convMenuItems = [
       item("rename", "edit", gettext("Rename")),
       item("pin", "pin", gettext("Pin")),
+      item("move", "folder", gettext("Move to project…")),
       item("archive", "archive", gettext("Archive")),
       item("share", "share", gettext("Share link")),
       item("export-md", "download", gettext("Export as Markdown")),
       item("export-json", "download", gettext("Export as JSON")),
       el("hr"),
       item("delete", "trash", gettext("Delete"), ".danger"),
-    );
+    ];
+    this.menu.replaceChildren(...this.convMenuItems);
     document.addEventListener("click", (e) => {
       if (this.menu.hidden) return;
       if (this.menu.contains(e.target) || (e.target.closest && e.target.closest(".conv-more"))) return;
@@ -256,8 +277,12 @@ export class Sidebar {
       this.closeMenu();
       return;
     }
-    const c = this.conversations.get(id);
+    const c = this.find(id);
     if (!c) return;
+    if (this.menuIsProject) {
+      this.menu.replaceChildren(...this.convMenuItems); // the menu showed a project's items
+      this.menuIsProject = false;
+    }
     this.menuFor = id;
     this.menu.querySelector('[data-action="pin"] span').textContent = c.pinned ? gettext("Unpin") : gettext("Pin");
     this.menu.querySelector('[data-action="pin"]').hidden = this.archived;
@@ -281,10 +306,11 @@ export class Sidebar {
   async runMenu(action) {
     const id = this.menuFor;
     this.closeMenu();
-    const c = this.conversations.get(id);
+    const c = this.find(id);
     if (!c) return;
     try {
       if (action === "rename") this.startRename(id);
+      else if (action === "move") this.app.projects.moveDialog.open(c);
       else if (action === "pin") await this.app.patchConversation(id, { pinned: !c.pinned });
       else if (action === "archive") {
         await this.app.patchConversation(id, { archived: !c.archived });
@@ -299,8 +325,8 @@ export class Sidebar {
   }
 
   startRename(id) {
-    const item = this.list.querySelector('.conv-item[data-id="' + id + '"]');
-    const c = this.conversations.get(id);
+    const item = document.querySelector('#conv-nav .conv-item[data-id="' + id + '"]');
+    const c = this.find(id);
     if (!item || !c) return;
     const input = el("input.rename-input", {
       type: "text",
@@ -375,7 +401,7 @@ export class Sidebar {
     this.results.replaceChildren(el("div.sidebar-note", { text: gettext("Searching…") }));
     let data;
     try {
-      data = await api(urls.search(q));
+      data = await api(urls.search(q) + (this.searchProject ? "&project=" + this.searchProject.id : ""));
     } catch (err) {
       if (token === this.searchToken) this.results.replaceChildren(el("div.sidebar-note.error", { text: err.message }));
       return;
@@ -422,6 +448,57 @@ export class Sidebar {
       el("h2.conv-group-title", { text: interpolate(gettext("Results for “%s”"), [q]) }),
       ul,
     );
+  }
+
+  /** Search within one project (null: all chats); a chip under the search box says so. */
+  setSearchProject(project) {
+    this.searchProject = project;
+    this.scopeEl.hidden = !project;
+    if (project) this.scopeEl.querySelector("[data-label]").textContent = interpolate(gettext("In %s"), [project.name]);
+    this.searchInput.placeholder = project ? gettext("Search this project") : gettext("Search chats");
+    this.search(this.searchInput.value);
+    if (project) this.focusSearch();
+  }
+
+  // --- a project's menu -------------------------------------------------------------------------------------
+  openProjectMenu(project, anchor) {
+    const projects = this.app.projects;
+    const visible = projects.visible();
+    const at = visible.findIndex((p) => p.id === project.id);
+    const run = (fn) => async () => {
+      this.closeMenu();
+      try {
+        await fn();
+      } catch (err) {
+        toast(err.message, { kind: "error" });
+      }
+    };
+    const item = (iconName, label, fn, extra = "") =>
+      el("button.menu-item" + extra, { type: "button", role: "menuitem", on: { click: run(fn) } }, icon(iconName),
+        el("span", { text: label }));
+    this.menu.replaceChildren(
+      item("edit", gettext("Edit project"), () => projects.dialog.open(project)),
+      item("new", gettext("New chat in project"), () => this.app.newChatIn(project.id)),
+      item("search", gettext("Search in project"), () => this.setSearchProject(project)),
+      at > 0 ? item("arrow-up", gettext("Move up"), () => projects.step(project, -1)) : null,
+      at < visible.length - 1 ? item("arrow-down", gettext("Move down"), () => projects.step(project, 1)) : null,
+      item("archive", project.archived ? gettext("Unarchive") : gettext("Archive"), () =>
+        projects.setArchived(project, !project.archived)),
+      el("hr"),
+      item("trash", gettext("Delete project…"), () => projects.remove(project), ".danger"),
+    );
+    this.menuIsProject = true;
+    this.placeMenu(anchor);
+  }
+
+  placeMenu(anchor) {
+    this.menu.hidden = false;
+    const box = anchor.getBoundingClientRect();
+    const menuBox = this.menu.getBoundingClientRect();
+    const top = Math.min(box.bottom + 4, window.innerHeight - menuBox.height - 8);
+    this.menu.style.top = Math.max(8, top) + "px";
+    this.menu.style.left = Math.max(8, Math.min(box.right - menuBox.width, window.innerWidth - menuBox.width - 8)) + "px";
+    this.menu.querySelector(".menu-item").focus();
   }
 
   focusSearch() {

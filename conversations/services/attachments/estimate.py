@@ -15,6 +15,7 @@ from conversations.services.attachments import prompt
 from conversations.services.attachments.limits import AttachmentRefused
 from conversations.services.billing import credits
 from conversations.services.chat.context import answer_budget, context_window
+from conversations.services.projects import context as project_context
 
 
 def _bad(message: str, field: str) -> AttachmentRefused:
@@ -44,7 +45,12 @@ def estimate_message(user, body) -> dict:
     if not isinstance(model, str) or len(model) > 100:
         raise _bad(_("'model' must be a model name."), "model")
     attachments = prompt.resolve(user, _ids(body.get("attachments")))
-    system_prompt = conversation.system_prompt if conversation else ""
+    system_prompt = ""
+    if conversation is not None:  # with its project's instructions and files, as the send will count them
+        documents = [d["content"] for d in project_context.documents(conversation)]
+        system_prompt = "\n\n".join(
+            [project_context.system_prompt(conversation, conversation.system_prompt), *documents]
+        )
     max_tokens = conversation.max_tokens if conversation else None
     window = context_window(model)
     files = prompt.attachment_tokens(attachments)

@@ -96,7 +96,8 @@ def resolve(user, ids: list[int], *, reusable_from: Message | None = None) -> li
             _("A message can carry at most %(limit)s files; this one has %(count)s.")
             % {"limit": limits.per_message(), "count": len(ids)},
         )
-    found = {a.pk: a for a in Attachment.objects.for_user(user).filter(pk__in=ids)}
+    # A project's files go with every chat of the project already; they are not a message's to take.
+    found = {a.pk: a for a in Attachment.objects.for_user(user).filter(pk__in=ids, project__isnull=True)}
     result = []
     for attachment_id in ids:
         attachment = found.get(attachment_id)

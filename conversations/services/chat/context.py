@@ -70,9 +70,17 @@ def check_fits(content: str, *, model: str, system_prompt: str, max_tokens: int 
 
 
 def build_messages(
-    history: Iterable[Message], *, model: str, system_prompt: str, max_tokens: int | None, thinks: bool
+    history: Iterable[Message],
+    *,
+    model: str,
+    system_prompt: str,
+    max_tokens: int | None,
+    thinks: bool,
+    documents: Iterable[dict] = (),
 ) -> tuple[list[dict], int]:
     """Upstream messages, oldest first, and the estimated prompt tokens.
+
+    ``documents``: system messages that always go right after the system prompt, never trimmed (a project's files).
 
     ``history`` is the live thread up to and including the user message being answered. Assistant answers that
     failed with nothing written are left out (they would teach the model an empty reply); partial answers that were
@@ -90,6 +98,7 @@ def build_messages(
         elif message.role == Message.Role.USER:
             turns.append(attachment_prompt.user_turn(message))  # with its documents and images
     system = [{"role": "system", "content": system_prompt}] if system_prompt.strip() else []
+    system += documents
     window = context_window(model)
     budget = history_token_budget(model, max_tokens)
     costs = [attachment_prompt.turn_tokens(turn) for turn in turns]

@@ -38,6 +38,8 @@ from conversations.services.chat.context import (
     history_token_budget,
     title_from,
 )
+from conversations.services.projects import context as project_context
+from conversations.services.projects.membership import ProjectNotFound, owned_project_id
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +121,14 @@ def _locked_conversation(user, conversation_id: int) -> Conversation:
     return conversation
 
 
+def _check_project(user, new_conversation: dict | None) -> None:
+    """A send that starts a chat in a project: the project must be the user's (another user's is a missing one)."""
+    try:
+        owned_project_id(user.pk, (new_conversation or {}).get("project_id"), lock=True)
+    except ProjectNotFound:
+        raise SendRefused("not_found", gettext("No such project.")) from None
+
+
 def _check_not_busy(conversation: Conversation) -> None:
     if conversation.messages.in_progress().exists():
         raise SendRefused(
@@ -173,7 +183,9 @@ def _chat_request(
         request.messages, prompt_tokens = build_messages(
             thread,
             model=model,
-            system_prompt=conversation.system_prompt,
+            # The project's instructions and files (services/projects/context.py) go with the chat's own prompt.
+            system_prompt=project_context.system_prompt(conversation, conversation.system_prompt),
+            documents=project_context.documents(conversation),
             max_tokens=conversation.max_tokens,
             thinks=params.thinks,
         )
@@ -359,6 +371,7 @@ def prepare_send(
         with transaction.atomic():
             created = conversation_id is None
             if created:
+                _check_project(user, new_conversation)
                 conversation = Conversation.objects.create(
                     owner=user,
                     model=model or settings.KIMI_DEFAULT_MODEL,

@@ -15,6 +15,7 @@ from conversations.kimi.params import REASONING_EFFORTS, ChatRequest, resolve_pa
 from conversations.models import Conversation, Message
 from conversations.services.accounts import model_access
 from conversations.services.chat.tools import web_search_refusal
+from conversations.services.projects.membership import owned_project_id
 from conversations.services.text import NulCharacter, refuse_nul
 
 TITLE_MAX_CHARS = 200
@@ -22,7 +23,7 @@ MODEL_MAX_CHARS = 100
 SYSTEM_PROMPT_MAX_CHARS = 20_000
 MAX_TOKENS_LIMIT = 1_000_000
 
-TOP_LEVEL_FIELDS = frozenset({"title", "pinned", "archived", "model", "system_prompt", "settings"})
+TOP_LEVEL_FIELDS = frozenset({"title", "pinned", "archived", "model", "system_prompt", "settings", "project"})
 SETTINGS_FIELDS = frozenset(
     {"temperature", "top_p", "max_tokens", "json_mode", "thinking", "reasoning_effort", "web_search"}
 )
@@ -174,6 +175,11 @@ def check_changes(body) -> dict:
         changes["system_prompt"] = _storable("system_prompt", prompt)
     if "settings" in body:
         changes.update(_settings_changes(body["settings"]))
+    if "project" in body:  # filed under a project (its id) or out of any (null); whose it is: update_conversation
+        project = body["project"]
+        if project is not None and (isinstance(project, bool) or not isinstance(project, int) or project < 1):
+            raise InvalidChange("project", _("The project must be a project's id, or null for none."))
+        changes["project_id"] = project
     return changes
 
 
@@ -216,6 +222,8 @@ def update_conversation(conversation: Conversation, body) -> Conversation:
     changes = check_changes(body)
     if "model" in changes and not model_access.is_allowed(conversation.owner_id, changes["model"]):
         raise InvalidChange("model", model_access.refusal(changes["model"]))
+    if "project_id" in changes:  # ProjectNotFound (404) for another user's project
+        owned_project_id(conversation.owner_id, changes["project_id"])
     check_settings_fit(conversation, changes)
     if changes.get("web_search"):
         refusal = web_search_refusal(changes.get("model", conversation.model))

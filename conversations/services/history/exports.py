@@ -29,6 +29,7 @@ from conversations.serializers import conversation_to_dict, message_to_dict
 from conversations.services.attachments import archive as attachment_archive
 from conversations.services.attachments import uploads
 from conversations.services.attachments.limits import AttachmentRefused
+from conversations.services.projects import archive as project_archive
 from conversations.services.text import NulCharacter, refuse_nul
 
 FORMAT = "kimichat.conversation.v1"
@@ -82,12 +83,15 @@ def _message_entry(message: Message) -> dict:
 def conversation_document(conversation: Conversation, messages: Iterable[Message]) -> dict:
     """The ``kimichat.conversation.v1`` document: every message, earlier versions included, oldest first."""
     data = conversation_to_dict(conversation)
-    return {
+    document = {
         "format": FORMAT,
         "exported_at": timezone.now().isoformat(),
         "conversation": data,
         "messages": [_message_entry(m) for m in messages],
     }
+    if conversation.project_id:  # its project's name and instructions, so it can come back into one like it
+        document["project"] = project_archive.entry(conversation.project)
+    return document
 
 
 def export_json(conversation: Conversation) -> bytes:
@@ -159,9 +163,14 @@ def export_all_zip(user):
     """
     archive = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 - closed by the response
     written = 0
-    conversations = list(Conversation.objects.for_user(user).order_by("id"))
+    conversations = list(Conversation.objects.for_user(user).select_related("project").order_by("id"))
     try:
         with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            projects = project_archive.projects_document(user)
+            if projects is not None:  # every project, with its files (services/projects/archive.py)
+                document = orjson.dumps(projects)
+                written += len(document)
+                zf.writestr(project_archive.FILENAME, document)
             for start in range(0, len(conversations), EXPORT_CHUNK):
                 chunk = conversations[start : start + EXPORT_CHUNK]
                 by_conversation: dict[int, list[Message]] = {c.pk: [] for c in chunk}
@@ -281,6 +290,7 @@ class _Draft:
         self.extra = extra
         self.key = key[:IMPORT_KEY_CHARS]
         self.messages: list[dict] = []
+        self.project: project_archive.ProjectSpec | None = None
 
 
 def _files(value, field: str) -> list[tuple[str, bytes]]:
@@ -317,6 +327,10 @@ def _kimichat_draft(document, place: _Place) -> _Draft:
         extra=_imported_settings(settings_in, conversation),
         key=f"kimichat:{source_id}:{created.isoformat()}" if known else "",
     )
+    try:
+        draft.project = project_archive.parse(document.get("project"), f"{place.path}.project")
+    except project_archive.BadProject as exc:
+        raise ImportRejected(str(exc), field=exc.field) from None
     for index, entry in enumerate(messages):
         here = place.at(index)
         if not isinstance(entry, dict):
@@ -530,6 +544,10 @@ def _documents(data: bytes) -> Iterator:
 
 
 def parse_import(data: bytes) -> list[_Draft]:
+    return _parse(data)[0]
+
+
+def _parse(data: bytes) -> tuple[list[_Draft], list[project_archive.ProjectSpec]]:
     """Recognise the upload and turn it into drafts; raises ``ImportRejected`` with a message naming the problem.
 
     Accepted: one ``kimichat.conversation.v1`` document, a list of them, a ZIP of them (our ``all.zip``), or a
@@ -538,8 +556,14 @@ def parse_import(data: bytes) -> list[_Draft]:
     """
     if len(data) > MAX_IMPORT_BYTES:
         raise _too_large(gettext("The file is larger than %(mb)s MB."), mb=MAX_IMPORT_BYTES // 2**20)
-    drafts, messages = [], 0
+    drafts, messages, projects = [], 0, []
     for index, document in enumerate(_documents(data)):
+        if project_archive.is_projects_document(document):  # the ZIP's projects.json
+            try:
+                projects += project_archive.parse_document(document)
+            except project_archive.BadProject as exc:
+                raise ImportRejected(str(exc), field=exc.field) from None
+            continue
         if index >= MAX_IMPORT_CONVERSATIONS:
             raise _too_large(
                 gettext("The file holds more than %(count)s conversations."), count=f"{MAX_IMPORT_CONVERSATIONS:,}"
@@ -549,9 +573,9 @@ def parse_import(data: bytes) -> list[_Draft]:
         if messages > MAX_IMPORT_MESSAGES:
             raise _too_large(gettext("The file holds more than %(count)s messages."), count=f"{MAX_IMPORT_MESSAGES:,}")
         drafts.append(draft)
-    if not drafts:
+    if not drafts and not projects:
         raise _file_error(gettext("The file holds no conversations."))
-    return drafts
+    return drafts, projects
 
 
 # --- storing an import ------------------------------------------------------------------------------------------
@@ -570,8 +594,9 @@ def import_conversations(user, data: bytes) -> ImportResult:
     SQLite other users' writes wait at most one short batch, never the whole import. Each conversation is stored
     whole or not at all; if the import stops half-way, importing the same file again stores the rest.
     """
-    drafts = parse_import(data)
+    drafts, projects = _parse(data)
     result = ImportResult()
+    _file_under_projects(user, drafts, projects)
     already = _already_here(user, drafts)
     batch: list[_Draft] = []
     size = 0
@@ -591,6 +616,17 @@ def import_conversations(user, data: bytes) -> ImportResult:
     if batch:
         _store_batch(user, batch, result)
     return result
+
+
+def _file_under_projects(user, drafts: list[_Draft], projects: list) -> None:
+    """Find or create the file's projects (before any conversation: they are linked as they are stored)."""
+    mentioned = [d for d in drafts if d.project is not None]
+    try:
+        ids = project_archive.store(user, projects + [d.project for d in mentioned])
+    except AttachmentRefused as exc:
+        raise ImportRejected(exc.message, code=exc.code) from None
+    for draft, project_id in zip(mentioned, ids[len(projects) :], strict=True):
+        draft.extra["project_id"] = project_id
 
 
 def _already_here(user, drafts: list[_Draft]) -> dict[str, int]:

@@ -406,21 +406,41 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def search(user, raw_query: str, *, limit: int = 20) -> list[dict]:
+def project_message_hits(user, project_id: int, query: ParsedQuery, limit: int) -> list[Message]:
+    """``message_hits`` within one project's chats: LIKE over those chats' messages only (msg_conversation_id), so
+    its cost follows the project's size, never the table's or the rest of the user's."""
+    messages = (
+        Message.objects.for_user(user)
+        .filter(conversation__project_id=project_id)
+        .current()
+        .exclude(content="")
+        .select_related("conversation")
+    )
+    return list(messages.filter(_cjk_aware_like("content", query)).order_by("-id")[:limit])
+
+
+def search(user, raw_query: str, *, limit: int = 20, project_id: int | None = None) -> list[dict]:
     """The user's title and message hits for ``raw_query``, newest first. Two queries whatever the data size.
 
     A message hit's time is when the message was written; a title hit's is the conversation's last activity.
     Only the current thread is searched: earlier versions of regenerated answers are not what the user sees.
-    Raises ``SearchQueryError`` for a query with nothing to look for.
+    Raises ``SearchQueryError`` for a query with nothing to look for. ``project_id``: only that project's chats (the
+    caller checked that it is the user's).
     """
     query = parse_query(raw_query)
     limit = max(1, min(limit, MAX_LIMIT))
     conversations = Conversation.objects.for_user(user)
     vendor = connections[Message.objects.db].vendor
 
+    if project_id is not None:
+        conversations = conversations.filter(project_id=project_id)
     title_hits = conversations.filter(_like("title", query)).order_by("-updated_at", "-id")[:limit]
     # Several hits in one chat make one result: more messages are read so that `limit` chats can still be filled.
-    messages = message_hits(user, query, vendor, min(limit * MESSAGES_PER_RESULT, MAX_LIMIT * MESSAGES_PER_RESULT))
+    wanted = min(limit * MESSAGES_PER_RESULT, MAX_LIMIT * MESSAGES_PER_RESULT)
+    if project_id is not None:
+        messages = project_message_hits(user, project_id, query, wanted)
+    else:
+        messages = message_hits(user, query, vendor, wanted)
 
     hits = [(c.updated_at, 0, c.pk, c, None) for c in title_hits] + [
         (m.created_at, 1, m.pk, m.conversation, m) for m in messages
@@ -451,4 +471,5 @@ def _result(conversation: Conversation, message: Message | None, terms: tuple[st
         "updated_at": _iso(conversation.updated_at),
         "created_at": _iso(message.created_at) if message else None,
         "archived": conversation.archived,
+        "project": conversation.project_id,
     }
