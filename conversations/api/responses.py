@@ -26,6 +26,11 @@ def own_conversation(request, conversation_id: int) -> Conversation | None:
     return Conversation.objects.for_user(request.user).filter(pk=conversation_id).first()
 
 
+def temporary_refused(action: str) -> JsonResponse:
+    """A history action (share, export) asked of a temporary chat, which is never kept."""
+    return error("temporary_chat", f"This is a temporary chat: it is not kept, so it cannot be {action}.", 409)
+
+
 def as_attachment(response: HttpResponse, filename: str, ascii_filename: str | None = None) -> HttpResponse:
     """``filename*`` (RFC 6266/5987) carries a Unicode name; ``ascii_filename`` is the plain ``filename`` for old
     clients that ignore it."""

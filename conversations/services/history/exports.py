@@ -159,7 +159,7 @@ def export_all_zip(user):
     """
     archive = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 - closed by the response
     written = 0
-    conversations = list(Conversation.objects.for_user(user).order_by("id"))
+    conversations = list(Conversation.objects.for_user(user).in_history().order_by("id"))
     try:
         with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             for start in range(0, len(conversations), EXPORT_CHUNK):
