@@ -1,6 +1,6 @@
 from django.urls import path
 
-from conversations.views import apikeys, chat, shared, usage
+from conversations.views import apikeys, chat, shared, usage, webapp
 
 urlpatterns = [
     path("", chat.chat, name="chat"),
@@ -8,4 +8,5 @@ urlpatterns = [
     path("s/<str:token>/", shared.shared_conversation, name="shared-conversation"),
     path("usage/", usage.usage, name="usage"),
     path("keys/", apikeys.api_keys, name="api-keys"),
+    path("manifest.webmanifest", webapp.manifest, name="webmanifest"),
 ]

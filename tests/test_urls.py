@@ -25,6 +25,7 @@ PATHS = {
     "api-shares": ({"conversation_id": 7}, "/api/conversations/7/shares/"),
     "api-usage": ({}, "/api/usage/"),
     "api-keys": ({}, "/keys/"),
+    "webmanifest": ({}, "/manifest.webmanifest"),
     "chat": ({}, "/"),
     "conversation": ({"conversation_id": 7}, "/c/7/"),
     "healthz": ({}, "/healthz"),

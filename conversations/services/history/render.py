@@ -21,7 +21,10 @@ import html
 import re
 
 import nh3
+from django.utils.translation import gettext
 from markdown_it import MarkdownIt
+from markdown_it.token import Token
+from mdit_py_plugins.footnote import footnote_plugin
 from pygments import highlight
 from pygments.formatters import HtmlFormatter
 from pygments.lexers import get_lexer_by_name
@@ -49,8 +52,10 @@ ALLOWED_TAGS = frozenset(
         "p",
         "pre",
         "s",
+        "section",
         "span",
         "strong",
+        "sup",
         "table",
         "tbody",
         "td",
@@ -62,24 +67,30 @@ ALLOWED_TAGS = frozenset(
 )
 # ``class`` carries Pygments' token classes and markdown-it's ``language-x``; ``style`` only table alignment.
 ALLOWED_ATTRIBUTES = {
-    "a": {"href", "title"},
+    "a": {"href", "title", "id", "class"},  # id, class, "#…" hrefs: footnote references and their way back
     "code": {"class"},
     "div": {"class"},
-    "span": {"class"},
+    "span": {"class", "role", "aria-label"},  # role and label: a task list's box says whether it is done
     "pre": {"class"},
-    "ol": {"start"},
+    "ol": {"start", "class"},
+    "li": {"id", "class"},
+    "hr": {"class"},
+    "section": {"class"},
+    "sup": {"class"},
     "th": {"style"},
     "td": {"style"},
 }
 # Dropped with their content, not just unwrapped: their text is never something a reader should see as prose.
 DROPPED_WITH_CONTENT = frozenset({"script", "style", "iframe", "object", "embed", "noscript", "template"})
 SAFE_URL_PREFIXES = ("http://", "https://", "mailto:")
+FOOTNOTE_HREF = re.compile(r"#fn(?:ref)?-[\w-]+(?::\d+)?\Z")
 HIGHLIGHT_CSS_SCOPE = ".markdown pre code"
 
 
 def _keep_safe_urls(tag: str, attribute: str, value: str) -> str | None:
-    """nh3 lets relative URLs through; we want only absolute http(s) and mailto links, nothing else."""
-    if attribute == "href" and not value.strip().lower().startswith(SAFE_URL_PREFIXES):
+    """nh3 lets relative URLs through; we want only absolute http(s) and mailto links, and a footnote's links within
+    the message (``#fn-…``, ``#fnref-…``), nothing else."""
+    if attribute == "href" and not (value.strip().lower().startswith(SAFE_URL_PREFIXES) or FOOTNOTE_HREF.match(value)):
         return None
     return value
 
@@ -182,9 +193,41 @@ def _render_math_block(self, tokens, idx, options, env) -> str:
     return f'<div class="math math-display">{html.escape(tokens[idx].content, quote=False)}</div>\n'
 
 
+TASK_MARKER = re.compile(r"\[([ xX])\][ \t]")
+
+
+def _task_lists(state) -> None:
+    """GitHub's task lists: a list item whose text starts with ``[ ]`` or ``[x]`` gets a box (a span, never an
+    <input>), as static/js/markdown.js draws it."""
+    tokens = state.tokens
+    for index in range(2, len(tokens)):
+        inline = tokens[index]
+        if inline.type != "inline" or tokens[index - 1].type != "paragraph_open":
+            continue
+        if tokens[index - 2].type != "list_item_open" or not inline.children:
+            continue
+        first = inline.children[0]
+        match = TASK_MARKER.match(first.content) if first.type == "text" else None
+        if match is None:
+            continue
+        first.content = first.content[match.end() :]
+        box = Token("task_box", "span", 0)
+        box.meta = {"done": match.group(1) != " "}
+        inline.children.insert(0, box)
+
+
+def _render_task_box(self, tokens, idx, options, env) -> str:
+    done = tokens[idx].meta["done"]
+    label = html.escape(gettext("Done") if done else gettext("Not done"))
+    return f'<span class="task-box{" task-done" if done else ""}" role="img" aria-label="{label}"></span>'
+
+
 @functools.cache
 def _parser() -> MarkdownIt:
     md = MarkdownIt("commonmark", {"html": False, "highlight": _highlight}).enable(["table", "strikethrough"])
+    md.use(footnote_plugin)
+    md.core.ruler.push("task_lists", _task_lists)
+    md.add_render_rule("task_box", _render_task_box)
     md.add_render_rule("image", _render_image)
     md.inline.ruler.before("escape", "math_inline", _math_inline)
     md.block.ruler.before("fence", "math_block", _math_block, {"alt": ["paragraph", "reference", "blockquote", "list"]})
@@ -193,9 +236,15 @@ def _parser() -> MarkdownIt:
     return md
 
 
-def render_markdown(text: str) -> str:
-    """Untrusted Markdown (a model's answer, a user's message) as HTML that is safe to insert into a page."""
-    return _cleaner.clean(_parser().render(text or ""))
+# nh3 opens every link in a new tab; a footnote's links stay in the page. Matched on nh3's own output only.
+_IN_PAGE_LINK = re.compile(r'(<a href="#[^"]*"[^>]*?) target="_blank" rel="noopener noreferrer"')
+
+
+def render_markdown(text: str, *, doc_id: str | int = "") -> str:
+    """Untrusted Markdown (a model's answer, a user's message) as HTML that is safe to insert into a page.
+    ``doc_id`` (the message's id) keeps footnote anchors apart when a page shows several messages."""
+    clean = _cleaner.clean(_parser().render(text or "", {"docId": str(doc_id)} if doc_id != "" else {}))
+    return _IN_PAGE_LINK.sub(r"\1", clean)
 
 
 def markdown_to_text(text: str) -> str:
