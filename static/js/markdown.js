@@ -157,6 +157,12 @@ const marked = new Marked({
   breaks: false,
   extensions: [...MATH_EXTENSIONS, ...FOOTNOTE_EXTENSIONS],
   renderer: {
+    // A column's alignment as a class (app.css): the sanitizer keeps neither align nor style attributes.
+    tablecell(token) {
+      const tag = token.header ? "th" : "td";
+      const align = token.align ? ` class="align-${token.align}"` : "";
+      return `<${tag}${align}>${this.parser.parseInline(token.tokens)}</${tag}>\n`;
+    },
     // A task list's box: a span, never an <input> (no form controls in model output), as render.py draws it.
     checkbox({ checked }) {
       const label = escapeHtml(checked ? gettext("Done") : gettext("Not done"));

@@ -65,7 +65,7 @@ ALLOWED_TAGS = frozenset(
         "ul",
     }
 )
-# ``class`` carries Pygments' token classes and markdown-it's ``language-x``; ``style`` only table alignment.
+# ``class`` carries Pygments' token classes, markdown-it's ``language-x`` and a table column's ``align-…``.
 ALLOWED_ATTRIBUTES = {
     "a": {"href", "title", "id", "class"},  # id, class, "#…" hrefs: footnote references and their way back
     "code": {"class"},
@@ -77,8 +77,8 @@ ALLOWED_ATTRIBUTES = {
     "hr": {"class"},
     "section": {"class"},
     "sup": {"class"},
-    "th": {"style"},
-    "td": {"style"},
+    "th": {"class"},  # align-left/center/right: the page's CSP refuses style attributes
+    "td": {"class"},
 }
 # Dropped with their content, not just unwrapped: their text is never something a reader should see as prose.
 DROPPED_WITH_CONTENT = frozenset({"script", "style", "iframe", "object", "embed", "noscript", "template"})
@@ -103,7 +103,6 @@ _cleaner = nh3.Cleaner(
     url_schemes={"http", "https", "mailto"},
     link_rel="noopener noreferrer",
     set_tag_attribute_values={"a": {"target": "_blank"}},
-    filter_style_properties={"text-align"},
     strip_comments=True,
 )
 
@@ -216,6 +215,16 @@ def _task_lists(state) -> None:
         inline.children.insert(0, box)
 
 
+def _table_alignment_classes(state) -> None:
+    """markdown-it aligns a table column with ``style="text-align:…"``, which the page's Content-Security-Policy
+    (no inline styles) ignores: a class instead, as static/js/markdown.js writes it."""
+    for token in state.tokens:
+        if token.type in ("th_open", "td_open"):
+            style = token.attrs.pop("style", None)
+            if isinstance(style, str) and style.startswith("text-align:"):
+                token.attrSet("class", "align-" + style.removeprefix("text-align:").strip())
+
+
 def _render_task_box(self, tokens, idx, options, env) -> str:
     done = tokens[idx].meta["done"]
     label = html.escape(gettext("Done") if done else gettext("Not done"))
@@ -227,6 +236,7 @@ def _parser() -> MarkdownIt:
     md = MarkdownIt("commonmark", {"html": False, "highlight": _highlight}).enable(["table", "strikethrough"])
     md.use(footnote_plugin)
     md.core.ruler.push("task_lists", _task_lists)
+    md.core.ruler.push("table_alignment", _table_alignment_classes)
     md.add_render_rule("task_box", _render_task_box)
     md.add_render_rule("image", _render_image)
     md.inline.ruler.before("escape", "math_inline", _math_inline)
