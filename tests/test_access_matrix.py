@@ -56,6 +56,7 @@ ROUTES: dict[str, list[Case]] = {
     "accounts/password/done/": [PAGE],
     "i18n/setlang/": [Case("POST", 302, "public", "public", body={"language": "en"})],
     "jsi18n/": [PUBLIC],
+    "manifest.webmanifest": [PUBLIC],  # browsers fetch a web app manifest without cookies
     "api/me/": [API_OWN],
     "api/usage/": [API_OWN],
     "api/models/": [API_OWN],

@@ -47,6 +47,7 @@ def test_the_scroll_button_appears_when_scrolled_up_during_an_answer_and_scrolls
     page.eval_on_selector("#thread", "t => { t.scrollTop = 0; }")
     page.wait_for_selector("#scroll-bottom:visible")
     assert "streaming" in page.get_attribute("#scroll-bottom", "class")
+    screenshot(page, "scroll-button-desktop-light")
     assert page.eval_on_selector(".msg-assistant", "n => n.dataset.status") == "streaming"
     # Scrolled up, the answer goes on without dragging the reader down.
     page.wait_for_timeout(500)
@@ -140,6 +141,7 @@ def test_the_sidebar_groups_older_chats_by_month(live_daphne, browser_user, open
         if month(days) not in expected:
             expected.append(month(days))
     assert titles == expected
+    screenshot(page, "month-groups-desktop-light")
     no_js_errors(page)
 
 
