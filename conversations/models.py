@@ -25,9 +25,13 @@ class ConversationQuerySet(models.QuerySet):
             return self.none()
         return self.filter(owner_id=user.pk)
 
+    def in_history(self) -> ConversationQuerySet:
+        """What history shows (sidebar, /api/conversations/, search, exports, shares): never a temporary chat."""
+        return self.filter(temporary=False)
+
     def for_sidebar(self, *, archived: bool = False) -> ConversationQuerySet:
         # Served by the index conv_owner_pin_updated: owner, then pinned first, newest first.
-        return self.filter(archived=archived).order_by("-pinned", "-updated_at", "-id")
+        return self.in_history().filter(archived=archived).order_by("-pinned", "-updated_at", "-id")
 
 
 class Conversation(models.Model):
@@ -55,6 +59,12 @@ class Conversation(models.Model):
     project = models.ForeignKey(
         "Project", null=True, blank=True, on_delete=models.SET_NULL, related_name="conversations"
     )
+    # A temporary chat is kept out of every history read (``in_history``) and deleted once no tab has shown it for
+    # TEMPORARY_CHAT_GRACE seconds (services/history/temporary.py); its charges stay on the ledger, without content.
+    temporary = models.BooleanField(default=False)
+    # The last time a socket was seen following this temporary chat (refreshed by its worker's heartbeat); null for
+    # chats kept in history.
+    temporary_seen_at = models.DateTimeField(null=True, blank=True)
 
     objects = ConversationQuerySet.as_manager()
 
@@ -139,6 +149,9 @@ class Message(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     # When the status became final; while a Continue runs, when it resumed (the reaper's grace counts from it).
     completed_at = models.DateTimeField(null=True, blank=True)
+    # How long the model thought before it started writing the answer ("Thought for 12 s"); null: it did not think,
+    # or the answer was stored before this was measured.
+    reasoning_ms = models.PositiveIntegerField(null=True, blank=True)
 
     objects = MessageQuerySet.as_manager()
 

@@ -27,6 +27,7 @@ def conversation_to_dict(conversation: Conversation) -> dict:
         "pinned": conversation.pinned,
         "archived": conversation.archived,
         "project": conversation.project_id,  # the project's id, or null
+        "temporary": conversation.temporary,  # kept out of history, deleted once closed
         "created_at": _iso(conversation.created_at),
         "updated_at": _iso(conversation.updated_at),
     }
@@ -99,5 +100,6 @@ def message_to_dict(message: Message) -> dict:
         "superseded_by": message.superseded_by_id,
         "created_at": _iso(message.created_at),
         "completed_at": _iso(message.completed_at),
+        "reasoning_ms": message.reasoning_ms,  # how long it thought before answering; null if unknown
         "attachments": _attachments(message),
     }

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from conversations.views import announcements, apikeys, budget, chat, invites, shared, usage
+from conversations.views import announcements, apikeys, budget, chat, invites, shared, usage, webapp
 
 urlpatterns = [
     path("", chat.chat, name="chat"),
@@ -11,4 +11,5 @@ urlpatterns = [
     path("keys/", apikeys.api_keys, name="api-keys"),
     path("invites/", invites.invites_page, name="invites"),
     path("announcements/<int:announcement_id>/dismiss/", announcements.dismiss, name="announcement-dismiss"),
+    path("manifest.webmanifest", webapp.manifest, name="webmanifest"),
 ]

@@ -399,6 +399,8 @@ KIMICHAT_CSP = (
 KIMICHAT_HEARTBEAT_TTL = env_float("HEARTBEAT_TTL", 15.0, minimum=1.0)
 KIMICHAT_REAP_INTERVAL = env_float("REAP_INTERVAL", 10.0, minimum=0.2)
 KIMICHAT_SHUTDOWN_GRACE = env_float("SHUTDOWN_GRACE", 20.0, minimum=0.0)
+# A temporary chat that no tab has shown for this long is deleted by the reaper (a reload must fit in it).
+KIMICHAT_TEMPORARY_CHAT_GRACE = env_float("TEMPORARY_CHAT_GRACE", 60.0, minimum=1.0)
 
 LOG_FORMAT = env_str("LOG_FORMAT", "plain" if DEBUG else "json")
 if LOG_FORMAT not in {"plain", "json"}:

@@ -61,6 +61,7 @@ ROUTES: dict[str, list[Case]] = {
     "accounts/reset/done/": [PUBLIC],
     "i18n/setlang/": [Case("POST", 302, "public", "public", body={"language": "en"})],
     "jsi18n/": [PUBLIC],
+    "manifest.webmanifest": [PUBLIC],  # browsers fetch a web app manifest without cookies
     "api/me/": [API_OWN],
     "api/me/budget/": [API_OWN, Case("PATCH", 200, "401", "own", body={"daily": "5"})],  # only their own caps
     "api/usage/": [API_OWN],

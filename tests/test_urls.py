@@ -31,6 +31,7 @@ PATHS = {
     "api-projects": ({}, "/api/projects/"),
     "api-projects-reorder": ({}, "/api/projects/reorder/"),
     "api-keys": ({}, "/keys/"),
+    "webmanifest": ({}, "/manifest.webmanifest"),
     "chat": ({}, "/"),
     "conversation": ({"conversation_id": 7}, "/c/7/"),
     "healthz": ({}, "/healthz"),

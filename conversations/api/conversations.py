@@ -39,7 +39,7 @@ def conversation_list(request):
         project = project_param(request)
     except ValueError as exc:
         return error("bad_parameter", str(exc), 400)
-    conversations = Conversation.objects.for_user(request.user).filter(archived=bool(archived))
+    conversations = Conversation.objects.for_user(request.user).in_history().filter(archived=bool(archived))
     if pinned is not None:
         conversations = conversations.filter(pinned=pinned)
     if isinstance(project, int) and own_project(request, project) is None:

@@ -8,7 +8,7 @@ from django.http import FileResponse, HttpResponse, JsonResponse
 from django.utils.translation import gettext
 from django.views.decorators.http import require_GET, require_POST
 
-from conversations.api.responses import as_attachment, error, not_found, own_conversation
+from conversations.api.responses import as_attachment, error, not_found, own_conversation, temporary_refused
 from conversations.services.history import exports, import_limits
 
 
@@ -17,6 +17,8 @@ def export_markdown(request, conversation_id: int):
     conversation = own_conversation(request, conversation_id)
     if conversation is None:
         return not_found()
+    if conversation.temporary:
+        return temporary_refused("exported")
     response = HttpResponse(exports.export_markdown(conversation), content_type="text/markdown; charset=utf-8")
     return as_attachment(
         response, exports.filename_for(conversation, "md"), exports.filename_for(conversation, "md", ascii_only=True)
@@ -28,6 +30,8 @@ def export_json(request, conversation_id: int):
     conversation = own_conversation(request, conversation_id)
     if conversation is None:
         return not_found()
+    if conversation.temporary:
+        return temporary_refused("exported")
     response = HttpResponse(exports.export_json(conversation), content_type="application/json")
     return as_attachment(
         response,

@@ -31,6 +31,11 @@ def own_project(request, project_id: int) -> Project | None:
     return Project.objects.for_user(request.user).filter(pk=project_id).first()
 
 
+def temporary_refused(action: str) -> JsonResponse:
+    """A history action (share, export) asked of a temporary chat, which is never kept."""
+    return error("temporary_chat", f"This is a temporary chat: it is not kept, so it cannot be {action}.", 409)
+
+
 def as_attachment(response: HttpResponse, filename: str, ascii_filename: str | None = None) -> HttpResponse:
     """``filename*`` (RFC 6266/5987) carries a Unicode name; ``ascii_filename`` is the plain ``filename`` for old
     clients that ignore it."""

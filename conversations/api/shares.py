@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.http import HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from conversations.api.responses import error, not_found, own_conversation
+from conversations.api.responses import error, not_found, own_conversation, temporary_refused
 from conversations.services.history import shares
 
 
@@ -14,6 +14,8 @@ def share_create(request, conversation_id: int):
     conversation = own_conversation(request, conversation_id)
     if conversation is None:
         return not_found()
+    if conversation.temporary:
+        return temporary_refused("shared")
     try:
         link = shares.create_share(conversation)
     except shares.NothingToShare:

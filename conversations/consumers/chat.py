@@ -32,6 +32,7 @@ from conversations.services.chat.sending import (
     aprepare_send,
     known_models,
 )
+from conversations.services.history import temporary as temporary_chats
 
 logger = logging.getLogger(__name__)
 
@@ -185,6 +186,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             # A resend after a reconnect: show what was stored the first time; create and run nothing.
             await self._join_with_snapshots(accepted.conversation.pk)
             return
+        if accepted.conversation.temporary:
+            self.registry.keep_temporary(accepted.conversation.pk)
         await self._join(accepted.conversation.pk)
         await self.registry.launch(accepted)
 
@@ -243,10 +246,15 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await self.registry.stop(frame.conversation_id)
 
     async def on_subscribe(self, frame: frames.Subscribe):
-        if await database_sync_to_async(_owned_conversation)(self.user, frame.conversation_id) is None:
+        conversation = await database_sync_to_async(_owned_conversation)(self.user, frame.conversation_id)
+        if conversation is None:
             raise SendRefused("not_found", "This conversation does not exist.", conversation_id=frame.conversation_id)
         if frame.conversation_id not in self.subscriptions and len(self.subscriptions) >= MAX_SUBSCRIPTIONS:
             raise SendRefused("bad_frame", f"A socket can follow at most {MAX_SUBSCRIPTIONS} conversations.")
+        if conversation.temporary:
+            # Seen now, not only at the next heartbeat: the reaper must not take a chat a reload has just reopened.
+            await database_sync_to_async(temporary_chats.keep_alive)([conversation.pk])
+            self.registry.keep_temporary(conversation.pk)
         await self._join_with_snapshots(frame.conversation_id)
 
     async def on_unsubscribe(self, frame: frames.Unsubscribe):

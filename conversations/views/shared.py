@@ -41,7 +41,10 @@ def shared_conversation(request, token: str):
     if fragment is None:
         page = shares.shared_page(link, before)
         entries = [
-            {"message": m, "html": markdown.render_markdown(m.content) if m.role == m.Role.ASSISTANT else None}
+            {
+                "message": m,
+                "html": markdown.render_markdown(m.content, doc_id=m.pk) if m.role == m.Role.ASSISTANT else None,
+            }
             for m in page.messages
         ]
         fragment = render_to_string(

@@ -158,6 +158,7 @@ class ChatApp extends Base {
 
   // --- opening conversations --------------------------------------------------------------------------------
   async openConversation(id, { push = true, focusMessage = null } = {}) {
+    this.leaveTemporary(id);
     const token = ++this.loadToken;
     this.convId = id;
     this.conv = null;
@@ -176,6 +177,7 @@ class ChatApp extends Base {
     }
     this.socket.subscribe(null);
     if (id === null) {
+      this.temporaryDraft = false; // each new chat starts kept in history; the ghost button makes it temporary
       this.renderHeader();
       this.renderThread();
       this.updateComposer();
@@ -239,9 +241,17 @@ class ChatApp extends Base {
   }
 
   renderHeader() {
-    const title = this.conv ? this.conv.title || gettext("New chat") : gettext("New chat");
+    const temporary = this.conv ? Boolean(this.conv.temporary) : Boolean(this.temporaryDraft);
+    const fallback = temporary ? gettext("Temporary chat") : gettext("New chat");
+    const title = this.conv ? this.conv.title || fallback : fallback;
     this.titleEl.textContent = title;
     document.title = title + " · KimiChat";
+    this.root.classList.toggle("temporary", temporary);
+    $("temp-badge").hidden = !(this.conv && this.conv.temporary);
+    const toggle = $("temp-toggle");
+    toggle.hidden = this.convId !== null;
+    toggle.setAttribute("aria-pressed", String(temporary));
+    $("temp-note").hidden = !(temporary && this.convId === null);
     this.renderModelPicker();
     this.renderProjectHeader();
   }
@@ -265,6 +275,22 @@ class ChatApp extends Base {
     this.prompt.focus();
   }
 
+  // --- temporary chats: kept out of history, deleted when left (docs/architecture.md) --------------------------
+  toggleTemporary() {
+    if (this.convId !== null) return;
+    this.temporaryDraft = !this.temporaryDraft;
+    this.renderHeader();
+    this.prompt.focus();
+  }
+
+  /** Leaving a temporary chat in the page deletes it now; a closed or reloaded tab leaves it to the server's reaper
+   * (a reload must find it again). A 409 (its answer still running) is left to the reaper too. */
+  leaveTemporary(nextId) {
+    if (!this.conv || !this.conv.temporary || this.conv.id === nextId) return;
+    const id = this.conv.id;
+    api(urls.conversation(id), { method: "DELETE" }).catch(() => {});
+  }
+
   conversationDeleted(id) {
     if (this.convId === id) this.openConversation(null);
   }
@@ -285,6 +311,19 @@ class ChatApp extends Base {
     $("open-settings").addEventListener("click", () => this.openSettings());
     $("credits-notice").querySelector("[data-recheck]").addEventListener("click", () => this.loadMe());
     $("budget-notice").querySelector("[data-dismiss]").addEventListener("click", () => this.hideBudgetNotice());
+    $("temp-toggle").addEventListener("click", () => this.toggleTemporary());
+    this.bindScrollButton();
+    // A footnote's links move within the message: no navigation (a hash change would count as a history step).
+    this.messagesEl.addEventListener("click", (e) => {
+      const link = e.target.closest('a[href^="#"]');
+      if (!link) return;
+      e.preventDefault();
+      const target = document.getElementById(link.getAttribute("href").slice(1));
+      if (!target) return;
+      target.scrollIntoView({ block: "center", behavior: "smooth" });
+      target.classList.add("flash-hit");
+      setTimeout(() => target.classList.remove("flash-hit"), 1500);
+    });
     $("settings-form").addEventListener("submit", (e) => {
       e.preventDefault();
       this.saveSettings();
@@ -312,6 +351,9 @@ class ChatApp extends Base {
       } else if (mod && e.shiftKey && e.key.toLowerCase() === "o") {
         e.preventDefault();
         this.newChat();
+      } else if (e.key === "?" && !mod && !e.altKey && !isTyping(e.target) && !document.querySelector("dialog[open]")) {
+        e.preventDefault();
+        $("keys-dialog").showModal();
       } else if (e.key === "Escape" && $("user-menu").open) {
         e.preventDefault();
         $("user-menu").open = false; // Esc closes the menu (and only the menu: it does not stop an answer)
@@ -342,6 +384,12 @@ class ChatApp extends Base {
     if (this.root.classList.contains("sidebar-open")) this.closeSidebar();
     else this.openSidebar();
   }
+}
+
+/** Whether a key press goes into a text field (the composer, search, a rename, an edit): "?" is then just text. */
+function isTyping(target) {
+  if (!(target instanceof Element)) return false;
+  return Boolean(target.closest("input, textarea, select, [contenteditable]:not([contenteditable='false'])"));
 }
 
 const root = document.getElementById("app");

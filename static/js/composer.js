@@ -11,6 +11,9 @@ export const Composer = (Base) => class extends Base {
       if (e.key === "Enter" && !e.shiftKey && !e.isComposing && e.keyCode !== 229) {
         e.preventDefault();
         this.submit();
+      } else if (e.key === "ArrowUp" && !e.shiftKey && !e.altKey && !e.ctrlKey && !e.metaKey && !e.isComposing &&
+        this.prompt.value === "" && this.editLastMessage()) {
+        e.preventDefault();
       }
     });
     $("composer").addEventListener("submit", (e) => {
@@ -95,6 +98,20 @@ export const Composer = (Base) => class extends Base {
     });
   }
 
+  /** ↑ in the empty composer: edit the last message the user sent, where its Edit button would. */
+  editLastMessage() {
+    if (this.isStreaming() || this.lastUserId === null || this.lastUserId === undefined) return false;
+    const users = this.messagesEl.querySelectorAll("article.msg-user");
+    const node = users[users.length - 1];
+    const slot = node && node.threadSlot;
+    if (!slot || slot.head.id !== this.lastUserId || slot.index !== slot.versions.length - 1 || node.querySelector(".edit-area")) return false;
+    const m = slot.versions[slot.index];
+    if (typeof m.id !== "number") return false;
+    node.scrollIntoView({ block: "nearest" });
+    this.startEdit(m, node);
+    return true;
+  }
+
   autosize() {
     this.prompt.style.height = "auto";
     this.prompt.style.height = Math.min(this.prompt.scrollHeight, 240) + "px";
@@ -142,6 +159,7 @@ export const Composer = (Base) => class extends Base {
     // The draft stays until the server accepts the send (adoptNewConversation): a refused first send keeps it.
     if (!convId && this.draft) frame.conversation = this.draft;
     if (!convId && this.draftProject) frame.conversation = { ...frame.conversation, project: this.draftProject };
+    if (!convId && this.temporaryDraft) frame.conversation = { ...(frame.conversation || {}), temporary: true };
     this.socket.send(frame);
     if (convId) this.sidebar.touch(convId);
     this.renderThread();

@@ -31,6 +31,7 @@ export const Frames = (Base) => class extends Base {
 
   onConversationFrame(conv) {
     if (!conv) return;
+    this.announced = conv; // a chat this tab's send created: adopted by its first message frame
     this.sidebar.upsert(conv);
     if (conv.id === this.convId) this.applyConversation(conv);
   }
@@ -72,7 +73,8 @@ export const Frames = (Base) => class extends Base {
     this.socket.subscribed = id; // the server subscribed this socket when it created the conversation
     history.replaceState({}, "", "/c/" + id + "/");
     this.sidebar.setActive(id);
-    this.conv = this.sidebar.conversations.get(id) || this.conv || { id, title: "", model: this.currentModel() };
+    const announced = this.announced && this.announced.id === id ? this.announced : null;
+    this.conv = this.sidebar.conversations.get(id) || announced || this.conv || { id, title: "", model: this.currentModel() };
     if (this.draftModel) this.conv.model = this.draftModel;
     this.draftModel = null;
     this.draft = null; // the server took the draft settings with the chat it created

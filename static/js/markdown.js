@@ -91,11 +91,83 @@ const MATH_EXTENSIONS = [
   },
 ];
 
+// Footnotes ([^label] and "[^label]: text"), drawn as markdown-it's footnote plugin draws them on the share page
+// (render.py): numbered by first reference, unreferenced notes left out, ids prefixed with the message's id.
+// Definitions are read in marked's block pass, references in its inline pass, which runs after all blocks.
+let notes = null; // per renderMarkdown call: {doc, defs: Map(label -> text), order: [label], refs: Map(label -> n)}
+const FOOTNOTE_DEF = /^ {0,3}\[\^([^\]\s]+)\]:[ \t]*([^\n]*(?:\n(?: {2,}|\t)[^\n]*)*)(?:\n+|$)/;
+
+const FOOTNOTE_EXTENSIONS = [
+  {
+    name: "footnoteDef",
+    level: "block",
+    start(src) {
+      return src.match(/^ {0,3}\[\^[^\]\s]+\]:/m)?.index;
+    },
+    tokenizer(src) {
+      const match = FOOTNOTE_DEF.exec(src);
+      if (!match || !notes) return;
+      if (!notes.defs.has(match[1])) notes.defs.set(match[1], match[2].replace(/\n[ \t]+/g, "\n"));
+      return { type: "footnoteDef", raw: match[0] };
+    },
+    renderer: () => "",
+  },
+  {
+    name: "footnoteRef",
+    level: "inline",
+    start(src) {
+      const index = src.indexOf("[^");
+      return index < 0 ? undefined : index;
+    },
+    tokenizer(src) {
+      const match = /^\[\^([^\]\s]+)\]/.exec(src);
+      if (!match || !notes || !notes.defs.has(match[1])) return;
+      const label = match[1];
+      if (!notes.order.includes(label)) notes.order.push(label);
+      const seen = notes.refs.get(label) || 0;
+      notes.refs.set(label, seen + 1);
+      return { type: "footnoteRef", raw: match[0], n: notes.order.indexOf(label) + 1, seen };
+    },
+    renderer(token) {
+      const id = "fn-" + notes.doc + token.n;
+      const suffix = token.seen ? ":" + token.seen : "";
+      return `<sup class="footnote-ref"><a href="#${id}" id="fnref-${notes.doc}${token.n}${suffix}">` +
+        `[${token.n}${suffix}]</a></sup>`;
+    },
+  },
+];
+
+function footnotesHtml() {
+  if (!notes || !notes.order.length) return "";
+  const items = notes.order.map((label, i) => {
+    const n = i + 1;
+    const back = Array.from({ length: notes.refs.get(label) }, (_, k) => {
+      const id = "fnref-" + notes.doc + n + (k ? ":" + k : "");
+      return ` <a href="#${id}" class="footnote-backref">\u21a9\ufe0e</a>`;
+    }).join("");
+    const body = marked.parseInline(notes.defs.get(label), { async: false });
+    return `<li id="fn-${notes.doc}${n}" class="footnote-item"><p>${body}${back}</p>\n</li>\n`;
+  });
+  return '<hr class="footnotes-sep">\n<section class="footnotes">\n<ol class="footnotes-list">\n' +
+    items.join("") + "</ol>\n</section>\n";
+}
+
 const marked = new Marked({
   gfm: true,
   breaks: false,
-  extensions: MATH_EXTENSIONS,
+  extensions: [...MATH_EXTENSIONS, ...FOOTNOTE_EXTENSIONS],
   renderer: {
+    // A column's alignment as a class (app.css): the sanitizer keeps neither align nor style attributes.
+    tablecell(token) {
+      const tag = token.header ? "th" : "td";
+      const align = token.align ? ` class="align-${token.align}"` : "";
+      return `<${tag}${align}>${this.parser.parseInline(token.tokens)}</${tag}>\n`;
+    },
+    // A task list's box: a span, never an <input> (no form controls in model output), as render.py draws it.
+    checkbox({ checked }) {
+      const label = escapeHtml(checked ? gettext("Done") : gettext("Not done"));
+      return `<span class="task-box${checked ? " task-done" : ""}" role="img" aria-label="${label}"></span>`;
+    },
     // Raw HTML in model output is shown as text, the way chat apps do: it is never markup.
     html({ text }) {
       return escapeHtml(text);
@@ -128,14 +200,16 @@ const FORBID_TAGS = [
 const MARKDOWN_CONFIG = {
   FORBID_TAGS,
   FORBID_ATTR: ["style", "srcset", "action", "formaction", "background", "poster", "xlink:href"],
-  ALLOWED_URI_REGEXP: /^(?:https?:|mailto:)/i,
+  ALLOWED_URI_REGEXP: /^(?:https?:|mailto:|#fn(?:ref)?-[\w:-]+$)/i, // "#fn…": a footnote's links in the page
   ALLOW_DATA_ATTR: false,
 };
 const SNIPPET_CONFIG = { ALLOWED_TAGS: ["mark"], ALLOWED_ATTR: [] };
 
 purify.addHook("afterSanitizeAttributes", (node) => {
   if (node.tagName === "A") {
-    if (node.hasAttribute("href")) {
+    if ((node.getAttribute("href") || "").startsWith("#")) {
+      node.removeAttribute("target"); // a footnote's link stays in the page
+    } else if (node.hasAttribute("href")) {
       node.setAttribute("target", "_blank");
       node.setAttribute("rel", "noopener noreferrer");
     } else {
@@ -144,10 +218,16 @@ purify.addHook("afterSanitizeAttributes", (node) => {
   }
 });
 
-/** Markdown (untrusted) -> sanitized HTML string, safe to assign to innerHTML. */
-export function renderMarkdown(text) {
-  const html = marked.parse(String(text ?? ""), { async: false });
-  return purify.sanitize(html, MARKDOWN_CONFIG);
+/** Markdown (untrusted) -> sanitized HTML string, safe to assign to innerHTML. ``docId`` (the message's id) keeps
+ * footnote anchors apart when the page shows several messages. */
+export function renderMarkdown(text, { docId = "" } = {}) {
+  notes = { doc: docId === "" ? "" : docId + "-", defs: new Map(), order: [], refs: new Map() };
+  try {
+    const html = marked.parse(String(text ?? ""), { async: false }) + footnotesHtml();
+    return purify.sanitize(html, MARKDOWN_CONFIG);
+  } finally {
+    notes = null;
+  }
 }
 
 /** A search snippet from the server: only <mark> survives, everything else becomes text. */

@@ -6,6 +6,13 @@ import { $, copyText, el, formatDateTime, icon, iconButton, toast } from "./ui.j
 export const ACTIVE = new Set(["pending", "streaming"]);
 const STICK_PX = 80; // "at the bottom" tolerance for auto-scroll while streaming
 
+/** "Thought for 12 s" / "Thought for 2 min 5 s". */
+export function thoughtFor(ms) {
+  const seconds = Math.max(1, Math.round(ms / 1000));
+  if (seconds < 60) return interpolate(gettext("Thought for %s s"), [seconds]);
+  return interpolate(gettext("Thought for %(min)s min %(sec)s s"), { min: Math.floor(seconds / 60), sec: seconds % 60 }, true);
+}
+
 export const MessageList = (Base) => class extends Base {
   upsertMessage(m, { render = true } = {}) {
     const existing = this.messages.get(m.id);
@@ -55,6 +62,7 @@ export const MessageList = (Base) => class extends Base {
     this.messagesEl.replaceChildren(...nodes);
     this.root.classList.toggle("is-empty", empty && this.convId === null);
     this.updateComposer();
+    this.updateScrollButton();
   }
 
   elementFor(m) {
@@ -104,7 +112,7 @@ export const MessageList = (Base) => class extends Base {
     const content = node.querySelector(".msg-content");
     if (node.rendered.content !== m.content) {
       if (m.role === "user") content.textContent = m.content;
-      else content.innerHTML = renderMarkdown(m.content); // the one sanitizer
+      else content.innerHTML = renderMarkdown(m.content, { docId: m.id }); // the one sanitizer
       node.rendered.content = m.content;
     }
     if (m.role === "user") this.renderFiles(m, node);
@@ -117,7 +125,13 @@ export const MessageList = (Base) => class extends Base {
     }
     thinking.hidden = !reasoning;
     const thinkingNow = active && reasoning && !m.content;
-    thinking.querySelector(".thinking-label").textContent = thinkingNow ? gettext("Thinking…") : gettext("Reasoning");
+    // Timed here while it streams; the stored time (reasoning_ms) replaces it once the answer is done, and on reload.
+    if (thinkingNow && node.thinkStart === undefined) node.thinkStart = performance.now();
+    if (!thinkingNow && node.thinkStart !== undefined && node.thinkEnd === undefined) node.thinkEnd = performance.now();
+    const measured = m.reasoning_ms ?? (node.thinkEnd !== undefined ? node.thinkEnd - node.thinkStart : null);
+    thinking.querySelector(".thinking-label").textContent = thinkingNow
+      ? gettext("Thinking…")
+      : measured !== null ? thoughtFor(measured) : gettext("Reasoning");
     thinking.classList.toggle("live", Boolean(thinkingNow));
     if (!node.userToggledThinking) {
       // Open while the model thinks, folded away once the answer starts.
@@ -261,6 +275,26 @@ export const MessageList = (Base) => class extends Base {
     }
     this.dirty.clear();
     if (stick) this.scrollToBottom();
+    this.updateScrollButton();
+  }
+
+  // The "scroll to the bottom" button: shown whenever the thread is scrolled up from its end (an answer streaming
+  // below then keeps going without dragging the reader along).
+  bindScrollButton() {
+    const button = $("scroll-bottom");
+    button.addEventListener("click", () => {
+      this.thread.scrollTo({ top: this.thread.scrollHeight, behavior: "smooth" });
+      // The answer grows while the smooth scroll runs: land on its end, not where the end was.
+      this.thread.addEventListener("scrollend", () => this.scrollToBottom(), { once: true });
+    });
+    this.thread.addEventListener("scroll", () => this.updateScrollButton(), { passive: true });
+  }
+
+  updateScrollButton() {
+    const button = $("scroll-bottom");
+    const show = this.messagesEl.childElementCount > 0 && !this.nearBottom();
+    if (button.hidden === show) button.hidden = !show;
+    button.classList.toggle("streaming", show && this.isStreaming());
   }
 
   nearBottom() {
@@ -269,6 +303,7 @@ export const MessageList = (Base) => class extends Base {
 
   scrollToBottom() {
     this.thread.scrollTop = this.thread.scrollHeight;
+    this.updateScrollButton();
   }
 
   isStreaming() {

@@ -1,5 +1,5 @@
-// The conversation list: pinned first, then Today / Yesterday / Previous 7 days / Older, loaded a page at a time
-// (cursor pagination) as the list scrolls; the Archived view; search; and each conversation's menu.
+// The conversation list: pinned first, then Today / Yesterday / Previous 7 days / Previous 30 days / by month,
+// loaded a page at a time (cursor pagination) as the list scrolls; the Archived view; search; and each conversation's menu.
 import { api, urls } from "./api.js";
 import { sanitizeSnippet } from "./markdown.js";
 import { dropOutOfProject, dragChat } from "./projects.js";
@@ -131,6 +131,7 @@ export class Sidebar {
 
   // --- updates from the app -----------------------------------------------------------------------------------
   upsert(conversation) {
+    if (conversation.temporary) return; // a temporary chat is never in history
     this.app.projects.upsertChat(conversation);
     if (Boolean(conversation.archived) !== this.archived || (conversation.project && !this.archived)) {
       this.conversations.delete(conversation.id);
@@ -181,7 +182,8 @@ export class Sidebar {
       groups.get(group).push(c);
     }
     const fragment = document.createDocumentFragment();
-    for (const group of ["pinned", "today", "yesterday", "week", "older", "archived"]) {
+    // Pinned first, then by recency: today … previous 30 days, then one group per month, newest first.
+    for (const group of ["pinned", ...[...groups.keys()].filter((g) => g !== "pinned")]) {
       const items = groups.get(group);
       if (!items) continue;
       const section = el("section.conv-group", { "aria-label": groupLabel(group) });

@@ -109,23 +109,32 @@ function startOfDay(date) {
   return new Date(date.getFullYear(), date.getMonth(), date.getDate());
 }
 
-/** The sidebar group of a conversation: today, yesterday, week, older. */
+/** The sidebar group of a conversation: today, yesterday, week, month (30 days), then "month:YYYY-MM". */
 export function dateGroup(iso, now = new Date()) {
   const when = new Date(iso);
   const days = Math.round((startOfDay(now) - startOfDay(when)) / 86400000);
   if (days <= 0) return "today";
   if (days === 1) return "yesterday";
   if (days < 7) return "week";
-  return "older";
+  if (days < 30) return "month";
+  // Older chats by calendar month: "month:2026-11".
+  return "month:" + when.getFullYear() + "-" + String(when.getMonth() + 1).padStart(2, "0");
 }
 
 export function groupLabel(group) {
+  if (group.startsWith("month:")) {
+    const [year, month] = group.slice(6).split("-").map(Number);
+    return new Date(year, month - 1, 1).toLocaleDateString(document.documentElement.lang || undefined, {
+      month: "long",
+      year: "numeric",
+    });
+  }
   return {
     pinned: gettext("Pinned"),
     today: gettext("Today"),
     yesterday: gettext("Yesterday"),
     week: gettext("Previous 7 days"),
-    older: gettext("Older"),
+    month: gettext("Previous 30 days"),
     archived: gettext("Archived"),
   }[group];
 }

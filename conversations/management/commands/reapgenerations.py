@@ -1,6 +1,8 @@
+from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from conversations.services.chat.reaper import reap_all_sync
+from conversations.services.history.temporary import delete_abandoned
 
 
 class Command(BaseCommand):
@@ -13,3 +15,5 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         count = reap_all_sync()
         self.stdout.write(f"{count} interrupted answer(s) marked.")
+        deleted = delete_abandoned(settings.KIMICHAT_TEMPORARY_CHAT_GRACE)
+        self.stdout.write(f"{deleted} closed temporary chat(s) deleted.")

@@ -158,7 +158,7 @@ def _attachments(data: dict) -> tuple[int, ...] | None:
     return tuple(value)
 
 
-NEW_CONVERSATION_FIELDS = frozenset({"system_prompt", "settings", "project"})
+NEW_CONVERSATION_FIELDS = frozenset({"system_prompt", "settings", "project", "temporary"})
 
 
 def _new_conversation(data: dict, conversation_id: int | None) -> dict:
@@ -173,10 +173,15 @@ def _new_conversation(data: dict, conversation_id: int | None) -> dict:
     unknown = sorted(set(value) - NEW_CONVERSATION_FIELDS)
     if unknown:
         raise FrameError(
-            "bad_frame", f"'conversation' takes only system_prompt, settings and project, not {unknown[0]!r}"
+            "bad_frame",
+            f"'conversation' takes only system_prompt, settings, project and temporary, not {unknown[0]!r}",
         )
+    value = dict(value)
+    temporary = value.pop("temporary", False)
+    if not isinstance(temporary, bool):
+        raise FrameError("bad_frame", "'conversation.temporary' must be true or false", field="conversation.temporary")
     try:
-        return check_changes(value)
+        return {**check_changes(value), **({"temporary": True} if temporary else {})}
     except InvalidChange as exc:
         # The message is the person's sentence; which field it was goes to programs in ``field``.
         raise FrameError("bad_frame", str(exc), field=f"conversation.{exc.field}".rstrip(".")) from None

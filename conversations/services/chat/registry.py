@@ -45,6 +45,7 @@ from conversations.services.chat.relay import Relay, Relayer, control_group, con
 from conversations.services.chat.sending import Accepted, Continued
 from conversations.services.chat.storing import checkpoint, finish_message, save_searches, usage_estimate
 from conversations.services.chat.stream_state import EMPTY, Snapshot, get_stream_state, heartbeat_ttl
+from conversations.services.history import temporary as temporary_chats
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +68,16 @@ class Generation:
     started: float = field(default_factory=time.monotonic)
     tools: tools.ToolLoop | None = None  # its rounds and searches (services/chat/tools.py)
     reasoning_gap: str = ""  # put before the first new reasoning piece (a continuation of an answer that thought)
+    thinking_since: float | None = None  # monotonic time of the first reasoning piece
+    thinking_ms: int | None = None  # from the first reasoning piece to the first answer piece ("Thought for 12 s")
+
+    def thinking_began(self) -> None:
+        if self.thinking_since is None:
+            self.thinking_since = time.monotonic()
+
+    def thinking_ended(self) -> None:
+        if self.thinking_since is not None and self.thinking_ms is None:
+            self.thinking_ms = round((time.monotonic() - self.thinking_since) * 1000)
 
 
 @dataclass
@@ -95,6 +106,7 @@ class GenerationRegistry:
         self.control_channel: str | None = None
         self._background: list[asyncio.Task] = []
         self.accepting = True
+        self.temporary: set[int] = set()  # temporary chats that sockets of this process follow (kept alive)
 
     # Sockets of this process (consumers call these).
     def follow_user(self, user_id: int, subscriber) -> None:
@@ -116,6 +128,15 @@ class GenerationRegistry:
 
     def unfollow(self, conversation_id: int, subscriber) -> None:
         self.relayer.unfollow(conversation_group(conversation_id), subscriber)
+
+    def keep_temporary(self, conversation_id: int) -> None:
+        """A socket of this process follows this temporary chat: the heartbeat keeps it alive while any does."""
+        self.temporary.add(conversation_id)
+
+    async def _keep_temporary_chats_alive(self) -> None:
+        self.temporary = {c for c in self.temporary if self.relayer.local.get(conversation_group(c))}
+        if self.temporary:
+            await database_sync_to_async(temporary_chats.keep_alive)(set(self.temporary))
 
     async def snapshot(self, message_id: int) -> Snapshot | None:
         """An answer in progress as its frames so far carried it: this process's own, else the stream state's."""
@@ -185,9 +206,13 @@ class GenerationRegistry:
         while True:
             try:
                 await self.state.heartbeat([g.message_id for g in self.running.values()])
+                await self._keep_temporary_chats_alive()
                 if time.monotonic() - last_reap >= reap_every:
                     last_reap = time.monotonic()
                     await self.reap()
+                    await database_sync_to_async(temporary_chats.delete_abandoned)(
+                        settings.KIMICHAT_TEMPORARY_CHAT_GRACE
+                    )
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - keep beating: a failed round is retried on the next
@@ -409,8 +434,12 @@ class GenerationRegistry:
                             break
                         pieces += 1
                     if isinstance(event, ContentDelta):
+                        if event.text:
+                            generation.thinking_ended()
                         await relayer.add(relay, loop.separator(relay.text()) + event.text, "")
                     elif isinstance(event, ReasoningDelta):
+                        if event.text:
+                            generation.thinking_began()
                         if generation.reasoning_gap and event.text:
                             await relayer.add(relay, "", generation.reasoning_gap)
                             generation.reasoning_gap = ""
@@ -460,6 +489,7 @@ class GenerationRegistry:
             except Exception:  # noqa: BLE001 - the whole text is in memory: store it even if Redis is away
                 logger.warning("last flush of answer %s failed; storing the answer anyway", message_id, exc_info=True)
             text, thought = relay.text(), relay.thought()
+            generation.thinking_ended()  # an answer that only thought, or was stopped while thinking
             usage, estimated = outcome.usage, outcome.usage_estimated
             loop = generation.tools
             searches = loop.as_list() if loop is not None and loop.searches else None
@@ -484,6 +514,7 @@ class GenerationRegistry:
                 request_id=outcome.request_id,
                 searches=searches,
                 fees=fees,
+                reasoning_ms=generation.thinking_ms,
             )
         except Exception:
             logger.exception("could not store answer %s; the reaper will mark it interrupted", message_id)

@@ -372,11 +372,14 @@ def prepare_send(
             created = conversation_id is None
             if created:
                 _check_project(user, new_conversation)
+                fields = new_conversation or {}
                 conversation = Conversation.objects.create(
                     owner=user,
                     model=model or settings.KIMI_DEFAULT_MODEL,
                     title=title_from(content),
-                    **(new_conversation or {}),
+                    # A temporary chat is seen by its tab from the start (services/history/temporary.py).
+                    temporary_seen_at=timezone.now() if fields.get("temporary") else None,
+                    **fields,
                 )
             else:
                 conversation = _locked_conversation(user, conversation_id)

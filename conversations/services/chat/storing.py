@@ -43,13 +43,14 @@ def finish_message(
     continued: Continued | None = None,
     searches: list[dict] | None = None,
     fees: Decimal = Decimal(0),
+    reasoning_ms: int | None = None,
 ) -> tuple[Message, Decimal | None]:
     """Store the answer's final state and settle its credits; returns the message and the balance after.
 
     ``continued``: the answer was a Continue of a stored one. Its usage and cost add to the earlier part's; if it
     failed or was stopped before adding anything, the answer goes back to how it stood (still continuable) and this
-    reservation is released. ``searches``/``fees``: a tool-using answer's web searches and what they cost
-    (chat/tools.py)."""
+    reservation is released. ``reasoning_ms``: how long the model thought before writing. ``searches``/``fees``: a
+    tool-using answer's web searches and what they cost (chat/tools.py)."""
     nothing_new = continued is not None and seq == continued.seq and status != Message.Status.COMPLETE and not fees
     if nothing_new:
         status, finish_reason = continued.status, continued.finish_reason
@@ -67,9 +68,12 @@ def finish_message(
         message.completed_at = timezone.now()
         if searches is not None:
             message.searches = searches
+        if reasoning_ms is not None:  # a continuation's thinking adds to the earlier part's
+            message.reasoning_ms = (message.reasoning_ms or 0) + reasoning_ms if continued else reasoning_ms
         message.save(
             update_fields=[
                 *(["searches"] if searches is not None else []),
+                *(["reasoning_ms"] if reasoning_ms is not None else []),
                 "status",
                 "content",
                 "reasoning",

@@ -163,7 +163,7 @@ def export_all_zip(user):
     """
     archive = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 - closed by the response
     written = 0
-    conversations = list(Conversation.objects.for_user(user).select_related("project").order_by("id"))
+    conversations = list(Conversation.objects.for_user(user).in_history().select_related("project").order_by("id"))
     try:
         with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             projects = project_archive.projects_document(user)

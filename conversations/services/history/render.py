@@ -21,7 +21,10 @@ import html
 import re
 
 import nh3
+from django.utils.translation import gettext
 from markdown_it import MarkdownIt
+from markdown_it.token import Token
+from mdit_py_plugins.footnote import footnote_plugin
 from pygments import highlight
 from pygments.formatters import HtmlFormatter
 from pygments.lexers import get_lexer_by_name
@@ -49,8 +52,10 @@ ALLOWED_TAGS = frozenset(
         "p",
         "pre",
         "s",
+        "section",
         "span",
         "strong",
+        "sup",
         "table",
         "tbody",
         "td",
@@ -60,26 +65,32 @@ ALLOWED_TAGS = frozenset(
         "ul",
     }
 )
-# ``class`` carries Pygments' token classes and markdown-it's ``language-x``; ``style`` only table alignment.
+# ``class`` carries Pygments' token classes, markdown-it's ``language-x`` and a table column's ``align-…``.
 ALLOWED_ATTRIBUTES = {
-    "a": {"href", "title"},
+    "a": {"href", "title", "id", "class"},  # id, class, "#…" hrefs: footnote references and their way back
     "code": {"class"},
     "div": {"class"},
-    "span": {"class"},
+    "span": {"class", "role", "aria-label"},  # role and label: a task list's box says whether it is done
     "pre": {"class"},
-    "ol": {"start"},
-    "th": {"style"},
-    "td": {"style"},
+    "ol": {"start", "class"},
+    "li": {"id", "class"},
+    "hr": {"class"},
+    "section": {"class"},
+    "sup": {"class"},
+    "th": {"class"},  # align-left/center/right: the page's CSP refuses style attributes
+    "td": {"class"},
 }
 # Dropped with their content, not just unwrapped: their text is never something a reader should see as prose.
 DROPPED_WITH_CONTENT = frozenset({"script", "style", "iframe", "object", "embed", "noscript", "template"})
 SAFE_URL_PREFIXES = ("http://", "https://", "mailto:")
+FOOTNOTE_HREF = re.compile(r"#fn(?:ref)?-[\w-]+(?::\d+)?\Z")
 HIGHLIGHT_CSS_SCOPE = ".markdown pre code"
 
 
 def _keep_safe_urls(tag: str, attribute: str, value: str) -> str | None:
-    """nh3 lets relative URLs through; we want only absolute http(s) and mailto links, nothing else."""
-    if attribute == "href" and not value.strip().lower().startswith(SAFE_URL_PREFIXES):
+    """nh3 lets relative URLs through; we want only absolute http(s) and mailto links, and a footnote's links within
+    the message (``#fn-…``, ``#fnref-…``), nothing else."""
+    if attribute == "href" and not (value.strip().lower().startswith(SAFE_URL_PREFIXES) or FOOTNOTE_HREF.match(value)):
         return None
     return value
 
@@ -92,7 +103,6 @@ _cleaner = nh3.Cleaner(
     url_schemes={"http", "https", "mailto"},
     link_rel="noopener noreferrer",
     set_tag_attribute_values={"a": {"target": "_blank"}},
-    filter_style_properties={"text-align"},
     strip_comments=True,
 )
 
@@ -182,9 +192,52 @@ def _render_math_block(self, tokens, idx, options, env) -> str:
     return f'<div class="math math-display">{html.escape(tokens[idx].content, quote=False)}</div>\n'
 
 
+TASK_MARKER = re.compile(r"\[([ xX])\][ \t]")
+
+
+def _task_lists(state) -> None:
+    """GitHub's task lists: a list item whose text starts with ``[ ]`` or ``[x]`` gets a box (a span, never an
+    <input>), as static/js/markdown.js draws it."""
+    tokens = state.tokens
+    for index in range(2, len(tokens)):
+        inline = tokens[index]
+        if inline.type != "inline" or tokens[index - 1].type != "paragraph_open":
+            continue
+        if tokens[index - 2].type != "list_item_open" or not inline.children:
+            continue
+        first = inline.children[0]
+        match = TASK_MARKER.match(first.content) if first.type == "text" else None
+        if match is None:
+            continue
+        first.content = first.content[match.end() :]
+        box = Token("task_box", "span", 0)
+        box.meta = {"done": match.group(1) != " "}
+        inline.children.insert(0, box)
+
+
+def _table_alignment_classes(state) -> None:
+    """markdown-it aligns a table column with ``style="text-align:…"``, which the page's Content-Security-Policy
+    (no inline styles) ignores: a class instead, as static/js/markdown.js writes it."""
+    for token in state.tokens:
+        if token.type in ("th_open", "td_open"):
+            style = token.attrs.pop("style", None)
+            if isinstance(style, str) and style.startswith("text-align:"):
+                token.attrSet("class", "align-" + style.removeprefix("text-align:").strip())
+
+
+def _render_task_box(self, tokens, idx, options, env) -> str:
+    done = tokens[idx].meta["done"]
+    label = html.escape(gettext("Done") if done else gettext("Not done"))
+    return f'<span class="task-box{" task-done" if done else ""}" role="img" aria-label="{label}"></span>'
+
+
 @functools.cache
 def _parser() -> MarkdownIt:
     md = MarkdownIt("commonmark", {"html": False, "highlight": _highlight}).enable(["table", "strikethrough"])
+    md.use(footnote_plugin)
+    md.core.ruler.push("task_lists", _task_lists)
+    md.core.ruler.push("table_alignment", _table_alignment_classes)
+    md.add_render_rule("task_box", _render_task_box)
     md.add_render_rule("image", _render_image)
     md.inline.ruler.before("escape", "math_inline", _math_inline)
     md.block.ruler.before("fence", "math_block", _math_block, {"alt": ["paragraph", "reference", "blockquote", "list"]})
@@ -193,9 +246,15 @@ def _parser() -> MarkdownIt:
     return md
 
 
-def render_markdown(text: str) -> str:
-    """Untrusted Markdown (a model's answer, a user's message) as HTML that is safe to insert into a page."""
-    return _cleaner.clean(_parser().render(text or ""))
+# nh3 opens every link in a new tab; a footnote's links stay in the page. Matched on nh3's own output only.
+_IN_PAGE_LINK = re.compile(r'(<a href="#[^"]*"[^>]*?) target="_blank" rel="noopener noreferrer"')
+
+
+def render_markdown(text: str, *, doc_id: str | int = "") -> str:
+    """Untrusted Markdown (a model's answer, a user's message) as HTML that is safe to insert into a page.
+    ``doc_id`` (the message's id) keeps footnote anchors apart when a page shows several messages."""
+    clean = _cleaner.clean(_parser().render(text or "", {"docId": str(doc_id)} if doc_id != "" else {}))
+    return _IN_PAGE_LINK.sub(r"\1", clean)
 
 
 def markdown_to_text(text: str) -> str:

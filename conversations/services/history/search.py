@@ -169,7 +169,7 @@ def _sqlite_owned_walk(user, query: ParsedQuery, limit_sql: str, limit_params: l
     like_sql, like_params = _sqlite_like(query)
     sql = [
         "SELECT m.id FROM conversations_message m",
-        "WHERE m.conversation_id IN (SELECT id FROM conversations_conversation WHERE owner_id = %s)",
+        "WHERE m.conversation_id IN (SELECT id FROM conversations_conversation WHERE owner_id = %s AND NOT temporary)",
         "AND m.superseded_by_id IS NULL AND m.content <> '' AND",
         like_sql,
         "ORDER BY m.id DESC LIMIT",
@@ -192,7 +192,7 @@ def _sqlite_fts_walk(
         "f",
         "JOIN conversations_message m ON m.id = f.rowid",
         "JOIN conversations_conversation c ON c.id = m.conversation_id",
-        "WHERE c.owner_id = %s AND m.superseded_by_id IS NULL AND m.content <> ''",
+        "WHERE c.owner_id = %s AND NOT c.temporary AND m.superseded_by_id IS NULL AND m.content <> ''",
     ]
     params: list = [user.pk]
     if match:
@@ -261,7 +261,7 @@ def _owned_by(user) -> RawSQL:
     """
     return RawSQL(  # noqa: S611 - constant SQL, the user id is a bound parameter
         '"conversations_message"."conversation_id" = ANY(ARRAY('
-        'SELECT "id" FROM "conversations_conversation" WHERE "owner_id" = %s))',
+        'SELECT "id" FROM "conversations_conversation" WHERE "owner_id" = %s AND NOT "temporary"))',
         [user.pk],
         output_field=BooleanField(),
     )
@@ -288,7 +288,9 @@ def _postgres_ids(user, query: ParsedQuery, limit: int) -> RawSQL:
       index, or reads the user's rows. Each later part runs only when the earlier ones did not answer (one-time
       filters).
     """
-    owned = "conversation_id = ANY(ARRAY(SELECT id FROM conversations_conversation WHERE owner_id = %s))"
+    owned = (
+        "conversation_id = ANY(ARRAY(SELECT id FROM conversations_conversation WHERE owner_id = %s AND NOT temporary))"
+    )
     matches = (
         "m.superseded_by_id IS NULL AND m.content <> '' "
         "AND m.content_search @@ websearch_to_tsquery('simple'::regconfig, %s)"
@@ -305,7 +307,7 @@ def _postgres_ids(user, query: ParsedQuery, limit: int) -> RawSQL:
         "AND (SELECT count(*) FROM recent) < %s ORDER BY m.id DESC LIMIT %s)",
         "SELECT id FROM recent WHERE (SELECT count(*) FROM recent) >= %s",
         "UNION ALL (SELECT t.id FROM tab t JOIN conversations_conversation c ON c.id = t.conversation_id",
-        "WHERE c.owner_id = %s AND (SELECT count(*) FROM tab) < %s ORDER BY t.id DESC LIMIT %s)",
+        "WHERE c.owner_id = %s AND NOT c.temporary AND (SELECT count(*) FROM tab) < %s ORDER BY t.id DESC LIMIT %s)",
         "UNION ALL (SELECT m.id FROM conversations_message m WHERE",
         owned,
         "AND",
@@ -343,7 +345,13 @@ def _cjk_aware_like(field: str, query: ParsedQuery) -> Q:
 
 def message_hits(user, query: ParsedQuery, vendor: str, limit: int) -> list[Message]:
     """The user's newest ``limit`` current messages that match, newest (highest id) first, in one query."""
-    messages = Message.objects.for_user(user).current().exclude(content="").select_related("conversation")
+    messages = (
+        Message.objects.for_user(user)
+        .current()
+        .filter(conversation__temporary=False)  # the raw SQL below excludes temporary chats too, before its LIMIT
+        .exclude(content="")
+        .select_related("conversation")
+    )
     if vendor == "postgresql" and not query.has_cjk:
         # content_search is the stored to_tsvector('simple', content) with the GIN index msg_content_fts.
         messages = messages.filter(id__in=_postgres_ids(user, query, limit))
@@ -429,7 +437,7 @@ def search(user, raw_query: str, *, limit: int = 20, project_id: int | None = No
     """
     query = parse_query(raw_query)
     limit = max(1, min(limit, MAX_LIMIT))
-    conversations = Conversation.objects.for_user(user)
+    conversations = Conversation.objects.for_user(user).in_history()
     vendor = connections[Message.objects.db].vendor
 
     if project_id is not None:
