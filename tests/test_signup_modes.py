@@ -389,3 +389,14 @@ def test_invite_codes_admin_makes_a_code_and_revokes_it(admin_client, admin_user
     assert invite.revoked_at is not None
     listing = admin_client.get(reverse("admin:conversations_invitecode_changelist") + "?state=open").content.decode()
     assert invite.code not in listing
+
+
+def test_invite_code_admin_refuses_fewer_uses_than_already_made(admin_client, inviter):
+    invite = invites.create_for_user(inviter, max_uses=3)
+    InviteCode.objects.filter(pk=invite.pk).update(uses=2)
+    url = reverse("admin:conversations_invitecode_change", args=[invite.pk])
+    form = {"note": "", "max_uses": "1", "expires_at_0": "", "expires_at_1": "", "inviter": inviter.pk}
+    response = admin_client.post(url, form)
+    assert response.status_code == 200 and "cannot allow fewer" in response.content.decode()
+    invite.refresh_from_db()
+    assert invite.max_uses == 3

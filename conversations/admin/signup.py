@@ -83,6 +83,14 @@ class InviteCodeForm(forms.ModelForm):
             "max_uses": _("How many accounts this code can make."),
         }
 
+    def clean_max_uses(self):
+        max_uses = self.cleaned_data["max_uses"]
+        if self.instance.pk and max_uses < self.instance.uses:
+            raise forms.ValidationError(
+                _("This code has already made %(uses)d accounts: it cannot allow fewer.") % {"uses": self.instance.uses}
+            )
+        return max_uses
+
 
 @admin.register(InviteCode)
 class InviteCodeAdmin(admin.ModelAdmin):
