@@ -15,7 +15,8 @@ Periods are those of ``settings.TIME_ZONE``: a day starts at local midnight, a m
 a refusal names the limit and when it resets (the next period's start).
 
 Queries on the send path: a user with no cap and no budgeted group costs two (their caps; their groups' budgets).
-A cap adds one (the user's spending today and this month, both in one aggregate); a shared group budget one more.
+A cap adds one (the user's spending today and this month, both in one aggregate); a shared group budget one more
+(per budgeted group of the user).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from django.db.models import Q, Sum
 from django.utils import timezone
 from django.utils.translation import gettext
 
-from conversations.models import CreditTransaction, GroupPolicy, UserBudget
+from conversations.models import CreditAccount, CreditTransaction, GroupPolicy, UserBudget
 from conversations.services.billing import pricing
 
 ZERO = Decimal(0)
@@ -126,9 +127,12 @@ def periods(now: datetime.datetime | None = None) -> Periods:
     )
 
 
-def _answers_since(start: datetime.datetime) -> Q:
-    """The ledger rows of answers reserved since ``start``: their charges, and the refunds that closed them."""
-    return Q(kind=Kind.CHARGE, created_at__gte=start) | Q(kind=Kind.REFUND, reservation__created_at__gte=start)
+def _answers_since(start: datetime.datetime, accounts: Q) -> Q:
+    """The ledger rows of answers reserved since ``start`` on ``accounts``: their charges, and the refunds that closed
+    them. The refunds are matched by their reservation's id (``IN`` a subquery the database runs once), not by a
+    join per row: a join made the group's sum over 20,000 rows take 240 ms on PostgreSQL."""
+    reserved = CreditTransaction.objects.filter(accounts, kind=Kind.CHARGE, created_at__gte=start).values("pk")
+    return Q(kind=Kind.CHARGE, created_at__gte=start) | Q(kind=Kind.REFUND, reservation_id__in=reserved)
 
 
 def _spent(total) -> Decimal:
@@ -138,24 +142,27 @@ def _spent(total) -> Decimal:
 def user_spending(user_id: int, at: Periods) -> tuple[Decimal, Decimal]:
     """(today, this month): what the user's answers reserved in each period less what was refunded. One query,
     served by credit_tx_account_created (a refund is written after its reservation, so ``created_at`` bounds both)."""
+    account = Q(account__user_id=user_id)
     totals = (
-        CreditTransaction.objects.filter(account__user_id=user_id, created_at__gte=at.month_start)
-        .filter(_answers_since(at.month_start))
-        .aggregate(day=Sum("amount", filter=_answers_since(at.day_start)), month=Sum("amount"))
+        CreditTransaction.objects.filter(account, created_at__gte=at.month_start)
+        .filter(_answers_since(at.month_start, account))
+        .aggregate(day=Sum("amount", filter=_answers_since(at.day_start, account)), month=Sum("amount"))
     )
     return _spent(totals["day"]), _spent(totals["month"])
 
 
 def group_spending(group_ids: list[int], at: Periods) -> dict[int, Decimal]:
-    """Each group's spending this month: all its members' answers. One query."""
-    rows = (
-        CreditTransaction.objects.filter(account__user__groups__in=group_ids, created_at__gte=at.month_start)
-        .filter(_answers_since(at.month_start))
-        .values("account__user__groups")
-        .annotate(total=Sum("amount"))
-        .order_by()
-    )
-    return {row["account__user__groups"]: _spent(row["total"]) for row in rows}
+    """Each group's spending this month: all its members' answers. One query per group."""
+    spent = {}
+    for group_id in group_ids:
+        members = Q(account_id__in=CreditAccount.objects.filter(user__groups=group_id).values("pk"))
+        total = (
+            CreditTransaction.objects.filter(members, created_at__gte=at.month_start)
+            .filter(_answers_since(at.month_start, members))
+            .aggregate(total=Sum("amount"))["total"]
+        )
+        spent[group_id] = _spent(total)
+    return spent
 
 
 def _lowest(*caps) -> tuple[Decimal | None, str]:
