@@ -13,6 +13,7 @@ def conversation_to_dict(conversation: Conversation) -> dict:
     return {
         "id": conversation.pk,
         "title": conversation.title,
+        "title_source": conversation.title_source,  # "" first message, "generated", "user"
         "model": conversation.model,
         "system_prompt": conversation.system_prompt,
         "settings": {
@@ -24,6 +25,7 @@ def conversation_to_dict(conversation: Conversation) -> dict:
             "reasoning_effort": conversation.reasoning_effort,
             "web_search": conversation.web_search,
         },
+        "custom_instructions": conversation.custom_instructions,
         "pinned": conversation.pinned,
         "archived": conversation.archived,
         "created_at": _iso(conversation.created_at),

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from conversations.api import attachments, conversations, exports, kimi_models, me, search, shares, usage
+from conversations.api import attachments, conversations, exports, kimi_models, me, personal, search, shares, usage
 
 urlpatterns = [
     path("me/", me.me, name="api-me"),
@@ -22,4 +22,10 @@ urlpatterns = [
     path("attachments/estimate/", attachments.estimate, name="api-attachments-estimate"),
     path("attachments/<int:attachment_id>/", attachments.attachment_resource, name="api-attachment"),
     path("attachments/<int:attachment_id>/file", attachments.attachment_file, name="api-attachment-file"),
+    # Personalisation: preferences, presets, feedback, titles (docs/api.md).
+    path("me/preferences/", personal.preferences_resource, name="api-preferences"),
+    path("presets/", personal.preset_list, name="api-presets"),
+    path("presets/<int:preset_id>/", personal.preset_resource, name="api-preset"),
+    path("messages/<int:message_id>/feedback/", personal.message_feedback, name="api-message-feedback"),
+    path("conversations/<int:conversation_id>/title/", personal.conversation_title, name="api-conversation-title"),
 ]

@@ -158,7 +158,7 @@ def _attachments(data: dict) -> tuple[int, ...] | None:
     return tuple(value)
 
 
-NEW_CONVERSATION_FIELDS = frozenset({"system_prompt", "settings"})
+NEW_CONVERSATION_FIELDS = frozenset({"system_prompt", "settings", "custom_instructions"})
 
 
 def _new_conversation(data: dict, conversation_id: int | None) -> dict:
@@ -172,7 +172,10 @@ def _new_conversation(data: dict, conversation_id: int | None) -> dict:
         raise FrameError("bad_frame", "'conversation' must be an object")
     unknown = sorted(set(value) - NEW_CONVERSATION_FIELDS)
     if unknown:
-        raise FrameError("bad_frame", f"'conversation' takes only system_prompt and settings, not {unknown[0]!r}")
+        raise FrameError(
+            "bad_frame",
+            f"'conversation' takes only system_prompt, settings and custom_instructions, not {unknown[0]!r}",
+        )
     try:
         return check_changes(value)
     except InvalidChange as exc:

@@ -37,6 +37,7 @@ from conversations.services.chat.context import (
     history_token_budget,
     title_from,
 )
+from conversations.services.personal import preferences
 
 logger = logging.getLogger(__name__)
 
@@ -172,7 +173,7 @@ def _chat_request(
         request.messages, prompt_tokens = build_messages(
             thread,
             model=model,
-            system_prompt=conversation.system_prompt,
+            system_prompt=preferences.system_prompt_for(conversation),  # + the user's custom instructions
             max_tokens=conversation.max_tokens,
             thinks=params.thinks,
         )
