@@ -97,8 +97,9 @@ def clean_title(text: str) -> str:
     """The model's reply as a title: its first non-empty line, without quotes, a "Title:" label, Markdown marks or
     final punctuation, cut at a word. "" when nothing is left."""
     line = next((part.strip() for part in text.strip().splitlines() if part.strip()), "")
-    line = re.sub(r"^(title|标题)\s*[:：]\s*", "", line, flags=re.IGNORECASE)
-    line = line.strip().strip("#*_`\"'“”‘’「」『』« »").strip()
+    marks = "#*_`\"'“”‘’「」『』«» "
+    line = re.sub(r"^(title|标题)\s*[:：]\s*", "", line.strip(marks), flags=re.IGNORECASE)
+    line = line.strip(marks)
     line = line.rstrip(".。!！?？,，;；:：").strip()
     line = " ".join(line.split())
     if len(line) > TITLE_MAX_CHARS:
