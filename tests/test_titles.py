@@ -100,7 +100,7 @@ async def test_absorbed_title_costs_leave_the_ledger_alone(connect, owner, chat_
 async def test_a_failing_title_leaves_the_answer_and_the_first_message_title(
     connect, owner, chat_settings, auto_titles, monkeypatch
 ):
-    async def broken(chat):
+    async def broken(chat, db):
         raise RuntimeError("a bug in the title code")
 
     monkeypatch.setattr(titles, "_ask", broken)

@@ -28,6 +28,9 @@ def _not_allowed(request, allow: str) -> JsonResponse:
 
 def _body(request):
     """The JSON body, or an error response."""
+    if request.content_type != "application/json":
+        # A form body has been read by the CSRF check already, and is not what these routes take anyway.
+        return None, error("bad_json", "the body must be JSON (Content-Type: application/json)", 400)
     if len(request.body) > MAX_BODY_BYTES:
         return None, error("too_large", f"the body must be at most {MAX_BODY_BYTES // 1024} KB", 413)
     try:
@@ -118,7 +121,7 @@ async def conversation_title(request, conversation_id: int):
         return _not_allowed(request, "POST")
     user = await request.auser()
     try:
-        conversation = await titles.generate(conversation_id, user=user)
+        conversation = await titles.generate(conversation_id, user=user, db=sync_to_async)
     except titles.TitleFailed as exc:
         return error(exc.code, str(exc), 402 if exc.code == "insufficient_credits" else 502)
     if conversation is None:

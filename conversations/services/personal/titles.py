@@ -163,7 +163,7 @@ def _store(chat: _Chat, title: str, *, only_if_untitled: bool) -> Conversation |
     return Conversation.objects.filter(pk=chat.conversation_id).first()
 
 
-async def _ask(chat: _Chat) -> str:
+async def _ask(chat: _Chat, db=database_sync_to_async) -> str:
     """The title from the model, paid for; raises TitleFailed (every reservation closed) when there is none."""
     client = get_client()
     try:
@@ -171,7 +171,7 @@ async def _ask(chat: _Chat) -> str:
     except kimi_errors.KimiError as exc:
         raise TitleFailed(exc.message) from None
     try:
-        reservation = await database_sync_to_async(_reserve)(chat, request)
+        reservation = await db(_reserve)(chat, request)
     except credits.InsufficientCredits:
         raise TitleFailed(gettext("You do not have enough credits for a title."), "insufficient_credits") from None
     result = None
@@ -179,15 +179,15 @@ async def _ask(chat: _Chat) -> str:
         result = await client.complete_chat(request)
     except kimi_errors.KimiError as exc:
         if reservation is not None:
-            await database_sync_to_async(credits.release)(reservation, note=f"title: {exc.code}")
+            await db(credits.release)(reservation, note=f"title: {exc.code}")
         raise TitleFailed(exc.message) from None
     except BaseException:
         if reservation is not None:  # cancelled or a bug: the held credits go back
-            await asyncio.shield(database_sync_to_async(credits.release)(reservation, note="title: not finished"))
+            await asyncio.shield(db(credits.release)(reservation, note="title: not finished"))
         raise
     if reservation is not None:
         usage = result.usage or Usage(prompt_tokens=reservation.prompt_tokens)
-        await database_sync_to_async(credits.settle)(
+        await db(credits.settle)(
             reservation, message=None, usage=usage, estimated=result.usage is None
         )
     title = clean_title(result.text)
@@ -202,14 +202,18 @@ async def announce(conversation: Conversation) -> None:
     await get_channel_layer().group_send(user_group(conversation.owner_id), event)
 
 
-async def generate(conversation_id: int, *, user=None, answer_id: int | None = None) -> Conversation | None:
+async def generate(
+    conversation_id: int, *, user=None, answer_id: int | None = None, db=database_sync_to_async
+) -> Conversation | None:
     """Write and store a title, announce it; the conversation, or None when it is not (or no longer) to be named.
-    Raises TitleFailed. ``answer_id``: the automatic title after that answer; else the user's own request."""
-    chat = await database_sync_to_async(_chat_for_title)(conversation_id, user=user, answer_id=answer_id)
+    Raises TitleFailed. ``answer_id``: the automatic title after that answer; else the user's own request.
+    ``db``: how the ORM is reached, ``database_sync_to_async`` in a task of its own, ``sync_to_async`` in a request
+    (whose connection Django manages)."""
+    chat = await db(_chat_for_title)(conversation_id, user=user, answer_id=answer_id)
     if chat is None:
         return None
-    title = await _ask(chat)
-    conversation = await database_sync_to_async(_store)(chat, title, only_if_untitled=answer_id is not None)
+    title = await _ask(chat, db)
+    conversation = await db(_store)(chat, title, only_if_untitled=answer_id is not None)
     if conversation is not None:
         await announce(conversation)
     return conversation
