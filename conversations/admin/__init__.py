@@ -7,4 +7,4 @@ Every changelist runs a fixed number of queries whatever its length: related row
 Importing the modules registers their ModelAdmins (Django autodiscovers ``conversations.admin``).
 """
 
-from conversations.admin import apikeys, billing, conversations, site, users  # noqa: F401
+from conversations.admin import apikeys, billing, conversations, feedback, site, users  # noqa: F401

@@ -187,9 +187,7 @@ async def _ask(chat: _Chat, db=database_sync_to_async) -> str:
         raise
     if reservation is not None:
         usage = result.usage or Usage(prompt_tokens=reservation.prompt_tokens)
-        await db(credits.settle)(
-            reservation, message=None, usage=usage, estimated=result.usage is None
-        )
+        await db(credits.settle)(reservation, message=None, usage=usage, estimated=result.usage is None)
     title = clean_title(result.text)
     if not title:
         raise TitleFailed(gettext("The model wrote no title; try again."))
