@@ -85,4 +85,16 @@ def message_to_dict(message: Message) -> dict:
         "created_at": _iso(message.created_at),
         "completed_at": _iso(message.completed_at),
         "attachments": _attachments(message),
+        "feedback": _rating(message),
     }
+
+
+def _rating(message: Message) -> str | None:
+    """The owner's thumbs ("up"/"down") where the rows were read with it (``select_related("feedback")``: the chat's
+    history); None otherwise. Never a query of its own: messages are also serialized on the event loop."""
+    if not Message.feedback.is_cached(message):
+        return None
+    feedback = message.feedback
+    if feedback is None:
+        return None
+    return "up" if feedback.rating > 0 else "down"

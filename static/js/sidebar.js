@@ -230,6 +230,7 @@ export class Sidebar {
       );
     this.menu.replaceChildren(
       item("rename", "edit", gettext("Rename")),
+      item("title", "spark", gettext("Write a new title")),
       item("pin", "pin", gettext("Pin")),
       item("archive", "archive", gettext("Archive")),
       item("share", "share", gettext("Share link")),
@@ -285,6 +286,7 @@ export class Sidebar {
     if (!c) return;
     try {
       if (action === "rename") this.startRename(id);
+      else if (action === "title") await this.app.regenerateTitle(id);
       else if (action === "pin") await this.app.patchConversation(id, { pinned: !c.pinned });
       else if (action === "archive") {
         await this.app.patchConversation(id, { archived: !c.archived });
