@@ -473,6 +473,8 @@ class Feedback(models.Model):
     objects = FeedbackQuerySet.as_manager()
 
     class Meta:
+        verbose_name = _("feedback")
+        verbose_name_plural = _("feedback")
         indexes = [
             # Admin list and dashboard: newest first, per model and rating.
             models.Index(fields=["model", "rating"], name="feedback_model_rating"),

@@ -70,8 +70,6 @@ def test_a_preset_starts_a_chat_with_its_model_and_system_prompt(open_page, brow
     send(page, "ahoy [[tokens:5]]")
     conversation = Conversation.objects.get(pk=conversation_id_from_url(page))
     wait_status(page)
-    body = offline_kimi.log.chat_bodies()[0] if hasattr(offline_kimi.log, "chat_bodies") else None
-    body = body or offline_kimi.last_request_body
     conversation.refresh_from_db()
     assert (conversation.model, conversation.system_prompt, conversation.temperature) == (
         "moonshot-v1-8k",
@@ -80,6 +78,10 @@ def test_a_preset_starts_a_chat_with_its_model_and_system_prompt(open_page, brow
     )
     answer = conversation.messages.get(role="assistant")
     assert answer.model == "moonshot-v1-8k"
+    # What reached the offline server: the answer's streamed request (the title's, not streamed, follows it).
+    [streamed] = [r.body for r in offline_kimi.log.chat_requests if r.body.get("stream")]
+    assert streamed["model"] == "moonshot-v1-8k" and streamed["temperature"] == 0.3
+    assert streamed["messages"][0] == {"role": "system", "content": "Answer like a pirate."}
     no_js_errors(page)
 
 

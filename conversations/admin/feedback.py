@@ -45,7 +45,7 @@ class FeedbackAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.display(description=_("rating"), ordering="rating")
     def rating_display(self, feedback: Feedback):
-        return "👍" if feedback.rating == Feedback.Rating.UP else "👎"
+        return feedback.get_rating_display()
 
     @admin.display(description=_("note"))
     def note_preview(self, feedback: Feedback):

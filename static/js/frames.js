@@ -31,6 +31,7 @@ export const Frames = (Base) => class extends Base {
 
   onConversationFrame(conv) {
     if (!conv) return;
+    if (conv.title_source === "generated") this.loadMe(); // a generated title may have cost credits
     this.sidebar.upsert(conv);
     if (conv.id === this.convId) this.applyConversation(conv);
   }
