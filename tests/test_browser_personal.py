@@ -36,7 +36,9 @@ def test_a_title_appears_in_the_sidebar_and_header_after_the_first_answer(open_p
     wait_status(page)
     page.wait_for_function("() => document.querySelector('#chat-title').textContent === 'How do I normalise unicode'")
     link = f"#conv-list [href='/c/{conversation_id}/']"
-    page.wait_for_function(f"() => document.querySelector(\"{link}\").textContent.includes('How do I normalise unicode')")
+    page.wait_for_function(
+        f"() => document.querySelector(\"{link}\").textContent.includes('How do I normalise unicode')"
+    )
     assert page.title().startswith("How do I normalise unicode")
     conversation = Conversation.objects.get(pk=conversation_id)
     assert (conversation.title, conversation.title_source) == ("How do I normalise unicode", "generated")
