@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conversations.models import Attachment, Conversation, Message
+from conversations.models import Attachment, Conversation, Feedback, Message
 
 
 def _iso(value) -> str | None:
@@ -94,7 +94,8 @@ def _rating(message: Message) -> str | None:
     history); None otherwise. Never a query of its own: messages are also serialized on the event loop."""
     if not Message.feedback.is_cached(message):
         return None
-    feedback = message.feedback
-    if feedback is None:
+    try:
+        feedback = message.feedback  # cached: no query
+    except Feedback.DoesNotExist:  # cached as missing: not rated
         return None
     return "up" if feedback.rating > 0 else "down"

@@ -48,6 +48,7 @@ def test_a_title_appears_in_the_sidebar_and_header_after_the_first_answer(open_p
     conversation.save()
     page.reload()
     page.wait_for_selector("html[data-ready]")
+    page.wait_for_selector(".msg-assistant .thumb")  # the history loads (with its ratings)
     page.hover(link)
     page.click(f"#conv-list [data-id='{conversation_id}'] .conv-more")
     page.click("#conv-menu [data-action=title]")

@@ -139,6 +139,15 @@ def test_feedback_rate_change_and_withdraw(owner_client, answer):
     assert owner_client.delete(url).status_code == 204 and not Feedback.objects.exists()
 
 
+def test_the_chats_history_carries_each_answers_rating(owner_client, answer):
+    other = Message.objects.create(conversation=answer.conversation, role="assistant", content="b", model="m")
+    put(owner_client, f"/api/messages/{answer.pk}/feedback/", {"rating": "down", "note": "no"})
+    response = owner_client.get(f"/api/conversations/{answer.conversation_id}/?versions=1")
+    assert response.status_code == 200
+    ratings = {m["id"]: m["feedback"] for m in response.json()["messages"]}
+    assert ratings[answer.pk] == "down" and ratings[other.pk] is None and len(ratings) == 3
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [({"rating": "meh"}, "rating"), ({"rating": "up", "note": "x" * 2001}, "note"), ({"rating": "up", "x": 1}, "x")],

@@ -15,6 +15,7 @@ from django.utils.translation import gettext as _
 from conversations.api.responses import error, not_found
 from conversations.models import Message, Preset
 from conversations.serializers import conversation_to_dict
+from conversations.services.chat import sending
 from conversations.services.personal import feedback, preferences, presets, titles
 
 MAX_BODY_BYTES = 64 * 1024
@@ -120,6 +121,12 @@ async def conversation_title(request, conversation_id: int):
     if request.method != "POST":
         return _not_allowed(request, "POST")
     user = await request.auser()
+    try:
+        await sync_to_async(sending.admit)(user)  # a title request counts against the rate limits like a send
+    except sending.SendRefused as exc:
+        response = error(exc.code, exc.message, 429, retry_after=exc.extra.get("retry_after"))
+        response["Retry-After"] = str(exc.extra.get("retry_after") or 1)
+        return response
     try:
         conversation = await titles.generate(conversation_id, user=user, db=sync_to_async)
     except titles.TitleFailed as exc:

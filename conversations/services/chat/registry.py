@@ -584,6 +584,8 @@ def install_shutdown_hook(registry: GenerationRegistry) -> None:
     async def drain() -> None:
         logger.info("shutting down: letting %d answer(s) finish", len(registry.running))
         await registry.shutdown(settings.KIMICHAT_SHUTDOWN_GRACE)
+        with contextlib.suppress(TimeoutError):  # titles being written settle or release their credits first
+            await asyncio.wait_for(titles.wait_for_titles(), timeout=10)
         await close_client()
 
     def before_shutdown():
