@@ -198,3 +198,32 @@ def test_clean_title_takes_the_first_line_without_quotes_labels_or_final_punctua
 async def test_teardown_waits_for_titles():
     await asyncio.sleep(0)
     await titles.wait_for_titles()
+
+
+async def test_asking_for_titles_counts_against_the_rate_limit(owner, kimi_settings, settings):
+    settings.KIMICHAT_RATE_LIMIT_TIERS = [{"above": 0, "per_minute": 2, "per_hour": 100, "per_day": 100}]
+    conversation = await sync_to_async(Conversation.objects.create)(owner=owner, model="kimi-k2.6", title="q")
+    await sync_to_async(Message.objects.create)(conversation=conversation, role="user", content="name this chat")
+    await sync_to_async(Message.objects.create)(conversation=conversation, role="assistant", content="a")
+    client = AsyncClient()
+    await sync_to_async(client.force_login)(owner)
+    url = f"/api/conversations/{conversation.pk}/title/"
+    assert [(await client.post(url)).status_code for _ in range(2)] == [200, 200]
+    refused = await client.post(url)
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limited"
+    assert int(refused["Retry-After"]) >= 1
+    assert len(await title_rows(owner)) == 2
+
+
+def test_a_title_reservation_left_by_a_dead_worker_is_released_at_start_up(owner):
+    from conversations.services.chat.reaper import reap_all_sync
+
+    before = credits.get_balance(owner)
+    user = owner
+    credits.reserve(user, model="kimi-k2.6", prompt_tokens=100, max_completion_tokens=48, kind="title")
+    assert credits.get_balance(owner) == before - 1
+    reap_all_sync()
+    assert credits.get_balance(owner) == before
+    [row] = CreditTransaction.objects.filter(kind="title")
+    assert row.state == CreditTransaction.State.RELEASED
+    assert credits.verify_ledger(owner) == []

@@ -235,6 +235,35 @@ def after_answer(conversation_id: int, answer_id: int) -> None:
     task.add_done_callback(_running.discard)
 
 
+def release_orphaned(before=None) -> int:
+    """Release the title reservations still open from before ``before`` (default: now), left by a worker that died
+    while a title was being written (``manage.py reapgenerations`` at start-up, when no worker runs). Their requests
+    never finished here: nothing is charged."""
+    from django.utils import timezone
+
+    rows = CreditTransaction.objects.filter(
+        kind=CreditTransaction.Kind.TITLE,
+        state=CreditTransaction.State.OPEN,
+        created_at__lt=before or timezone.now(),
+    ).select_related("account")
+    released = 0
+    for row in rows:
+        reservation = credits.Reservation(
+            transaction_id=row.pk,
+            user_id=row.account.user_id,
+            model=row.model,
+            amount=-row.amount,
+            prompt_tokens=row.prompt_tokens,
+            message_id=row.message_id,
+        )
+        try:
+            credits.release(reservation, note="title: worker_lost")
+        except credits.ReservationClosed:
+            continue  # settled meanwhile
+        released += 1
+    return released
+
+
 async def wait_for_titles() -> None:
     """Let the titles being written finish (tests; a worker's shutdown)."""
     while _running:
