@@ -227,3 +227,16 @@ def test_a_title_reservation_left_by_a_dead_worker_is_released_at_start_up(owner
     [row] = CreditTransaction.objects.filter(kind="title")
     assert row.state == CreditTransaction.State.RELEASED
     assert credits.verify_ledger(owner) == []
+
+
+async def test_every_offline_model_takes_the_title_request_and_answers_with_a_title(make_kimi_client):
+    """The request stays within each model's rules, which the offline server enforces as Kimi does (a sampling
+    parameter on kimi-k3, a thinking switch on an always-thinking model would be a 400)."""
+    from conversations.offline.server import DEFAULT_MODELS
+
+    client = make_kimi_client()
+    for model in DEFAULT_MODELS:
+        request = titles.title_request(model, "Plan a three-day trip to Kyoto in April", "Day one: temples.")
+        result = await client.complete_chat(request)
+        assert titles.clean_title(result.text) == "Plan a three-day trip to", model
+        assert result.finish == "stop", model
