@@ -65,6 +65,11 @@ class Conversation(models.Model):
     # The last time a socket was seen following this temporary chat (refreshed by its worker's heartbeat); null for
     # chats kept in history.
     temporary_seen_at = models.DateTimeField(null=True, blank=True)
+    # Where the title came from: "" the first message (a generated title may replace it), "generated" the model
+    # (services/personal/titles.py), "user" renamed (never replaced by a generated one).
+    title_source = models.CharField(max_length=16, blank=True, default="")
+    # The user's custom instructions (UserPreferences) go with this chat's system prompt; switched per chat.
+    custom_instructions = models.BooleanField(default=True)
 
     objects = ConversationQuerySet.as_manager()
 
@@ -221,6 +226,7 @@ class CreditTransaction(models.Model):
         ADJUSTMENT = "adjustment", _("Adjustment")
         INVITE_REWARD = "invite_reward", _("Invite reward")  # to an inviter when someone signs up with their code
         REFILL = "refill", _("Refill")  # a scheduled grant (RefillSchedule, services/billing/refills.py)
+        TITLE = "title", _("Title")  # the reservation of a chat title's request (services/personal/titles.py)
 
     account = models.ForeignKey(CreditAccount, on_delete=models.CASCADE, related_name="transactions")
     kind = models.CharField(max_length=16, choices=Kind.choices)
@@ -771,3 +777,95 @@ class Project(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+# --- personalisation (services/personal/) -------------------------------------------------------------------------
+
+
+class UserPreferences(models.Model):
+    """What a user sets once for every chat: custom instructions and how the page looks."""
+
+    class Theme(models.TextChoices):
+        SYSTEM = "system", _("System")
+        LIGHT = "light", _("Light")
+        DARK = "dark", _("Dark")
+
+    class Width(models.TextChoices):
+        NORMAL = "normal", _("Normal")
+        WIDE = "wide", _("Wide")
+        FULL = "full", _("Full width")
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="preferences")
+    about = models.TextField(blank=True)  # custom instructions: who the user is
+    answer_style = models.TextField(blank=True)  # custom instructions: how to answer
+    theme = models.CharField(max_length=8, choices=Theme.choices, default=Theme.SYSTEM)  # set on <html> server-side
+    chat_width = models.CharField(max_length=8, choices=Width.choices, default=Width.NORMAL)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"preferences of {self.user}"
+
+
+class PresetQuerySet(models.QuerySet):
+    def for_user(self, user) -> PresetQuerySet:
+        if user is None or not user.is_authenticated:
+            return self.none()
+        return self.filter(owner_id=user.pk)
+
+
+class Preset(models.Model):
+    """A model, its settings and a system prompt a user saved, to start a chat with."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="presets")
+    name = models.CharField(max_length=100)
+    model = models.CharField(max_length=100, blank=True)  # "" : the default model
+    system_prompt = models.TextField(blank=True)
+    # The conversation settings (temperature, top_p, max_tokens, json_mode, thinking, reasoning_effort, web_search),
+    # validated as PATCH /api/conversations/<id>/ validates them.
+    settings = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = PresetQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name", "id"]
+        constraints = [models.UniqueConstraint(fields=["owner", "name"], name="preset_owner_name_unique")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class FeedbackQuerySet(models.QuerySet):
+    def for_user(self, user) -> FeedbackQuerySet:
+        if user is None or not user.is_authenticated:
+            return self.none()
+        return self.filter(message__conversation__owner_id=user.pk)
+
+
+class Feedback(models.Model):
+    """A thumbs up or down on an answer, with an optional note: one per answer (the latest rating wins)."""
+
+    class Rating(models.IntegerChoices):
+        DOWN = -1, _("Thumbs down")
+        UP = 1, _("Thumbs up")
+
+    message = models.OneToOneField(Message, on_delete=models.CASCADE, related_name="feedback")
+    rating = models.SmallIntegerField(choices=Rating.choices)
+    note = models.TextField(blank=True, max_length=2000)
+    model = models.CharField(max_length=100, blank=True)  # the answer's model, copied: admin filter and dashboard
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    objects = FeedbackQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("feedback")
+        verbose_name_plural = _("feedback")
+        indexes = [
+            # Admin list and dashboard: newest first, per model and rating.
+            models.Index(fields=["model", "rating"], name="feedback_model_rating"),
+            models.Index(fields=["-created_at"], name="feedback_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_rating_display()} on message {self.message_id}"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conversations.models import Attachment, Conversation, Message, Project
+from conversations.models import Attachment, Conversation, Feedback, Message, Project
 
 
 def _iso(value) -> str | None:
@@ -13,6 +13,7 @@ def conversation_to_dict(conversation: Conversation) -> dict:
     return {
         "id": conversation.pk,
         "title": conversation.title,
+        "title_source": conversation.title_source,  # "" first message, "generated", "user"
         "model": conversation.model,
         "system_prompt": conversation.system_prompt,
         "settings": {
@@ -24,6 +25,7 @@ def conversation_to_dict(conversation: Conversation) -> dict:
             "reasoning_effort": conversation.reasoning_effort,
             "web_search": conversation.web_search,
         },
+        "custom_instructions": conversation.custom_instructions,
         "pinned": conversation.pinned,
         "archived": conversation.archived,
         "project": conversation.project_id,  # the project's id, or null
@@ -102,4 +104,17 @@ def message_to_dict(message: Message) -> dict:
         "completed_at": _iso(message.completed_at),
         "reasoning_ms": message.reasoning_ms,  # how long it thought before answering; null if unknown
         "attachments": _attachments(message),
+        "feedback": _rating(message),
     }
+
+
+def _rating(message: Message) -> str | None:
+    """The owner's thumbs ("up"/"down") where the rows were read with it (``select_related("feedback")``: the chat's
+    history); None otherwise. Never a query of its own: messages are also serialized on the event loop."""
+    if not Message.feedback.is_cached(message):
+        return None
+    try:
+        feedback = message.feedback  # cached: no query
+    except Feedback.DoesNotExist:  # cached as missing: not rated
+        return None
+    return "up" if feedback.rating > 0 else "down"

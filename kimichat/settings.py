@@ -323,6 +323,11 @@ KIMICHAT_WEB_SEARCH_FEE_USD = Decimal(str(env_float("WEB_SEARCH_FEE_USD", 0.005,
 # Credits and limits (the credits issue); docs/credits.md describes each.
 KIMICHAT_SIGNUP_CREDITS = env_int("SIGNUP_CREDITS", 100, minimum=0)
 KIMICHAT_MAX_CONCURRENT_ANSWERS = env_int("MAX_CONCURRENT_ANSWERS", 3, minimum=1)
+# Chat titles (services/personal/titles.py): written by a model after a chat's first answer; the model that answered
+# unless TITLE_MODEL names a cheaper one; charged to the user as a `title` ledger row unless the operator absorbs it.
+KIMICHAT_AUTO_TITLES = env_bool("AUTO_TITLES", True)
+KIMICHAT_TITLE_MODEL = env_str("TITLE_MODEL", "")
+KIMICHAT_TITLE_COST_ABSORBED = env_bool("TITLE_COST_ABSORBED", False)
 # What one credit is worth in US dollars: the providers' published prices (services/billing/published_prices.py)
 # become a model's default price at this rate. Through str() so "0.1" becomes Decimal("0.1"), not the float's digits.
 KIMICHAT_CREDIT_VALUE_USD = Decimal(str(env_float("CREDIT_VALUE_USD", 0.01, minimum=0.000001)))

@@ -29,6 +29,13 @@ def _clear_cache():
     client._models_memo.clear()
 
 
+@pytest.fixture(autouse=True)
+def _no_automatic_titles(settings):
+    """A chat's first answer starts a title request in the background (services/personal/titles.py): off unless a
+    test turns it on (tests/test_titles.py), so tests that count ledger rows and upstream requests see only theirs."""
+    settings.KIMICHAT_AUTO_TITLES = False
+
+
 @pytest.fixture
 def make_user(django_user_model):
     def make(username: str, **extra):

@@ -112,6 +112,7 @@ def start_daphne(
         "DEFAULT_PRICE_PER_MILLION_COMPLETION": "0",
         "DEFAULT_PRICE_PER_MILLION_CACHED": "0",
         "PROVIDER_BALANCE_INTERVAL": "0",
+        "AUTO_TITLES": "false",  # as in-process tests (tests/conftest.py); a test that wants titles turns them on
         **extra_env,
     }
     env.pop("KIMI_API_KEY_FILE", None)

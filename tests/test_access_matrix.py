@@ -17,7 +17,7 @@ from asgiref.sync import sync_to_async
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
-from conversations.models import Attachment, Conversation, Message, Project, SharedLink
+from conversations.models import Attachment, Conversation, Feedback, Message, Preset, Project, SharedLink
 from conversations.services.chat import frames
 from conversations.services.history import shares
 
@@ -93,6 +93,20 @@ ROUTES: dict[str, list[Case]] = {
     ],
     "api/projects/<int:project_id>/files/": [Case("POST", 400, "401")],  # no file: 400 bad_parameter
     "api/projects/<int:project_id>/files/<int:attachment_id>/": [Case("DELETE", 204, "401")],
+    # Personalisation (docs/api.md): the user's own preferences and presets, feedback on an answer, a new title.
+    "api/me/preferences/": [API_OWN, Case("PATCH", 200, "401", "own", body={"theme": "dark"})],
+    "api/presets/": [API_OWN, Case("POST", 400, "401", "own")],  # a form body, not JSON: 400 bad_json
+    "api/presets/<int:preset_id>/": [
+        Case("GET", 200, "401"),
+        Case("PATCH", 200, "401", body={"name": "renamed"}),
+        Case("DELETE", 204, "401"),
+    ],
+    "api/messages/<int:message_id>/feedback/": [
+        Case("PUT", 200, "401", body={"rating": "down", "note": "wrong"}),
+        Case("GET", 200, "401"),
+        Case("DELETE", 204, "401"),
+    ],
+    "api/conversations/<int:conversation_id>/title/": [Case("POST", 200, "401")],  # asks the offline server
     "": [PAGE],
     "c/<int:conversation_id>/": [Case("GET", 200, "login")],
     "s/<str:token>/": [PUBLIC],
@@ -131,7 +145,7 @@ def test_every_route_has_an_entry():
 
 
 @pytest.fixture
-def world(owner, outsider, attachment_storage):
+def world(owner, outsider, attachment_storage, kimi_settings):
     from conversations.services.attachments import storage
 
     data = f"file text {SECRET}".encode()
@@ -148,6 +162,7 @@ def world(owner, outsider, attachment_storage):
     conversation = Conversation.objects.create(owner=owner, model="kimi-k2.6", title=f"Plans {SECRET}", project=project)
     Message.objects.create(conversation=conversation, role="user", content=f"my secret is {SECRET}")
     Message.objects.create(conversation=conversation, role="assistant", content=f"noted: {SECRET}")
+    Preset.objects.create(owner=owner, name=f"preset {SECRET}", system_prompt=SECRET)
     theirs = Conversation.objects.create(owner=outsider, model="kimi-k2.6", title="outsider's own")
     Message.objects.create(conversation=theirs, role="user", content="hello from the outsider")
     link = shares.create_share(conversation)
@@ -161,6 +176,8 @@ def _state() -> tuple[list, ...]:
         list(SharedLink.objects.order_by("pk").values()),
         list(Attachment.objects.order_by("pk").values()),
         list(Project.objects.order_by("pk").values()),
+        list(Preset.objects.order_by("pk").values()),
+        list(Feedback.objects.order_by("pk").values()),
     )
 
 
@@ -173,7 +190,9 @@ def _url(route: str, conversation: Conversation, link: SharedLink) -> str:
         "<str:token>", link.token
     ).replace("<int:attachment_id>", str(attachment.pk)).replace("<int:announcement_id>", "1").replace(
         "<int:project_id>", str(conversation.project_id)
-    )
+    ).replace(
+        "<int:preset_id>", str(Preset.objects.filter(owner_id=conversation.owner_id).values_list("pk", flat=True)[0])
+    ).replace("<int:message_id>", str(conversation.messages.filter(role="assistant").values_list("pk", flat=True)[0]))
 
 
 def _request(client: Client, case: Case, url: str, csrf: str | None):
@@ -181,7 +200,7 @@ def _request(client: Client, case: Case, url: str, csrf: str | None):
     headers = {"HTTP_X_CSRFTOKEN": csrf} if csrf else {}
     if case.method == "GET":
         return client.get(url, **headers)
-    if case.method in ("PATCH", "DELETE"):
+    if case.method in ("PATCH", "PUT", "DELETE"):
         body = json.dumps(case.body or {})
         return getattr(client, case.method.lower())(url, body, content_type="application/json", **headers)
     return client.post(url, case.body or {}, **headers)

@@ -40,7 +40,9 @@ def _api_writes(conversation) -> list[tuple[str, str]]:
             if route.startswith("api/") and case.method != "GET":
                 url = "/" + route.replace("<int:conversation_id>", str(conversation.pk)).replace(
                     "<str:token>", link.token
-                ).replace("<int:attachment_id>", "1").replace("<int:project_id>", "1")  # the CSRF check runs first
+                ).replace("<int:attachment_id>", "1").replace("<int:project_id>", "1").replace(
+                    "<int:preset_id>", "1"
+                ).replace("<int:message_id>", "1")  # the CSRF check runs before the view looks it up
                 writes.append((case.method, url))
     return writes
 
@@ -50,7 +52,7 @@ def test_every_api_write_needs_the_csrf_token_and_says_so_in_json(owner, convers
     client.force_login(owner)
     client.cookies["csrftoken"] = CSRF_TOKEN
     writes = _api_writes(conversation)
-    assert {m for m, _ in writes} == {"POST", "PATCH", "DELETE"}
+    assert {m for m, _ in writes} == {"POST", "PATCH", "PUT", "DELETE"}
     before = (list(Conversation.objects.values()), list(Message.objects.values()))
     for method, url in writes:
         for headers in ({}, {"HTTP_X_CSRFTOKEN": "d" * 32}):  # no token, and a token that is not the cookie's

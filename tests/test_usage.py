@@ -23,8 +23,9 @@ NOW = datetime(2025, 9, 10, 15, 40, tzinfo=UTC)
 ARTIFACTS = Path(__file__).parent / "artifacts"
 # session, user, then services.usage: account + consumed, per day, per hour, per model, recent ledger rows, prices.
 API_QUERIES = 8
-# The page adds the spending caps: the user's, their groups' (services/billing/budgets.py; spending when one applies).
-PAGE_QUERIES = API_QUERIES + 2
+# The page adds the spending caps: the user's, their groups' (services/billing/budgets.py; spending when one applies),
+# and the user's preferences (the theme and chat width base.html puts on <html>).
+PAGE_QUERIES = API_QUERIES + 3
 BANNER = 1  # pages only (not the API): the staff's current announcement not dismissed by the user (base.html)
 
 

@@ -326,7 +326,7 @@ async def test_a_new_conversation_can_start_with_its_settings(connect, owner, ch
     "conversation,words",
     [
         ({"settings": {"temperature": 3}}, "Temperature must be from 0 to 1"),  # field: docs/websocket-protocol.md
-        ({"title": "x"}, "only system_prompt, settings, project and temporary"),
+        ({"title": "x"}, "only system_prompt, settings, custom_instructions, project and temporary"),
         ("cold", "must be an object"),
     ],
 )

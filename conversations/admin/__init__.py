@@ -7,4 +7,15 @@ Every changelist runs a fixed number of queries whatever its length: related row
 Importing the modules registers their ModelAdmins (Django autodiscovers ``conversations.admin``).
 """
 
-from conversations.admin import announcements, apikeys, billing, budgets, conversations, refills, signup, site, users  # noqa: F401  # noqa: F401  # noqa: F401
+from conversations.admin import (  # noqa: F401
+    announcements,
+    apikeys,
+    billing,
+    budgets,
+    conversations,
+    feedback,
+    refills,
+    signup,
+    site,
+    users,
+)

@@ -1,6 +1,6 @@
 """The figures of the operators' admin dashboard, each computed in the database with one aggregate query.
 
-``dashboard_data()`` runs a fixed number of queries (seven) however many users, messages and ledger rows there are;
+``dashboard_data()`` runs a fixed number of queries (eight) however many users, messages and ledger rows there are;
 ``bar_chart()`` turns a daily series into the geometry of a server-rendered SVG bar chart (no JavaScript).
 """
 
@@ -17,7 +17,7 @@ from django.db.models.functions import TruncDate
 from django.utils import dateformat, timezone
 from django.utils.formats import get_format
 
-from conversations.models import ZERO, CreditTransaction, Message, ProviderSnapshot
+from conversations.models import ZERO, CreditTransaction, Feedback, Message, ProviderSnapshot
 from conversations.services.billing.credit_format import format_credits
 
 CHART_DAYS = 30
@@ -86,6 +86,22 @@ class Stream:
 
 
 @dataclass
+class FeedbackCount:
+    model: str
+    up: int
+    down: int
+
+    @property
+    def total(self) -> int:
+        return self.up + self.down
+
+    @property
+    def up_percent(self) -> int:
+        """The share of thumbs up, in whole percent."""
+        return round(100 * self.up / self.total) if self.total else 0
+
+
+@dataclass
 class Dashboard:
     now: datetime
     days: list[DayUsage]
@@ -97,6 +113,7 @@ class Dashboard:
     provider: ProviderSnapshot | None  # the latest snapshot: rate-limit headers, credits header
     provider_balance: ProviderSnapshot | None  # the latest that carries a balance, with the time it was read
     totals: DayUsage = field(init=False)  # the 30 days summed (day = the first day)
+    feedback: list[FeedbackCount] = field(default_factory=list)  # thumbs per model, the last 30 days
 
     def __post_init__(self) -> None:
         self.totals = DayUsage(
@@ -216,6 +233,21 @@ def errors_by_code(*, now: datetime | None = None, window: timedelta = ERROR_WIN
     return [ErrorCount(code=row["error_code"], count=row["count"], last_at=row["last_at"]) for row in rows]
 
 
+def feedback_by_model(*, now: datetime | None = None, days: int = CHART_DAYS) -> list[FeedbackCount]:
+    """Thumbs up and down per model over the window, the most rated model first. One query."""
+    now = now or timezone.now()
+    rows = (
+        Feedback.objects.filter(updated_at__gte=window_start(now, days), updated_at__lte=now)
+        .values("model")
+        .annotate(
+            up=Count("id", filter=Q(rating=Feedback.Rating.UP)), down=Count("id", filter=Q(rating=Feedback.Rating.DOWN))
+        )
+        .order_by()
+    )
+    counts = [FeedbackCount(model=row["model"], up=row["up"], down=row["down"]) for row in rows]
+    return sorted(counts, key=lambda c: (-c.total, c.model))
+
+
 def streams_in_progress(*, now: datetime | None = None, limit: int = STREAMS_SHOWN) -> tuple[list[Stream], bool]:
     """Answers pending or streaming right now, oldest first, with their age. One query (served by msg_in_progress)."""
     now = now or timezone.now()
@@ -252,7 +284,7 @@ def latest_provider_balance() -> ProviderSnapshot | None:
 
 
 def dashboard_data(*, now: datetime | None = None) -> Dashboard:
-    """Everything the dashboard shows. Seven queries, whatever the size of the data."""
+    """Everything the dashboard shows. Eight queries, whatever the size of the data."""
     now = now or timezone.now()
     streams, streams_more = streams_in_progress(now=now)
     return Dashboard(
@@ -265,6 +297,7 @@ def dashboard_data(*, now: datetime | None = None) -> Dashboard:
         streams_more=streams_more,
         provider=latest_provider_snapshot(),
         provider_balance=latest_provider_balance(),
+        feedback=feedback_by_model(now=now),
     )
 
 

@@ -92,7 +92,7 @@ def _detail(request, conversation_id: int):
         messages = messages.current()
     if before is not None:
         messages = messages.filter(id__lt=before)
-    page = list(messages.order_by("-id").prefetch_related("attachments")[: limit + 1])
+    page = list(messages.order_by("-id").select_related("feedback").prefetch_related("attachments")[: limit + 1])
     has_more = len(page) > limit
     page = page[:limit][::-1]
     data = conversation_to_dict(conversation)

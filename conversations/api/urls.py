@@ -7,6 +7,7 @@ from conversations.api import (
     exports,
     kimi_models,
     me,
+    personal,
     projects,
     search,
     shares,
@@ -40,4 +41,10 @@ urlpatterns = [
     path("projects/<int:project_id>/", projects.project_resource, name="api-project"),
     path("projects/<int:project_id>/files/", projects.file_upload, name="api-project-files"),
     path("projects/<int:project_id>/files/<int:attachment_id>/", projects.file_resource, name="api-project-file"),
+    # Personalisation: preferences, presets, feedback, titles (docs/api.md).
+    path("me/preferences/", personal.preferences_resource, name="api-preferences"),
+    path("presets/", personal.preset_list, name="api-presets"),
+    path("presets/<int:preset_id>/", personal.preset_resource, name="api-preset"),
+    path("messages/<int:message_id>/feedback/", personal.message_feedback, name="api-message-feedback"),
+    path("conversations/<int:conversation_id>/title/", personal.conversation_title, name="api-conversation-title"),
 ]

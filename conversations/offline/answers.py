@@ -110,3 +110,34 @@ def build_answer(messages: list[dict], *, thinks: bool, tokens: int | None = Non
             content += split_pieces("\n\n" + rng.choice(_FILLER))
         content = content[:tokens]
     return Answer(reasoning=reasoning, content=content)
+
+
+# A request whose system message asks for a chat's title (the app's title request, services/personal/titles.py, and
+# any client's that asks the same way) is answered with a short title made of the user's own words, in their
+# language: deterministic, and sensible enough to read in a sidebar.
+_TITLE_ASK = re.compile(r"\btitle of (a|the|this) (chat|conversation)\b", re.IGNORECASE)
+_USER_LINE = re.compile(r"^User:\s*(.*?)(?:\n\s*\nAssistant:|\Z)", re.DOTALL)
+_LABEL_MARKERS = re.compile(r"\[\[[^\]]*\]\]")
+_TITLE_WORDS = 5
+_TITLE_WIDE_CHARS = 10
+
+
+def asks_for_title(messages: list[dict]) -> bool:
+    return any(
+        m.get("role") == "system" and isinstance(m.get("content"), str) and _TITLE_ASK.search(m["content"])
+        for m in messages
+    )
+
+
+def title_answer(messages: list[dict], *, thinks: bool) -> Answer:
+    last = next((m for m in reversed(messages) if m.get("role") == "user"), {})
+    text = last.get("content") if isinstance(last.get("content"), str) else ""
+    match = _USER_LINE.search(text.strip())
+    words = " ".join(_LABEL_MARKERS.sub(" ", match.group(1) if match else text).split())
+    if re.match(rf"[{_WIDE}]", words):
+        title = re.sub(r"[\s，。？！、,.?!]", "", words)[:_TITLE_WIDE_CHARS]
+    else:
+        title = " ".join(words.split()[:_TITLE_WORDS]).rstrip(".,;:!?")
+        title = title[:1].upper() + title[1:]
+    reasoning = split_pieces("The user wants a short title for this chat. ") if thinks else []
+    return Answer(reasoning=reasoning, content=split_pieces(title or "New chat"))

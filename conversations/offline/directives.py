@@ -3,7 +3,8 @@
 Given by the ``X-Offline-Fault`` header (comma-separated fault names) and/or markers in the LAST user message, so
 the browser and websocket layers can trigger them without custom headers:
 
-    [[fault:NAME]]  [[fault:NAME:ARG]]  [[tokens:N]]  [[rate:N]]  [[echo]]  [[search:QUERY]]
+    [[fault:NAME]]  [[fault:NAME:ARG]]  [[tokens:N]]  [[rate:N]]  [[echo]]  [[echo:context]]  [[echo:system]]
+    [[search:QUERY]]
 
 ``[[search:QUERY]]`` (once per search, in order) makes a request that declares ``$web_search`` answer with that
 search's tool call first (``tools.py``).
@@ -59,6 +60,7 @@ class Directives:
     echo: bool = False
     searches: list[str] = field(default_factory=list)  # [[search:QUERY]], in order
     echo_context: bool = False  # [[echo:context]]: also report what reached the prompt (offline/files.py)
+    echo_system: bool = False  # [[echo:system]]: also repeat the system messages whole (custom instructions)
 
     def has(self, name: str) -> bool:
         return name in self.faults
@@ -93,6 +95,7 @@ def parse(header: str | None, last_user_text: str) -> Directives:
         elif kind == "echo":
             directives.echo = True
             directives.echo_context = arg.strip() == "context"
+            directives.echo_system = arg.strip() == "system"
         elif kind == "search" and arg.strip():
             directives.searches.append(arg.strip())
     return directives

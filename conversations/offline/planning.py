@@ -108,7 +108,13 @@ def plan(
     echo = directives.strip_markers(last_user_text) if found.echo else None
     if echo is not None and found.echo_context:
         echo = f"{echo}\n{files.context_report(messages)}"
-    answer = answers.build_answer(history, thinks=thinks(model, body), tokens=found.tokens, echo=echo)
+    if echo is not None and found.echo_system:
+        systems = [m["content"] for m in messages if m.get("role") == "system" and isinstance(m.get("content"), str)]
+        echo = "\n".join([echo, *(f"[system: {text}]" for text in systems)])
+    if answers.asks_for_title(history):
+        answer = answers.title_answer(history, thinks=thinks(model, body))
+    else:
+        answer = answers.build_answer(history, thinks=thinks(model, body), tokens=found.tokens, echo=echo)
     content = answer.content
     if prefix:
         content = answers.split_pieces(_continuation(answer.text, prefix))

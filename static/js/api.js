@@ -70,4 +70,9 @@ export const urls = {
   share: (id) => "/api/conversations/" + encodeURIComponent(id) + "/share/",
   shares: (id) => "/api/conversations/" + encodeURIComponent(id) + "/shares/",
   revokeShare: (token) => "/api/shares/" + encodeURIComponent(token) + "/",
+  title: (id) => "/api/conversations/" + encodeURIComponent(id) + "/title/",
+  preferences: () => "/api/me/preferences/",
+  presets: () => "/api/presets/",
+  preset: (id) => "/api/presets/" + encodeURIComponent(id) + "/",
+  feedback: (id) => "/api/messages/" + encodeURIComponent(id) + "/feedback/",
 };

@@ -7,6 +7,7 @@ import { MessageList } from "./messages.js";
 import { ModelPicker } from "./modelpicker.js";
 import { Projects } from "./projects.js";
 import { Searches } from "./searches.js";
+import { Personal } from "./personal.js";
 import { Settings } from "./settings.js";
 import { ShareDialog, Sidebar, setupImportExport } from "./sidebar.js";
 import { ChatSocket } from "./socket.js";
@@ -16,7 +17,7 @@ import { Versions } from "./versions.js";
 
 // Each concern adds its methods to this one object rather than holding state apart: they call one another freely,
 // and sidebar.js, the browser tests and the console all reach the page through it (window.kimichat).
-const Base = [MessageList, Versions, Frames, Composer, Attachments, Settings, ModelPicker, Searches].reduce(
+const Base = [MessageList, Versions, Frames, Composer, Attachments, Settings, ModelPicker, Searches, Personal].reduce(
   (base, mixin) => mixin(base),
   class {},
 );
@@ -64,6 +65,7 @@ class ChatApp extends Base {
     this.bindAttachments();
     this.loadUnsentAttachments();
     this.bindChrome();
+    this.bindPersonal();
     this.bindKeys();
     setupImportExport(this);
     this.socket.addEventListener("frame", (e) => this.onFrame(e.detail));
@@ -164,6 +166,8 @@ class ChatApp extends Base {
     this.conv = null;
     this.draft = null; // settings chosen for a chat that does not exist yet: sent with its first message
     this.draftProject = null;
+    this.presetId = null; // the preset those settings came from
+    if (this.presets) this.renderPresets();
     this.messages.clear();
     this.elements.clear();
     this.versionView.clear();

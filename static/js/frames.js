@@ -32,6 +32,7 @@ export const Frames = (Base) => class extends Base {
   onConversationFrame(conv) {
     if (!conv) return;
     this.announced = conv; // a chat this tab's send created: adopted by its first message frame
+    if (conv.title_source === "generated") this.loadMe(); // a generated title may have cost credits
     this.sidebar.upsert(conv);
     if (conv.id === this.convId) this.applyConversation(conv);
   }

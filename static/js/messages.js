@@ -209,6 +209,9 @@ export const MessageList = (Base) => class extends Base {
     if (isLastAssistant && !ACTIVE.has(m.status)) {
       actions.append(iconButton("refresh", gettext("Regenerate"), () => this.regenerate()));
     }
+    if (m.role === "assistant" && typeof m.id === "number" && m.content && !ACTIVE.has(m.status)) {
+      actions.append(...this.feedbackButtons(m));
+    }
     const u = m.usage || {};
     if (m.role === "assistant" && !ACTIVE.has(m.status) && (u.total_tokens > 0 || Number(m.cost) > 0)) {
       const tip = [

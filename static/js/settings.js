@@ -28,6 +28,7 @@ export const Settings = (Base) => class extends Base {
     $("note-thinking-always").hidden = thinking !== "always";
     form.elements.thinking.value = settings.thinking === true ? "on" : settings.thinking === false ? "off" : "";
     this.setupReasoningEffort(caps.reasoning_effort, settings.reasoning_effort);
+    form.elements.custom_instructions.checked = source.custom_instructions !== false;
     $("settings-error").textContent = "";
     dialog.showModal();
   }
@@ -67,7 +68,8 @@ export const Settings = (Base) => class extends Base {
     }
   }
 
-  async saveSettings() {
+  /** The generation settings as the dialog shows them (for the chat, a new chat's draft, or a preset). */
+  settingsFromForm() {
     const form = $("settings-form");
     const number = (name) => {
       const row = $("row-" + name);
@@ -89,15 +91,26 @@ export const Settings = (Base) => class extends Base {
         ? form.elements.reasoning_effort.value || null
         : ((this.conv || this.draft || {}).settings || {}).reasoning_effort ?? null,
     };
+    return settings;
+  }
+
+  async saveSettings() {
+    const form = $("settings-form");
+    const settings = this.settingsFromForm();
+    const customInstructions = form.elements.custom_instructions.checked;
     if (!this.convId) {
       // No conversation yet: keep the choice and send it with the first message (the server validates it then).
-      this.draft = { system_prompt: form.elements.system_prompt.value, settings };
+      this.draft = {
+        system_prompt: form.elements.system_prompt.value, settings, custom_instructions: customInstructions,
+      };
       $("settings-dialog").close();
       toast(gettext("Settings will apply to this new chat."));
       return;
     }
     try {
-      await this.patchConversation(this.convId, { system_prompt: form.elements.system_prompt.value, settings });
+      await this.patchConversation(this.convId, {
+        system_prompt: form.elements.system_prompt.value, settings, custom_instructions: customInstructions,
+      });
       $("settings-dialog").close();
       toast(gettext("Settings saved."));
     } catch (err) {

@@ -251,6 +251,7 @@ export class Sidebar {
       );
     this.convMenuItems = [
       item("rename", "edit", gettext("Rename")),
+      item("title", "spark", gettext("Write a new title")),
       item("pin", "pin", gettext("Pin")),
       item("move", "folder", gettext("Move to project…")),
       item("archive", "archive", gettext("Archive")),
@@ -313,6 +314,7 @@ export class Sidebar {
     try {
       if (action === "rename") this.startRename(id);
       else if (action === "move") this.app.projects.moveDialog.open(c);
+      else if (action === "title") await this.app.regenerateTitle(id);
       else if (action === "pin") await this.app.patchConversation(id, { pinned: !c.pinned });
       else if (action === "archive") {
         await this.app.patchConversation(id, { archived: !c.archived });

@@ -36,6 +36,7 @@ MAX_AMOUNT = Decimal(10) ** 12  # the credit columns hold 12 digits before the p
 OPEN_PREFIX = "reserved"  # the note of a reservation's charge row while the answer is running
 Kind = CreditTransaction.Kind
 State = CreditTransaction.State
+RESERVATION_KINDS = (Kind.CHARGE, Kind.TITLE)  # the rows a reservation is made of (and what spending sums)
 
 
 BudgetExceeded = budgets.BudgetExceeded  # a spending cap would be exceeded (services/billing/budgets.py)
@@ -246,10 +247,12 @@ def reserve(
     message: Message | None = None,
     fees: Decimal = ZERO,
     api_key_id: int | None = None,
+    kind: str = Kind.CHARGE,
 ) -> Reservation:
     """Charge the estimated cost now (plus ``fees``: web searches, services/billing/search_fees.py). Raises
     InsufficientCredits (writing nothing) if the balance is short, and budgets.BudgetExceeded if a spending cap of
-    the user or of one of their groups would be exceeded.
+    the user or of one of their groups would be exceeded. ``kind``: ``title`` for a chat title's request
+    (services/personal/titles.py), settled and released like an answer's.
 
     A free answer gets its (zero) row too: every answer is one request on the ledger, whatever it cost."""
     cost = estimate_cost(model, prompt_tokens, max_completion_tokens) + fees
@@ -261,7 +264,7 @@ def reserve(
         budgets.check_budgets(user.pk, cost)  # spending caps, under the same lock (raises BudgetExceeded)
         row = _post(
             account,
-            Kind.CHARGE,
+            kind,
             -cost,
             message_id=message_id,
             note=f"{OPEN_PREFIX}: {model}",
@@ -285,7 +288,7 @@ def _close_reservation(account: CreditAccount, reservation: Reservation, note: s
     if reservation.transaction_id is None:
         return  # a free reservation made before free answers had a row: nothing moved, nothing to close
     closed = CreditTransaction.objects.filter(
-        pk=reservation.transaction_id, account=account, kind=Kind.CHARGE, state=State.OPEN
+        pk=reservation.transaction_id, account=account, kind__in=RESERVATION_KINDS, state=State.OPEN
     ).update(note=note[:500], **updates)
     if not closed:
         raise ReservationClosed(reservation)

@@ -105,7 +105,13 @@ def _answers(user):
 
 
 def _account_totals(user) -> tuple[Decimal, Decimal]:
-    spending = Q(transactions__kind__in=[CreditTransaction.Kind.CHARGE, CreditTransaction.Kind.REFUND])
+    spending = Q(
+        transactions__kind__in=[
+            CreditTransaction.Kind.CHARGE,
+            CreditTransaction.Kind.TITLE,
+            CreditTransaction.Kind.REFUND,
+        ]
+    )
     row = (
         CreditAccount.objects.filter(user_id=user.pk)
         .annotate(spent=Sum("transactions__amount", filter=spending))

@@ -158,7 +158,7 @@ def _attachments(data: dict) -> tuple[int, ...] | None:
     return tuple(value)
 
 
-NEW_CONVERSATION_FIELDS = frozenset({"system_prompt", "settings", "project", "temporary"})
+NEW_CONVERSATION_FIELDS = frozenset({"system_prompt", "settings", "custom_instructions", "project", "temporary"})
 
 
 def _new_conversation(data: dict, conversation_id: int | None) -> dict:
@@ -174,7 +174,8 @@ def _new_conversation(data: dict, conversation_id: int | None) -> dict:
     if unknown:
         raise FrameError(
             "bad_frame",
-            f"'conversation' takes only system_prompt, settings, project and temporary, not {unknown[0]!r}",
+            "'conversation' takes only system_prompt, settings, custom_instructions, project and temporary, "
+            f"not {unknown[0]!r}",
         )
     value = dict(value)
     temporary = value.pop("temporary", False)

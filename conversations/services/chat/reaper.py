@@ -58,8 +58,11 @@ def reap_message(message_id: int) -> tuple[Message | None, Decimal | None]:
 
 def reap_all_sync() -> int:
     """For ``manage.py reapgenerations`` at start-up, when no worker is running: every answer left is orphaned."""
+    from conversations.services.personal import titles
+
     count = 0
     for message_id in in_progress_ids(0):
         message, _balance = reap_message(message_id)
         count += message is not None
+    titles.release_orphaned()  # a title's credits held by a worker that died
     return count

@@ -46,6 +46,7 @@ from conversations.services.chat.sending import Accepted, Continued
 from conversations.services.chat.storing import checkpoint, finish_message, save_searches, usage_estimate
 from conversations.services.chat.stream_state import EMPTY, Snapshot, get_stream_state, heartbeat_ttl
 from conversations.services.history import temporary as temporary_chats
+from conversations.services.personal import titles
 
 logger = logging.getLogger(__name__)
 
@@ -539,6 +540,8 @@ class GenerationRegistry:
             await self.relayer.publish(relay, _done_event(message, balance))
         except Exception:  # noqa: BLE001 - stored already; open tabs catch up when they resubscribe
             logger.warning("answer %s is stored but its last frames were not published", message_id, exc_info=True)
+        if message.status == Message.Status.COMPLETE and message.content and generation.continued is None:
+            titles.after_answer(generation.conversation_id, message_id)  # its own task: never touches this answer
 
     async def _forget(self, generation: Generation) -> None:
         if self.running.get(generation.conversation_id) is generation:
@@ -613,6 +616,8 @@ def install_shutdown_hook(registry: GenerationRegistry) -> None:
     async def drain() -> None:
         logger.info("shutting down: letting %d answer(s) finish", len(registry.running))
         await registry.shutdown(settings.KIMICHAT_SHUTDOWN_GRACE)
+        with contextlib.suppress(TimeoutError):  # titles being written settle or release their credits first
+            await asyncio.wait_for(titles.wait_for_titles(), timeout=10)
         await close_client()
 
     def before_shutdown():

@@ -38,6 +38,7 @@ from conversations.services.chat.context import (
     history_token_budget,
     title_from,
 )
+from conversations.services.personal import preferences
 from conversations.services.projects import context as project_context
 from conversations.services.projects.membership import ProjectNotFound, owned_project_id
 
@@ -183,8 +184,9 @@ def _chat_request(
         request.messages, prompt_tokens = build_messages(
             thread,
             model=model,
-            # The project's instructions and files (services/projects/context.py) go with the chat's own prompt.
-            system_prompt=project_context.system_prompt(conversation, conversation.system_prompt),
+            # The project's instructions and files (services/projects/context.py) go with the chat's own prompt and
+            # the user's custom instructions (services/personal/preferences.py).
+            system_prompt=project_context.system_prompt(conversation, preferences.system_prompt_for(conversation)),
             documents=project_context.documents(conversation),
             max_tokens=conversation.max_tokens,
             thinks=params.thinks,

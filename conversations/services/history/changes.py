@@ -23,7 +23,9 @@ MODEL_MAX_CHARS = 100
 SYSTEM_PROMPT_MAX_CHARS = 20_000
 MAX_TOKENS_LIMIT = 1_000_000
 
-TOP_LEVEL_FIELDS = frozenset({"title", "pinned", "archived", "model", "system_prompt", "settings", "project"})
+TOP_LEVEL_FIELDS = frozenset(
+    {"title", "pinned", "archived", "model", "system_prompt", "settings", "custom_instructions", "project"}
+)
 SETTINGS_FIELDS = frozenset(
     {"temperature", "top_p", "max_tokens", "json_mode", "thinking", "reasoning_effort", "web_search"}
 )
@@ -31,6 +33,7 @@ SETTINGS_FIELDS = frozenset(
 FIELD_LABELS = {
     "pinned": gettext_lazy("Pinned"),
     "archived": gettext_lazy("Archived"),
+    "custom_instructions": gettext_lazy("Custom instructions"),
     "settings.temperature": gettext_lazy("Temperature"),
     "settings.top_p": gettext_lazy("Top P"),
     "settings.max_tokens": gettext_lazy("Max tokens"),
@@ -154,7 +157,7 @@ def check_changes(body) -> dict:
                 % {"maximum": TITLE_MAX_CHARS},
             )
         changes["title"] = _storable("title", title.strip())
-    for name in ("pinned", "archived"):
+    for name in ("pinned", "archived", "custom_instructions"):
         if name in body:
             changes[name] = _bool(name, body[name])
     if "model" in body:
@@ -229,6 +232,8 @@ def update_conversation(conversation: Conversation, body) -> Conversation:
         refusal = web_search_refusal(changes.get("model", conversation.model))
         if refusal:
             raise InvalidChange("settings.web_search", refusal)
+    if "title" in changes:
+        changes["title_source"] = "user"  # a generated title never replaces the user's own
     for name, value in changes.items():
         setattr(conversation, name, value)
     if changes:
