@@ -39,6 +39,38 @@ def path_to(leaf_id: int) -> RawSQL:
     return RawSQL(_PATH_SQL, (leaf_id,))  # noqa: S611 - constant SQL, the id a parameter
 
 
+def link_parents(rows) -> dict:
+    """``rows``: one thread's messages stored without a tree, as ``(id, role, superseded_by id)``, oldest first.
+    Returns ``{id: parent id}`` as the send path built the thread: a new message follows the newest one; a
+    replacement takes the place of what it replaced (a regenerated answer answers the same question; an edited
+    question follows the same turn, and the answer after it answers the new question). Migration 0014 does the same
+    for stored threads."""
+    replaced: dict = {}  # successor id -> an earlier version it replaced
+    for message_id, _role, successor in rows:
+        if successor is not None:
+            replaced.setdefault(successor, message_id)
+    role_of = {message_id: role for message_id, role, _successor in rows}
+    parent: dict = {}
+    tail = None
+    for message_id, role, _successor in rows:
+        earlier = replaced.get(message_id)
+        if earlier is None or earlier not in parent:
+            parent[message_id] = tail
+        elif role == "assistant" and tail is not None and role_of[tail] == "user" and tail != parent[earlier]:
+            parent[message_id] = tail  # the answer to an edited question
+        else:
+            parent[message_id] = parent[earlier]
+        tail = message_id
+    return parent
+
+
+def link_linear(ids: list[int]) -> None:
+    """Make messages stored without a tree (an export of before branches, a list of rows) one thread: each follows
+    the one before it. ``ids`` oldest first."""
+    rows = [Message(pk=message_id, parent_id=parent_id) for parent_id, message_id in zip(ids, ids[1:], strict=False)]
+    Message.objects.bulk_update(rows, ["parent"], batch_size=500)
+
+
 def versions_of(conversation_id: int, messages: Iterable[Message]) -> dict[int, dict]:
     """``{message id: {"index", "count", "ids"}}`` for each of ``messages`` that has other versions (messages with
     the same parent): where it stands among them, oldest first. One query, for the messages given only."""
