@@ -440,7 +440,8 @@ def prepare_regenerate(
 
 def _edited(conversation: Conversation, message_id: int) -> Message:
     """The user message an edit replaces: any question of the active branch (``current``), not an answer."""
-    message = conversation.messages.current().filter(pk=message_id).first()
+    # Its files are read now: it is published (serialized on the event loop, where a query is an error).
+    message = conversation.messages.current().filter(pk=message_id).prefetch_related("attachments").first()
     if message is None:
         raise SendRefused(
             "not_found", "This message is not in the conversation as shown.", conversation_id=conversation.pk
