@@ -72,8 +72,9 @@ def link_linear(ids: list[int]) -> None:
 
 
 def versions_of(conversation_id: int, messages: Iterable[Message]) -> dict[int, dict]:
-    """``{message id: {"index", "count", "ids"}}`` for each of ``messages`` that has other versions (messages with
-    the same parent): where it stands among them, oldest first. One query, for the messages given only."""
+    """``{message id: {"index", "count", "previous", "next"}}`` for each of ``messages`` that has other versions
+    (messages with the same parent): where it stands among them, oldest first, and the ids of its neighbours (what
+    the ‹ › arrows switch to). One query, for the messages given only."""
     messages = list(messages)
     parents = {m.parent_id for m in messages if m.parent_id is not None}
     roots = any(m.parent_id is None for m in messages)
@@ -90,7 +91,13 @@ def versions_of(conversation_id: int, messages: Iterable[Message]) -> dict[int, 
     for message in messages:
         ids = by_parent.get(message.parent_id, [])
         if len(ids) > 1 and message.pk in ids:
-            found[message.pk] = {"index": ids.index(message.pk), "count": len(ids), "ids": ids}
+            index = ids.index(message.pk)
+            found[message.pk] = {
+                "index": index,
+                "count": len(ids),
+                "previous": ids[index - 1] if index else None,
+                "next": ids[index + 1] if index + 1 < len(ids) else None,
+            }
     return found
 
 
