@@ -24,6 +24,8 @@ def branch_switch(request, conversation_id: int):
     conversation = own_conversation(request, conversation_id)
     if conversation is None:
         return not_found()
+    if request.content_type != "application/json":  # (a form body is read by the CSRF check: its bytes are gone)
+        return error("unsupported_media_type", "the body must be JSON (Content-Type: application/json)", 415)
     if len(request.body) > MAX_BODY_BYTES:
         return error("too_large", f"the body must be at most {MAX_BODY_BYTES} bytes", 413)
     try:

@@ -122,10 +122,12 @@ def switch_branch(conversation: Conversation, message_id: int) -> list[int]:
         path = _path(rows, message_id) + _continuation(rows, message_id)
         on_path = set(path)
         current = {message for message, (_parent, marker) in rows.items() if marker is None}
-        coming = sorted(on_path - current)
+        coming, leaving = sorted(on_path - current), sorted(current - on_path)
+        # ids grow from root to leaf: the first message of the path that was not shown is where the branches part.
+        fork = coming[0] if coming else message_id
+        if leaving:
+            locked.messages.filter(pk__in=leaving).update(superseded_by=fork)
         if coming:
-            fork = coming[0]  # ids grow from root to leaf: the first message of the path that was not shown
-            locked.messages.filter(pk__in=sorted(current - on_path)).update(superseded_by=fork)
             locked.messages.filter(pk__in=coming).update(superseded_by=None)
     return path
 
