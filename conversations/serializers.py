@@ -82,7 +82,7 @@ def message_to_dict(message: Message, versions: dict | None = None) -> dict:
         "client_msg_id": str(message.client_msg_id) if message.client_msg_id else None,
         "superseded_by": message.superseded_by_id,  # set: off the active branch
         "parent_id": message.parent_id,  # the message it follows (null: the first turn)
-        "versions": versions,  # {index, count, previous, next} when it has other versions; null otherwise or when not read
+        "versions": versions,  # {index, count, previous, next} if it has other versions (null in frames)
         "created_at": _iso(message.created_at),
         "completed_at": _iso(message.completed_at),
         "attachments": _attachments(message),
