@@ -72,7 +72,18 @@ def seed(branch_count: int, per_branch: int, background: int):
             ids.append(message.pk)
         made.append(ids)
     branches.switch_branch(conversation, made[-1][-1])
-    return user, conversation, made
+    # The baseline: one thread of as many messages, the same texts, measured alike under the same load.
+    linear = Conversation.objects.create(owner=user, model="kimi-k2.6", title="One thread")
+    parent = None
+    for n in range(branch_count * per_branch):
+        parent = Message.objects.create(
+            conversation=linear,
+            role="user" if n % 2 == 0 else "assistant",
+            content=f"thread message {n}: " + "words of a turn " * 20,
+            parent_id=parent,
+            model="kimi-k2.6",
+        ).pk
+    return user, conversation, made, linear
 
 
 def time_calls(call, repeat: int) -> dict:
@@ -119,7 +130,7 @@ def inner(args) -> None:
 
     settings.SESSION_COOKIE_SECURE = False
     started = time.perf_counter()
-    user, conversation, made = seed(args.branches, args.per_branch, args.background)
+    user, conversation, made, linear = seed(args.branches, args.per_branch, args.background)
     with connection.cursor() as cursor:
         cursor.execute("VACUUM ANALYZE" if connection.vendor == "postgresql" else "ANALYZE")
     seeded = time.perf_counter() - started
@@ -128,8 +139,11 @@ def inner(args) -> None:
     total = conversation.messages.count()
     path_length = conversation.messages.current().count()
     url = f"/api/conversations/{conversation.pk}/"
+    baseline = f"/api/conversations/{linear.pk}/"
     rows = [
+        {"what": "baseline, one thread: default page (50)", **history.measure(client, baseline, args.repeat)},
         {"what": "open: default page (50)", **history.measure(client, url, args.repeat)},
+        {"what": "baseline, one thread: limit=500", **history.measure(client, baseline + "?limit=500", args.repeat)},
         {"what": "open: limit=500", **history.measure(client, url + "?limit=500", args.repeat)},
     ]
     # Back and forth between branch 1's leaf and the last branch's leaf: they part at the first fork.
