@@ -71,16 +71,26 @@ export const Versions = (Base) => class extends Base {
     if (op.kind === "edit" && m.role === "user" && op.oldUserId && !op.userDone) {
       const old = this.messages.get(op.oldUserId);
       if (old && !old.superseded_by) old.superseded_by = m.id;
-      if (old) this.leaveBranch(old);
+      if (old) {
+        this.leaveBranch(old);
+        m.versions = m.versions || this.newestVersion(old);
+      }
       op.userDone = true;
     } else if (m.role === "assistant" && !op.assistantDone) {
       const old = op.oldAssistantId ? this.messages.get(op.oldAssistantId) : null;
       if (old && !old.superseded_by) old.superseded_by = m.id;
+      if (old && op.kind === "regenerate") m.versions = m.versions || this.newestVersion(old);
       op.assistantDone = true;
       // The new answer exists: the server took the frame, whichever message carries its client_msg_id.
       this.pending.delete(op.clientMsgId);
       this.socket.forget(op.clientMsgId);
     }
+  }
+
+  /** Where a new version of `old` stands until the branch is read again (after its answer): the newest, last. */
+  newestVersion(old) {
+    const count = (old.versions ? old.versions.count : 1) + 1;
+    return { index: count - 1, count, previous: old.id, next: null };
   }
 
   /** After an edit/regenerate, read the branch again: its turns now say how many versions they have. */
