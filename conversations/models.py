@@ -102,7 +102,7 @@ class MessageQuerySet(models.QuerySet):
         return self.filter(conversation__owner_id=user.pk)
 
     def current(self) -> MessageQuerySet:
-        """The messages of the live thread: earlier versions of regenerated or edited messages left out."""
+        """The messages of the active branch (root to leaf): other branches and earlier versions left out."""
         return self.filter(superseded_by__isnull=True)
 
     def in_progress(self) -> MessageQuerySet:
@@ -147,10 +147,15 @@ class Message(models.Model):
     seq = models.PositiveIntegerField(default=0)  # last delta seq folded into content (checkpoints)
     # The web searches of a tool-using answer: [{query, status, tokens, sources: [{title, url}]}] (docs/tools.md).
     searches = models.JSONField(default=list, blank=True)
-    # Regenerate / edit-and-resend keep the replaced message as an earlier version of its successor.
+    # Set on every message off the conversation's active branch (null: on it, so ``current()`` is that branch):
+    # the message that took its place there (an edit's new question, a regenerate's new answer, the branch switched
+    # to). Edit, regenerate and switching move it (services/history/branches.py).
     superseded_by = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="earlier_versions"
     )
+    # The message this one follows in the conversation's tree (null: the first turn). Its versions are the messages
+    # with the same parent; a branch is the path from the root to a leaf.
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="children")
     created_at = models.DateTimeField(default=timezone.now)
     # When the status became final; while a Continue runs, when it resumed (the reaper's grace counts from it).
     completed_at = models.DateTimeField(null=True, blank=True)

@@ -76,7 +76,8 @@ def _attachments(message: Message) -> list[dict]:
     return [attachment_to_dict(a) for a in message.attachments.all()]
 
 
-def message_to_dict(message: Message) -> dict:
+def message_to_dict(message: Message, versions: dict | None = None) -> dict:
+    """``versions``: where the message stands among its versions (``branches.versions_of``), where it was read."""
     return {
         "id": message.pk,
         "conversation_id": message.conversation_id,
@@ -99,7 +100,9 @@ def message_to_dict(message: Message) -> dict:
         "seq": message.seq,
         "searches": message.searches or [],
         "client_msg_id": str(message.client_msg_id) if message.client_msg_id else None,
-        "superseded_by": message.superseded_by_id,
+        "superseded_by": message.superseded_by_id,  # set: off the active branch
+        "parent_id": message.parent_id,  # the message it follows (null: the first turn)
+        "versions": versions,  # {index, count, previous, next} if it has other versions (null in frames)
         "created_at": _iso(message.created_at),
         "completed_at": _iso(message.completed_at),
         "reasoning_ms": message.reasoning_ms,  # how long it thought before answering; null if unknown

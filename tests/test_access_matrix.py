@@ -75,6 +75,9 @@ ROUTES: dict[str, list[Case]] = {
     "api/conversations/<int:conversation_id>/export.md": [Case("GET", 200, "401")],
     "api/conversations/<int:conversation_id>/export.json": [Case("GET", 200, "401")],
     "api/conversations/<int:conversation_id>/share/": [Case("POST", 201, "401")],
+    # The owner's form body is refused (415: it takes JSON naming a message); switching itself, and
+    # another user's message id in the owner's conversation, are in test_branches.py.
+    "api/conversations/<int:conversation_id>/branch/": [Case("POST", 415, "401")],
     "api/conversations/<int:conversation_id>/shares/": [Case("GET", 200, "401")],
     "api/shares/<str:token>/": [Case("DELETE", 204, "401")],
     "api/search/": [Case("GET", 200, "401", "own", query=f"?q={SECRET}")],

@@ -97,8 +97,8 @@ def test_detail_pages_back_through_long_conversations(owner_client, owner, djang
         Message(conversation=conversation, role="user" if i % 2 == 0 else "assistant", content=f"m{i}")
         for i in range(1000)
     )
-    # 1) session, 2) user, 3) the conversation, 4) one page of messages, 5) their attachments.
-    with django_assert_num_queries(5):
+    # 1) session, 2) user, 3) the conversation, 4) one page of messages, 5) their attachments, 6) their versions.
+    with django_assert_num_queries(6):
         body = owner_client.get(f"/api/conversations/{conversation.pk}/").json()
     assert [m["content"] for m in body["messages"]][-1] == "m999"
     assert len(body["messages"]) == 50 and body["has_more"]

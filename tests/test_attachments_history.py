@@ -22,7 +22,7 @@ def sent(local_extraction, owner):
     """A conversation whose user message carries a document."""
     conversation = Conversation.objects.create(owner=owner, model="kimi-k2.6", title="With a file")
     message = Message.objects.create(conversation=conversation, role="user", content="see the file")
-    Message.objects.create(conversation=conversation, role="assistant", content="read it")
+    Message.objects.create(conversation=conversation, role="assistant", content="read it", parent=message)
     attachment = uploads.create_attachment(owner, name="figures.txt", data=DOC_TEXT.encode())
     Attachment.objects.filter(pk=attachment.pk).update(message=message)
     return conversation, message, attachment

@@ -63,6 +63,14 @@ def test_history_benchmark_runs():
     assert "sidebar page" in out and "search rare word" in out and "queries" in out
 
 
+def test_branches_benchmark_runs():
+    out = run(
+        "branches.py",
+        *("--branches", "3", "--per-branch", "6", "--background", "20", "--repeat", "2", "--backends", "sqlite"),
+    )
+    assert "switch branch" in out and "send path" in out and "queries" in out
+
+
 def test_scale_benchmark_runs():
     if not services_up():
         pytest.skip("PostgreSQL or Redis not reachable")

@@ -570,7 +570,8 @@ def test_edit_and_resend_keeps_the_earlier_version(live_daphne, open_page):
     page.wait_for_selector(".msg-user .msg-content:text-is('first question [[tokens:15]]')")
     users = Message.objects.filter(conversation_id=conversation_id, role="user").order_by("id")
     assert [u.content for u in users] == ["first question [[tokens:15]]", "second question [[tokens:15]]"]
-    assert users[0].superseded_by_id == users[1].pk
+    # The version chosen is the server's active branch now (a reload shows it): the edit is the one set aside.
+    assert users[0].superseded_by_id is None and users[1].superseded_by_id == users[0].pk
     no_js_errors(page)
 
 

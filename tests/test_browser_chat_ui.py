@@ -52,11 +52,15 @@ def shown_turn(page) -> tuple[str, str]:
 def test_version_arrows_keep_each_question_with_its_own_answers(live_daphne, browser_user, open_page):
     conversation = Conversation.objects.create(owner=browser_user, title="Versions", model="kimi-k2.6")
 
-    def message(role, content):
-        return Message.objects.create(conversation=conversation, role=role, content=content, status="complete")
+    def message(role, content, parent=None):
+        return Message.objects.create(
+            conversation=conversation, role=role, content=content, status="complete", parent=parent
+        )
 
-    first_q, first_a, first_a_again = message("user", "Q1"), message("assistant", "A1"), message("assistant", "A1b")
-    second_q, second_a = message("user", "Q2"), message("assistant", "A2")
+    first_q = message("user", "Q1")
+    first_a, first_a_again = message("assistant", "A1", first_q), message("assistant", "A1b", first_q)
+    second_q = message("user", "Q2")  # an edit of Q1: a version beside it
+    second_a = message("assistant", "A2", second_q)
     # An edit supersedes the question and its answer; the regenerate before it superseded only the answer.
     Message.objects.filter(pk=first_q.pk).update(superseded_by=second_q)
     Message.objects.filter(pk=first_a.pk).update(superseded_by=first_a_again)
@@ -72,10 +76,11 @@ def test_version_arrows_keep_each_question_with_its_own_answers(live_daphne, bro
     page.wait_for_selector(".msg-user .msg-content:text-is('Q1')")
     assert shown_turn(page) == ("Q1", "A1b")
     assert page.text_content(".msg-assistant .version-count").strip() == "2 / 2"
-    # Regenerate acts on the latest question: not offered beside an earlier one.
-    assert page.locator(".msg-assistant button[aria-label=Regenerate]").count() == 0
+    # Q1's branch is the active one now: its last answer can be regenerated.
+    assert page.locator(".msg-assistant button[aria-label=Regenerate]").count() == 1
     screenshot(page, "versions-earlier-question")
     page.click(".msg-assistant button[aria-label='Previous version']")
+    page.wait_for_function("() => document.querySelector('.msg-assistant .msg-content').textContent.trim() === 'A1'")
     assert shown_turn(page) == ("Q1", "A1")
 
     page.click(".msg-user button[aria-label='Next version']")

@@ -10,7 +10,7 @@ import pytest
 from django.utils import timezone
 
 from conversations.models import Conversation, Message
-from conversations.services.history import shares
+from conversations.services.history import branches, shares
 from tests.fixtures.browser import screenshot, session_cookie_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -84,6 +84,7 @@ def chat_data(make_user):
         conversation=conversation, role="assistant", content="Just this: **one** line, and $a\\,b$ in it.",
         status="complete", model="kimi-k2.6", completed_at=timezone.now(),
     )  # fmt: skip
+    branches.link_linear(list(conversation.messages.order_by("id").values_list("id", flat=True)))  # one thread
     link = shares.create_share(conversation)
     return user, operator, conversation, link
 
@@ -214,6 +215,7 @@ def test_share_page_renders_the_same_math_from_the_server(chromium, live_daphne,
         conversation=conversation, role="assistant", content=answer, status="complete", model="kimi-k2.6",
         completed_at=timezone.now(),
     )  # fmt: skip
+    branches.link_linear(list(conversation.messages.order_by("id").values_list("id", flat=True)))  # one thread
     link = shares.create_share(conversation)
     page = visit(chromium, live_daphne, f"/s/{link.token}/", wait_for=".katex")
     found = page.evaluate(

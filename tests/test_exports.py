@@ -30,12 +30,13 @@ def say(conversation, role, content, **fields):
 def conversation_with_versions(owner):
     """A question, a first answer that was regenerated, and the answer that replaced it."""
     conversation = make_conversation(owner, system_prompt="Be concise.", temperature=0.4, pinned=True)
-    say(conversation, "user", "What does 'a mean?")
-    first = say(conversation, "assistant", "It is a lifetime.", model="kimi-k2.6", status="complete")
+    question = say(conversation, "user", "What does 'a mean?")
+    first = say(conversation, "assistant", "It is a lifetime.", model="kimi-k2.6", status="complete", parent=question)
     second = say(
         conversation,
         "assistant",
         "`'a` names a **lifetime**.",
+        parent=question,
         reasoning="The user asks about Rust syntax.\nKeep it short.",
         model="kimi-k2-thinking",
         prompt_tokens=12,

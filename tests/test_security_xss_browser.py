@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from conversations.models import Conversation, CreditTransaction, Message
 from conversations.services.billing import credits
-from conversations.services.history import shares
+from conversations.services.history import branches, shares
 from tests.fixtures.browser import session_cookie_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -61,6 +61,7 @@ def hostile(make_user):
         total_tokens=5, cost=1, completed_at=timezone.now(),
     )  # fmt: skip
     credits.grant(victim, 5, created_by=operator, note=ALL)
+    branches.link_linear(list(conversation.messages.order_by("id").values_list("id", flat=True)))  # one thread
     link = shares.create_share(conversation)
     return victim, operator, conversation, link
 

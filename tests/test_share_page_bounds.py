@@ -12,7 +12,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from conversations.models import Conversation, Message
-from conversations.services.history import shares
+from conversations.services.history import branches, shares
 
 pytestmark = pytest.mark.django_db
 
@@ -30,6 +30,7 @@ def long_share(owner):
         ],
         batch_size=1000,
     )
+    branches.link_linear(list(conversation.messages.order_by("id").values_list("id", flat=True)))
     return shares.create_share(conversation)
 
 
@@ -81,6 +82,7 @@ def test_the_page_is_bounded_in_bytes_however_long_the_messages(owner):
     Message.objects.create(conversation=conversation, role="user", content="q" * 3_000_000)  # as an import can store
     for _ in range(20):
         Message.objects.create(conversation=conversation, role="assistant", content="a" * 200_000)
+    branches.link_linear(list(conversation.messages.order_by("id").values_list("id", flat=True)))
     link = shares.create_share(conversation)
     response = Client().get(f"/s/{link.token}/")
     assert response.status_code == 200

@@ -15,6 +15,8 @@ def make_conversation(owner, title="Bread baking", **fields):
 
 
 def say(conversation, role, content, **fields):
+    """A message following the newest one of the active branch (``parent=`` to place it elsewhere in the tree)."""
+    fields.setdefault("parent", conversation.messages.current().order_by("-id").first())
     return Message.objects.create(conversation=conversation, role=role, content=content, **fields)
 
 
@@ -57,7 +59,7 @@ def test_later_messages_and_later_versions_are_not_shared(owner_client, chat):
     token = share(owner_client, chat).json()["token"]
     old_answer = chat.messages.get(role="assistant")
     # After sharing: the answer is regenerated and the conversation goes on.
-    new_answer = say(chat, "assistant", "Regenerated: ninety minutes.")
+    new_answer = say(chat, "assistant", "Regenerated: ninety minutes.", parent=old_answer.parent)
     old_answer.superseded_by = new_answer
     old_answer.save(update_fields=["superseded_by"])
     say(chat, "user", "A private follow-up")

@@ -21,6 +21,7 @@ PATHS = {
     "api-me-budget": ({}, "/api/me/budget/"),
     "api-models": ({}, "/api/models/"),
     "api-search": ({}, "/api/search/"),
+    "api-branch": ({"conversation_id": 7}, "/api/conversations/7/branch/"),
     "api-share-create": ({"conversation_id": 7}, "/api/conversations/7/share/"),
     "api-share-revoke": ({"token": "tok"}, "/api/shares/tok/"),
     "api-shares": ({"conversation_id": 7}, "/api/conversations/7/shares/"),

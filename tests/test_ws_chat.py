@@ -234,25 +234,6 @@ async def test_edit_and_resend_replaces_the_last_turn(connect, owner, chat_setti
     assert chat_settings.last_request_body["messages"] == [{"role": "user", "content": "what is 3+3 [[tokens:5]]"}]
 
 
-async def test_only_the_last_user_message_can_be_edited(connect, owner):
-    tab = await connect(owner)
-    await tab.say("one [[tokens:3]]")
-    _, frames = await tab.answer()
-    conversation_id, first_user = frames[0]["conversation"]["id"], frames[1]["message"]["id"]
-    await tab.say("two [[tokens:3]]", conversation_id=conversation_id)
-    await tab.answer()
-    await tab.send(
-        type="edit",
-        conversation_id=conversation_id,
-        message_id=first_user,
-        content="x",
-        client_msg_id=str(uuid.uuid4()),
-    )
-    error, _ = await tab.until_type("error")
-    assert error["code"] == "not_found"
-    assert await count(Message, conversation_id=conversation_id) == 4
-
-
 async def test_no_database_write_per_delta(connect, owner, monkeypatch, settings):
     """A 500-token answer makes a constant handful of writes, not one per delta (counted in every thread)."""
     from django.db.backends import utils

@@ -22,6 +22,7 @@ from conversations.api.responses import (
 )
 from conversations.models import Conversation, Message
 from conversations.serializers import conversation_to_dict, message_to_dict
+from conversations.services.history import branches
 from conversations.services.history import changes as history
 from conversations.services.projects.membership import ProjectNotFound
 
@@ -87,18 +88,29 @@ def _detail(request, conversation_id: int):
         include_versions = bool_param(request, "versions")
     except ValueError as exc:
         return error("bad_parameter", str(exc), 400)
+    return JsonResponse(
+        conversation_with_messages(conversation, limit=limit, before=before, all_branches=include_versions)
+    )
+
+
+def conversation_with_messages(
+    conversation: Conversation, *, limit: int, before: int | None, all_branches: bool
+) -> dict:
+    """The conversation and a page of its active branch (or of every message), each message with its versions.
+    Three queries, whatever the number of branches: the page, its attachments, the versions of its messages."""
     messages = Message.objects.filter(conversation=conversation)
-    if not include_versions:
+    if not all_branches:
         messages = messages.current()
     if before is not None:
         messages = messages.filter(id__lt=before)
     page = list(messages.order_by("-id").select_related("feedback").prefetch_related("attachments")[: limit + 1])
     has_more = len(page) > limit
     page = page[:limit][::-1]
+    versions = branches.versions_of(conversation.pk, page)
     data = conversation_to_dict(conversation)
-    data["messages"] = [message_to_dict(m) for m in page]
+    data["messages"] = [message_to_dict(m, versions.get(m.pk)) for m in page]
     data["has_more"] = has_more
-    return JsonResponse(data)
+    return data
 
 
 def _update(request, conversation_id: int):

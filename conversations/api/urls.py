@@ -2,6 +2,7 @@ from django.urls import path
 
 from conversations.api import (
     attachments,
+    branches,
     budget,
     conversations,
     exports,
@@ -21,6 +22,7 @@ urlpatterns = [
     path("models/", kimi_models.models, name="api-models"),
     path("conversations/", conversations.conversation_list, name="api-conversations"),
     path("conversations/<int:conversation_id>/", conversations.conversation_resource, name="api-conversation"),
+    path("conversations/<int:conversation_id>/branch/", branches.branch_switch, name="api-branch"),
     # Past conversations: search, export/import, share links (docs/api.md).
     path("conversations/<int:conversation_id>/export.md", exports.export_markdown, name="api-export-md"),
     path("conversations/<int:conversation_id>/export.json", exports.export_json, name="api-export-json"),

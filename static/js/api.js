@@ -67,6 +67,7 @@ export const urls = {
   exportAll: () => "/api/export/all.zip",
   importFile: () => "/api/import/",
   search: (q) => "/api/search/?q=" + encodeURIComponent(q),
+  branch: (id) => "/api/conversations/" + encodeURIComponent(id) + "/branch/",
   share: (id) => "/api/conversations/" + encodeURIComponent(id) + "/share/",
   shares: (id) => "/api/conversations/" + encodeURIComponent(id) + "/shares/",
   revokeShare: (token) => "/api/shares/" + encodeURIComponent(token) + "/",

@@ -191,7 +191,7 @@ class ChatApp extends Base {
     this.messagesEl.replaceChildren(el("div.thread-loading", { text: gettext("Loading…") }));
     let data;
     try {
-      data = await api(urls.conversation(id) + "?versions=1&limit=100");
+      data = await api(urls.conversation(id) + "?limit=100");
     } catch (err) {
       if (token !== this.loadToken) return;
       if (err instanceof ApiError && err.status === 404) {
@@ -224,12 +224,13 @@ class ChatApp extends Base {
   }
 
   async loadEarlier() {
-    const ids = [...this.messages.keys()].filter((k) => typeof k === "number");
+    // The branch shown only: messages that left it (an edit's old question) may be older than its loaded page.
+    const ids = [...this.messages.values()].filter((m) => typeof m.id === "number" && !m.superseded_by).map((m) => m.id);
     if (!ids.length || !this.convId) return;
     const before = Math.min(...ids);
     const token = this.loadToken;
     const previousHeight = this.thread.scrollHeight;
-    const data = await api(urls.conversation(this.convId) + "?versions=1&limit=100&before=" + before);
+    const data = await api(urls.conversation(this.convId) + "?limit=100&before=" + before);
     if (token !== this.loadToken) return;
     for (const m of data.messages) this.upsertMessage(m, { render: false });
     this.hasMore = data.has_more;

@@ -58,9 +58,12 @@ export const Frames = (Base) => class extends Base {
     }
     this.resyncing = false;
     const isNew = !this.messages.has(m.id);
+    // An edit (in this tab or another) moved the branch: this message and what followed it leave the thread shown.
+    const leaving = Boolean(m.superseded_by) && !this.messages.get(m.id)?.superseded_by;
     if (isNew) this.applyOp(m);
-    this.upsertMessage(m, { render: !isNew });
-    if (isNew) {
+    this.upsertMessage(m, { render: !isNew && !leaving });
+    if (leaving) this.leaveBranch(m);
+    if (isNew || leaving) {
       const stick = this.nearBottom() || m.role === "user";
       this.renderThread();
       if (stick) this.scrollToBottom();
@@ -143,6 +146,7 @@ export const Frames = (Base) => class extends Base {
       error: frame.error,
     };
     if (existing && existing.superseded_by && !final.superseded_by) final.superseded_by = existing.superseded_by;
+    if (existing && existing.versions && !final.versions) final.versions = existing.versions;
     this.messages.set(final.id, final);
     this.dirty.delete(final.id);
     const stick = this.nearBottom();

@@ -21,6 +21,8 @@ export const MessageList = (Base) => class extends Base {
       // An older snapshot (the history GET raced the live deltas): keep the longer text we already show.
       merged = { ...m, content: existing.content, reasoning: existing.reasoning, seq: existing.seq };
     }
+    // Frames carry no version counts (they are read with the thread): keep the ones the thread came with.
+    if (existing && existing.versions && !merged.versions) merged = { ...merged, versions: existing.versions };
     this.messages.set(m.id, merged);
     if (!render) return merged;
     if (!existing) this.renderThread();
@@ -40,21 +42,12 @@ export const MessageList = (Base) => class extends Base {
         })),
       );
     }
-    const lastUser = [...slots].reverse().find((s) => s.head.role === "user");
-    const lastAssistant = [...slots].reverse().find((s) => s.head.role === "assistant");
-    this.lastUserId = lastUser ? lastUser.head.id : null;
-    this.lastAssistantId = lastAssistant && slots[slots.length - 1] === lastAssistant ? lastAssistant.head.id : null;
+    const last = slots[slots.length - 1];
+    this.lastAssistantId = last && last.head.role === "assistant" ? last.head.id : null;
     for (const slot of slots) {
       if (slot.head.role === "system") continue;
-      const shownId = this.versionView.get(slot.head.id) ?? slot.head.id;
-      const index = slot.versions.findIndex((v) => v.id === shownId);
-      const shown = index >= 0 ? slot.versions[index] : slot.versions[slot.versions.length - 1];
-      const node = this.elementFor(shown);
-      node.threadSlot = {
-        head: slot.head, versions: slot.versions, index: index >= 0 ? index : slot.versions.length - 1,
-        earlierQuestion: slot.earlierQuestion,
-      };
-      this.updateMessageEl(shown, node);
+      const node = this.elementFor(slot.head);
+      this.updateMessageEl(slot.head, node);
       nodes.push(node);
     }
     const empty = slots.length === 0;
@@ -157,32 +150,31 @@ export const MessageList = (Base) => class extends Base {
   }
 
   renderFoot(m, node) {
-    const slot = node.threadSlot || { versions: [m], index: 0, head: m };
+    const versions = m.versions && m.versions.count > 1 ? m.versions : null;
     const streamingHere = this.isStreaming();
-    const isLastUser = m.role === "user" && slot.head.id === this.lastUserId && slot.index === slot.versions.length - 1;
-    const isLastAssistant =
-      m.role === "assistant" && slot.head.id === this.lastAssistantId && slot.index === slot.versions.length - 1 &&
-      !slot.earlierQuestion;
+    const editable = m.role === "user" && typeof m.id === "number" && !m.superseded_by;
+    const isLastAssistant = m.role === "assistant" && m.id === this.lastAssistantId;
     const key = JSON.stringify([
-      m.status, m.cost, m.usage, m.error, m.model, slot.index, slot.versions.length, isLastUser, isLastAssistant,
-      streamingHere, typeof m.id, m.cut_off,
+      m.status, m.cost, m.usage, m.error, m.model, versions, editable, isLastAssistant, streamingHere, typeof m.id,
+      m.cut_off,
     ]);
     if (node.rendered.footKey === key) return;
     node.rendered.footKey = key;
     const foot = node.querySelector(".msg-foot");
     const parts = [];
-    if (slot.versions.length > 1) {
+    if (versions) {
+      // Each version has its own branch below it: switching shows that branch's whole continuation.
       parts.push(
         el(
           "span.versions",
           { "aria-label": gettext("Versions") },
-          iconButton("chevron-left", gettext("Previous version"), () => this.showVersion(slot, -1)),
-          el("span.version-count", { text: slot.index + 1 + " / " + slot.versions.length }),
-          iconButton("chevron-right", gettext("Next version"), () => this.showVersion(slot, 1)),
+          iconButton("chevron-left", gettext("Previous version"), () => this.switchBranch(m, -1)),
+          el("span.version-count", { text: versions.index + 1 + " / " + versions.count }),
+          iconButton("chevron-right", gettext("Next version"), () => this.switchBranch(m, 1)),
         ),
       );
-      parts[0].querySelectorAll("button")[0].disabled = slot.index === 0;
-      parts[0].querySelectorAll("button")[1].disabled = slot.index === slot.versions.length - 1;
+      parts[0].querySelectorAll("button")[0].disabled = !versions.previous || streamingHere;
+      parts[0].querySelectorAll("button")[1].disabled = !versions.next || streamingHere;
     }
     if (m.role === "assistant") {
       const badge = this.statusBadge(m);
@@ -203,7 +195,7 @@ export const MessageList = (Base) => class extends Base {
     if (typeof m.id === "number" && m.content) {
       actions.append(iconButton("copy", gettext("Copy"), () => copyText(m.content)));
     }
-    if (isLastUser && !streamingHere && typeof m.id === "number") {
+    if (editable && !streamingHere) {
       actions.append(iconButton("edit", gettext("Edit"), () => this.startEdit(m, node)));
     }
     if (isLastAssistant && !ACTIVE.has(m.status)) {

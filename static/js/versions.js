@@ -1,28 +1,13 @@
-// Message versions: grouping a thread's versions, browsing them, and the edit and regenerate that make new ones.
+// Branches: the thread shown is the conversation's active branch (the messages not marked `superseded_by`); a turn
+// with other versions shows ‹ n / m ›, and switching asks the server to make that version's branch the active one
+// (POST /api/conversations/<id>/branch/), so a reload shows the same. Edit (any question) and regenerate add versions.
 import { api, urls } from "./api.js";
 import { ACTIVE } from "./messages.js";
-import { el } from "./ui.js";
+import { el, toast } from "./ui.js";
 
 export const Versions = (Base) => class extends Base {
-  /** The messages of the live thread, each with its earlier versions, oldest first. */
+  /** The active branch, oldest first: one slot per message, with where it stands among its versions. */
   currentThread() {
-    const all = [...this.messages.values()];
-    const byId = new Map(all.map((m) => [m.id, m]));
-    const finalOf = (m) => {
-      let cur = m;
-      const seen = new Set();
-      while (cur.superseded_by && byId.has(cur.superseded_by) && !seen.has(cur.id)) {
-        seen.add(cur.id);
-        cur = byId.get(cur.superseded_by);
-      }
-      return cur;
-    };
-    const versions = new Map();
-    for (const m of all) {
-      const head = finalOf(m);
-      if (!versions.has(head.id)) versions.set(head.id, []);
-      versions.get(head.id).push(m);
-    }
     const order = (a, b) => {
       const la = typeof a.id !== "number";
       const lb = typeof b.id !== "number";
@@ -30,48 +15,71 @@ export const Versions = (Base) => class extends Base {
       if (la) return a.localOrder - b.localOrder;
       return a.id - b.id;
     };
-    const heads = [...versions.keys()].map((id) => byId.get(id)).sort(order);
-    return this.pairTurns(heads.map((head) => ({ head, versions: versions.get(head.id).sort(order) })));
+    return [...this.messages.values()]
+      .filter((m) => !m.superseded_by)
+      .sort(order)
+      .map((m) => ({ head: m, versions: m.versions || null }));
   }
 
-  /** Versions of a turn move together: an answer's arrows browse only the answers to the question shown above it
-   * (an edit supersedes the question and its answer, a regenerate only the answer, so one answer chain holds the
-   * answers to every version of the question). An answer belongs to the newest question version older than it. */
-  pairTurns(slots) {
-    for (let i = 1; i < slots.length; i++) {
-      const question = slots[i - 1];
-      const answer = slots[i];
-      if (question.head.role !== "user" || answer.head.role !== "assistant" || question.versions.length < 2) continue;
-      const shownId = this.versionView.get(question.head.id) ?? question.head.id;
-      const shown = question.versions.find((v) => v.id === shownId) || question.head;
-      const questionOf = (a) => {
-        if (typeof a.id !== "number") return question.head;
-        return question.versions.filter((u) => typeof u.id === "number" && u.id < a.id).pop() || question.head;
-      };
-      const answers = answer.versions.filter((a) => questionOf(a) === shown);
-      if (answers.length) answer.versions = answers;
-      answer.earlierQuestion = shown !== question.head; // regenerate/retry act on the latest question only
+  /** A message left the active branch (an edit's old question, seen by this tab or another): what followed it on
+   * the branch left with it. Those are the messages between it and its replacement (ids grow along a branch). */
+  leaveBranch(m) {
+    if (!m.superseded_by || typeof m.id !== "number") return;
+    for (const other of this.messages.values()) {
+      if (typeof other.id === "number" && other.id > m.id && other.id < m.superseded_by && !other.superseded_by) {
+        other.superseded_by = m.superseded_by;
+      }
     }
-    return slots;
   }
 
-  showVersion(slot, delta) {
-    const index = Math.max(0, Math.min(slot.versions.length - 1, slot.index + delta));
-    this.versionView.set(slot.head.id, slot.versions[index].id);
+  /** Show the previous (-1) or next (+1) version of a turn, with its branch's whole continuation. */
+  async switchBranch(m, delta) {
+    const target = m.versions && (delta < 0 ? m.versions.previous : m.versions.next);
+    if (!target || !this.convId || this.isStreaming() || this.switching) return;
+    const token = this.loadToken;
+    const top = this.elements.get(m.id)?.getBoundingClientRect().top;
+    this.switching = true;
+    try {
+      const data = await api(urls.branch(this.convId), { method: "POST", body: { message_id: target } });
+      if (token !== this.loadToken) return;
+      this.showBranch(data);
+      const node = this.elements.get(target);
+      if (node && top !== undefined) this.thread.scrollTop += node.getBoundingClientRect().top - top;
+    } catch (err) {
+      toast(err.message, { kind: "error" });
+    } finally {
+      this.switching = false;
+      this.updateComposer();
+    }
+  }
+
+  /** Replace the thread shown by a branch the server sent (the latest page of it). */
+  showBranch(data) {
+    this.messages.clear();
+    this.elements.clear();
+    this.dirty.clear();
+    for (const m of data.messages) this.messages.set(m.id, m);
+    this.hasMore = data.has_more;
     this.renderThread();
   }
 
-  /** A new message answering our edit/regenerate: the one it replaces becomes its earlier version. */
+  /** A new message answering our edit/regenerate: the one it replaces (and, for an edit, what followed it) leaves
+   * the branch shown. */
   applyOp(m) {
     const op = this.ops.get(m.conversation_id);
     if (!op) return;
     if (op.kind === "edit" && m.role === "user" && op.oldUserId && !op.userDone) {
       const old = this.messages.get(op.oldUserId);
       if (old && !old.superseded_by) old.superseded_by = m.id;
+      if (old) {
+        this.leaveBranch(old);
+        m.versions = m.versions || this.newestVersion(old);
+      }
       op.userDone = true;
     } else if (m.role === "assistant" && !op.assistantDone) {
       const old = op.oldAssistantId ? this.messages.get(op.oldAssistantId) : null;
       if (old && !old.superseded_by) old.superseded_by = m.id;
+      if (old && op.kind === "regenerate") m.versions = m.versions || this.newestVersion(old);
       op.assistantDone = true;
       // The new answer exists: the server took the frame, whichever message carries its client_msg_id.
       this.pending.delete(op.clientMsgId);
@@ -79,12 +87,18 @@ export const Versions = (Base) => class extends Base {
     }
   }
 
-  /** After an edit/regenerate, read the thread again so every version is exactly what the server kept. */
+  /** Where a new version of `old` stands until the branch is read again (after its answer): the newest, last. */
+  newestVersion(old) {
+    const count = (old.versions ? old.versions.count : 1) + 1;
+    return { index: count - 1, count, previous: old.id, next: null };
+  }
+
+  /** After an edit/regenerate, read the branch again: its turns now say how many versions they have. */
   async refreshVersions() {
     const id = this.convId;
     const token = this.loadToken;
     try {
-      const data = await api(urls.conversation(id) + "?versions=1&limit=100");
+      const data = await api(urls.conversation(id) + "?limit=100");
       if (token !== this.loadToken) return;
       for (const m of data.messages) {
         const local = this.messages.get(m.id);
@@ -93,7 +107,7 @@ export const Versions = (Base) => class extends Base {
       }
       this.renderThread();
     } catch {
-      // The thread as shown is still right apart from versions; the next load will fix it.
+      // The thread as shown is still right apart from the version counts; the next load will fix it.
     }
   }
 
@@ -153,10 +167,7 @@ export const Versions = (Base) => class extends Base {
 
   sendEdit(m, text) {
     const clientMsgId = crypto.randomUUID();
-    const following = this.currentThread().find((s) => s.head.role === "assistant" && s.head.id > m.id);
-    this.ops.set(this.convId, {
-      kind: "edit", oldUserId: m.id, oldAssistantId: following ? following.head.id : null, clientMsgId,
-    });
+    this.ops.set(this.convId, { kind: "edit", oldUserId: m.id, oldAssistantId: null, clientMsgId });
     this.pending.set(clientMsgId, { kind: "edit", convId: this.convId, content: text });
     this.socket.send({
       type: "edit", conversation_id: this.convId, message_id: m.id, content: text, client_msg_id: clientMsgId,

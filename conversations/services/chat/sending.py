@@ -211,7 +211,12 @@ def _start_answer(user, conversation: Conversation, model: str, thread: list[Mes
     """Store the assistant placeholder, reserve its credits, check the per-user cap. Inside the caller's atomic."""
     request, prompt_tokens = _chat_request(conversation, model, thread)
     assistant = Message.objects.create(
-        conversation=conversation, role=Message.Role.ASSISTANT, status=Message.Status.STREAMING, model=model, **fields
+        conversation=conversation,
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.STREAMING,
+        model=model,
+        parent=thread[-1],  # the question it answers: the tree's branches (services/history/branches.py)
+        **fields,
     )
     reservation = _reserve(user, conversation, assistant, request, prompt_tokens)
     assistant.prompt_tokens = prompt_tokens
@@ -261,9 +266,12 @@ def _check_model(user, model: str, known_models: list[str], conversation_id) -> 
         raise SendRefused(model_access.CODE, model_access.refusal(model), conversation_id=conversation_id, model=model)
 
 
-def _user_message(conversation: Conversation, content: str, client_msg_id: uuid.UUID, files=()) -> Message:
+def _user_message(
+    conversation: Conversation, content: str, client_msg_id: uuid.UUID, files=(), *, parent: Message | None = None
+) -> Message:
     message = Message.objects.create(
         conversation=conversation,
+        parent=parent,
         role=Message.Role.USER,
         content=content,
         client_msg_id=client_msg_id,
@@ -290,8 +298,9 @@ HISTORY_PAGE = 100  # messages per query while reading a thread newest first
 WHOLE_THREAD_MESSAGES = 2000
 
 
-def _thread(conversation: Conversation, model: str) -> list[Message]:
-    """The live thread, oldest first: whole up to ``WHOLE_THREAD_MESSAGES`` messages, else its newest messages, as
+def _thread(conversation: Conversation, model: str, *, before: int | None = None) -> list[Message]:
+    """The live thread (the active branch, root to leaf; ``before``: only its messages older than that id), oldest
+    first: whole up to ``WHOLE_THREAD_MESSAGES`` messages, else its newest messages, as
     many as can reach ``model``'s window. ``build_messages`` trims what is read to fit.
 
     Read newest first, ``HISTORY_PAGE`` rows per query. A long thread stops once the messages read would alone
@@ -304,11 +313,12 @@ def _thread(conversation: Conversation, model: str) -> list[Message]:
     budget = history_token_budget(model, conversation.max_tokens)
     whole = conversation.messages.current().count() <= WHOLE_THREAD_MESSAGES
     newest_first: list[Message] = []
-    tokens, seen_user, before = 0, False, None
+    # An edit reads the thread before the edited question only (its new version is the question answered).
+    tokens, seen_user, until = 0, before is not None, before
     while True:
         rows = conversation.messages.current()
-        if before is not None:
-            rows = rows.filter(id__lt=before)
+        if until is not None:
+            rows = rows.filter(id__lt=until)
         page = list(rows.order_by("-id").prefetch_related("attachments")[:HISTORY_PAGE])
         for message in page:
             newest_first.append(message)
@@ -316,7 +326,7 @@ def _thread(conversation: Conversation, model: str) -> list[Message]:
             seen_user = seen_user or message.role == Message.Role.USER
         if len(page) < HISTORY_PAGE or (not whole and tokens > budget and seen_user):
             return newest_first[::-1]
-        before = page[-1].pk
+        until = page[-1].pk
 
 
 def _check_affordable(user, conversation: Conversation, model: str, content: str = "") -> None:
@@ -399,7 +409,9 @@ def prepare_send(
             _check_affordable(user, conversation, chosen, content)
             files = _files_for_send(user, conversation, attachments, chosen, content)
             thread = [] if created else _thread(conversation, chosen)
-            user_message = _user_message(conversation, content, client_msg_id, files)
+            user_message = _user_message(
+                conversation, content, client_msg_id, files, parent=thread[-1] if thread else None
+            )
             if not created and not conversation.title:
                 conversation.title = title_from(content)
                 conversation.save(update_fields=["title"])
@@ -449,6 +461,23 @@ def prepare_regenerate(
     return accepted
 
 
+def _edited(conversation: Conversation, message_id: int) -> Message:
+    """The user message an edit replaces: any question of the active branch (``current``), not an answer."""
+    # Its files are read now: it is published (serialized on the event loop, where a query is an error).
+    message = conversation.messages.current().filter(pk=message_id).prefetch_related("attachments").first()
+    if message is None:
+        raise SendRefused(
+            "not_found", "This message is not in the conversation as shown.", conversation_id=conversation.pk
+        )
+    if message.role != Message.Role.USER:
+        raise SendRefused(
+            "not_editable",
+            "Only your own messages can be edited; regenerate an answer instead.",
+            conversation_id=conversation.pk,
+        )
+    return message
+
+
 def prepare_edit(
     user,
     *,
@@ -459,6 +488,8 @@ def prepare_edit(
     known_models: list[str],
     attachments: tuple[int, ...] | None = None,
 ) -> Accepted:
+    """Edit any question of the active branch: its new version starts a branch beside it (same parent), and the old
+    question with everything after it leaves the active branch, kept whole (``switch_branch`` shows it again)."""
     duplicate = _existing(user, client_msg_id)
     if duplicate is not None:
         return duplicate
@@ -466,25 +497,18 @@ def prepare_edit(
         with transaction.atomic():
             conversation = _locked_conversation(user, conversation_id)
             _check_not_busy(conversation)
-            _check_affordable(user, conversation, conversation.model, content)
-            thread, last_user, old_answer = _last_turn(conversation, conversation.model)
-            if last_user.pk != message_id:
-                raise SendRefused(
-                    "not_found", "Only the last message you sent can be edited.", conversation_id=conversation_id
-                )
+            edited = _edited(conversation, message_id)
             chosen = conversation.model
             _check_model(user, chosen, known_models, conversation_id)
-            files = _files_for_send(user, conversation, attachments, chosen, content, previous=last_user)
-            new_user = _user_message(conversation, content, client_msg_id, files)
-            upto = [m for m in thread if m.pk < last_user.pk] + [new_user]
-            accepted = _start_answer(user, conversation, chosen, upto)
-            last_user.superseded_by = new_user
-            last_user.save(update_fields=["superseded_by"])
-            accepted.superseded = [last_user]
-            if old_answer is not None:
-                old_answer.superseded_by = accepted.assistant
-                old_answer.save(update_fields=["superseded_by"])
-                accepted.superseded.append(old_answer)
+            _check_affordable(user, conversation, chosen, content)
+            thread = _thread(conversation, chosen, before=edited.pk)
+            files = _files_for_send(user, conversation, attachments, chosen, content, previous=edited)
+            new_user = _user_message(conversation, content, client_msg_id, files, parent=edited.parent)
+            # The old branch: the edited question and what followed it (ids grow along a branch).
+            conversation.messages.current().filter(id__gte=edited.pk, id__lt=new_user.pk).update(superseded_by=new_user)
+            edited.superseded_by = new_user
+            accepted = _start_answer(user, conversation, chosen, [*thread, new_user])
+            accepted.superseded = [edited]
         accepted.user_message = new_user
     except IntegrityError:
         return _after_duplicate_id(user, client_msg_id)

@@ -29,6 +29,7 @@ from conversations.serializers import conversation_to_dict, message_to_dict
 from conversations.services.attachments import archive as attachment_archive
 from conversations.services.attachments import uploads
 from conversations.services.attachments.limits import AttachmentRefused
+from conversations.services.history import branches
 from conversations.services.projects import archive as project_archive
 from conversations.services.text import NulCharacter, refuse_nul
 
@@ -71,7 +72,7 @@ def filename_for(conversation: Conversation, extension: str, *, ascii_only: bool
 
 
 # The export keeps the API's message shape, less what only matters to a live socket or to this server's rows.
-_NOT_EXPORTED = frozenset({"conversation_id", "seq", "client_msg_id"})
+_NOT_EXPORTED = frozenset({"conversation_id", "seq", "client_msg_id", "versions"})
 
 
 def _message_entry(message: Message) -> dict:
@@ -81,7 +82,8 @@ def _message_entry(message: Message) -> dict:
 
 
 def conversation_document(conversation: Conversation, messages: Iterable[Message]) -> dict:
-    """The ``kimichat.conversation.v1`` document: every message, earlier versions included, oldest first."""
+    """The ``kimichat.conversation.v1`` document: every message, oldest first, the whole tree: each names the message
+    it follows (``parent_id``), and those off the active branch carry ``superseded_by``."""
     data = conversation_to_dict(conversation)
     document = {
         "format": FORMAT,
@@ -335,7 +337,7 @@ def _kimichat_draft(document, place: _Place) -> _Draft:
         here = place.at(index)
         if not isinstance(entry, dict):
             raise here.reject(gettext("%(place)s is not an object."))
-        for key in ("id", "superseded_by"):
+        for key in ("id", "superseded_by", "parent_id"):
             value = entry.get(key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 raise here.reject(gettext("In %(place)s, “%(key)s” must be a whole number or null."), key)
@@ -346,6 +348,7 @@ def _kimichat_draft(document, place: _Place) -> _Draft:
             {
                 "ref": entry.get("id"),
                 "replaced_by": entry.get("superseded_by"),
+                **({"parent_ref": entry["parent_id"]} if "parent_id" in entry else {}),  # absent: before branches
                 "role": role,
                 "content": _text(entry.get("content"), here, "content"),
                 "reasoning": _text(entry.get("reasoning"), here, "reasoning"),
@@ -698,7 +701,7 @@ def _store_batch(user, drafts: list[_Draft], result: ImportResult) -> None:
             for conversation, draft in zip(conversations, drafts, strict=True):
                 rows = _message_rows(conversation, draft.messages)
                 Message.objects.bulk_create(rows, batch_size=500)
-                _link_versions([row.pk for row in rows], draft.messages)
+                _link_tree([row.pk for row in rows], draft.messages)
                 _attach_files(user, rows, draft.messages, stored)
     except IntegrityError:
         attachment_archive.discard(stored)
@@ -732,7 +735,7 @@ def _store_one_in_chunks(user, draft: _Draft, result: ImportResult) -> None:
                 _attach_files(user, chunk, entries, stored)
             ids += [row.pk for row in chunk]
         with transaction.atomic():
-            _link_versions(ids, draft.messages)
+            _link_tree(ids, draft.messages)
             if draft.key:
                 conversation.import_key = draft.key
                 conversation.save(update_fields=["import_key"])
@@ -751,16 +754,41 @@ def _store_one_in_chunks(user, draft: _Draft, result: ImportResult) -> None:
     result.imported.append(conversation.pk)
 
 
-def _link_versions(ids: list[int], entries: list[dict]) -> None:
-    """Point earlier versions at their new successors, using the file's ids only within the same conversation.
-
-    A successor must come later in the file (as it does in ours, ordered by id): that rules out cycles.
-    """
+def _link_tree(ids: list[int], entries: list[dict]) -> None:
+    """Rebuild the tree and its active branch with the new ids, using the file's ids only within the same
+    conversation. A file with ``parent_id`` (branches) keeps its tree, a parent always earlier in the file (which
+    rules out cycles; an unknown one makes the message follow the one before it). A file without (an older export, a
+    ChatGPT thread) is one thread in which an earlier version sits beside the one that replaced it, as migration
+    0014 linked stored threads. The active branch is the path to the newest message not marked as replaced; every
+    other message is marked off it."""
+    if not entries:
+        return
     position = {entry["ref"]: index for index, entry in enumerate(entries) if entry["ref"] is not None}
-    replaced = []
-    for index, entry in enumerate(entries):
-        later = position.get(entry["replaced_by"]) if entry["replaced_by"] is not None else None
-        if later is not None and later > index:
-            replaced.append(Message(pk=ids[index], superseded_by_id=ids[later]))
-    if replaced:
-        Message.objects.bulk_update(replaced, ["superseded_by"], batch_size=500)
+    replaced = [position.get(entry["replaced_by"]) if entry["replaced_by"] is not None else None for entry in entries]
+    if any("parent_ref" in entry for entry in entries):
+        parents = []
+        for index, entry in enumerate(entries):
+            ref = entry.get("parent_ref", False)  # False: this entry names no parent
+            found = position.get(ref) if ref is not None and ref is not False else None
+            if ref is not None and (found is None or found >= index):
+                found = index - 1 if index else None
+            parents.append(found)
+    else:
+        replaced = [r if r is not None and r > index else None for index, r in enumerate(replaced)]  # come later
+        linked = branches.link_parents([(index, entry["role"], replaced[index]) for index, entry in enumerate(entries)])
+        parents = [linked[index] for index in range(len(entries))]
+    shown = [index for index, r in enumerate(replaced) if r is None]
+    leaf = shown[-1] if shown else len(entries) - 1
+    path, node = set(), leaf
+    while node is not None and node not in path:
+        path.add(node)
+        node = parents[node]
+    rows = [
+        Message(
+            pk=ids[index],
+            parent_id=ids[parents[index]] if parents[index] is not None else None,
+            superseded_by_id=None if index in path else ids[replaced[index] if replaced[index] is not None else leaf],
+        )
+        for index in range(len(entries))
+    ]
+    Message.objects.bulk_update(rows, ["parent", "superseded_by"], batch_size=500)

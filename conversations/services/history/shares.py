@@ -6,11 +6,11 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext
 
 from conversations.models import Conversation, Message, SharedLink
+from conversations.services.history import branches
 
 
 class NothingToShare(Exception):
@@ -87,14 +87,12 @@ def shared_page(link: SharedLink, before: int | None = None) -> SharedPage:
     """The messages a public reader may see, newest ``SHARE_PAGE_MESSAGES`` (or ``SHARE_PAGE_CHARS``) older than
     ``before``; one query reading at most ``SHARE_PAGE_MESSAGES + 1`` rows.
 
-    The thread is the one that was current when the link was made: a message counts if it was not yet replaced at
-    that moment (replacements always have higher ids), so regenerating an answer later does not change the page.
+    The thread is the branch that was shown when the link was made: the path from the first message to
+    ``up_to_message_id`` (the leaf then), so a later regenerate, edit or branch switch does not change the page.
     Unfinished answers are left out: their text is still changing.
     """
-    up_to = link.up_to_message_id
     rows = (
-        Message.objects.filter(conversation_id=link.conversation_id, id__lte=up_to)
-        .filter(Q(superseded_by__isnull=True) | Q(superseded_by_id__gt=up_to))
+        Message.objects.filter(conversation_id=link.conversation_id, id__in=branches.path_to(link.up_to_message_id))
         .exclude(status__in=[Message.Status.PENDING, Message.Status.STREAMING])
         .exclude(role=Message.Role.SYSTEM)
     )
