@@ -15,7 +15,7 @@ from conversations.services.history import branches, shares
 
 pytestmark = pytest.mark.django_db
 
-migration = importlib.import_module("conversations.migrations.0014_branches")
+migration = importlib.import_module("conversations.migrations.0016_branches")
 
 
 def say(conversation, role, content, parent=None, **fields):
