@@ -113,7 +113,7 @@ def test_a_regenerate_finds_the_last_question_behind_a_huge_answer(owner):
     assert accepted.request.messages[-1] == {"role": "user", "content": question.content}
 
 
-def test_a_new_chats_send_costs_seventeen_queries(owner):
+def test_a_new_chats_send_costs_eighteen_queries(owner):
     """The send of a new chat, as the socket makes it (``sending._admitted``: session check, rate limit, prepare),
     pinned: a burst of sends queues on a worker's one database thread, so every query shows in its first delta."""
     from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
@@ -140,13 +140,12 @@ def test_a_new_chats_send_costs_seventeen_queries(owner):
             known_models=[MODEL],
         )
     assert accepted.assistant.status == "streaming"
-    # session row, user row; balance (tier); resend lookup; BEGIN, INSERT conversation, INSERT user message,
-    # INSERT answer, price, SAVEPOINT, account row, UPDATE account, INSERT ledger row, RELEASE, COUNT of the
-    # user's running answers, UPDATE conversation, COMMIT: 17 on SQLite (PostgreSQL: the same).
+    # session row, user row; balance (tier); resend lookup; BEGIN, INSERT conversation, price (the early refusal,
+    # with admit's balance), INSERT user message, INSERT answer, price, SAVEPOINT, account row, UPDATE account,
+    # INSERT ledger row, RELEASE, COUNT of the user's running answers, UPDATE conversation, COMMIT: 18.
     statements = [q["sql"].split()[0] for q in captured.captured_queries]
-    assert len(statements) == 17, statements
+    assert len(statements) == 18, statements
     assert not [q for q in captured.captured_queries if "conversations_attachment" in q["sql"]]
-    assert len([q for q in captured.captured_queries if "conversations_modelprice" in q["sql"]]) == 1
     balance_reads = [
         q for q in captured.captured_queries if 'SELECT "conversations_creditaccount"."balance"' in q["sql"]
     ]

@@ -384,8 +384,7 @@ def prepare_send(
                 raise SendRefused(
                     "context_too_long", str(exc), conversation_id=conversation_id, tokens=exc.tokens, window=exc.window
                 ) from None
-            if not created:  # a new chat has no history to spare reading: its reservation is the check
-                _check_affordable(user, conversation, chosen, content, balance)
+            _check_affordable(user, conversation, chosen, content, balance)
             files = _files_for_send(user, conversation, attachments, chosen, content)
             thread = [] if created else _thread(conversation, chosen)
             user_message = _user_message(conversation, content, client_msg_id, files)
