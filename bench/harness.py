@@ -157,6 +157,7 @@ class LevelResult:
     latencies_ms: list[float] = field(default_factory=list)
     first_ms: list[float] = field(default_factory=list)  # each stream's first piece
     send_to_upstream_ms: list[float] = field(default_factory=list)
+    send_to_first_ms: list[float] = field(default_factory=list)  # the client's send to its first piece received
     frames: int = 0
     pieces: int = 0
     pieces_expected: int = 0
@@ -472,6 +473,8 @@ class Bench:
                 result.pieces += stream.get("pieces", 0)
                 last_ns = max(last_ns, stream.get("last_ns") or 0)
                 record = records.get(stream["marker"])
+                if stream.get("send_ns") and stream.get("first_ns"):
+                    result.send_to_first_ms.append((stream["first_ns"] - stream["send_ns"]) / 1e6)
                 if record is not None and stream.get("send_ns"):
                     result.send_to_upstream_ms.append((record.received_ns - stream["send_ns"]) / 1e6)
                 if "text_sha256" in stream and status == "complete":

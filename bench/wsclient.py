@@ -171,17 +171,18 @@ async def _floor_stream(job: dict, stream: dict, t0: int, result: dict) -> None:
     )
     result["send_ns"] = time.monotonic_ns()
     writer.write(head.encode() + body)
-    latencies, tail, now = [], b"", 0
+    latencies, tail, now, first = [], b"", 0, None
     while chunk := await reader.read(65536):
         now = time.monotonic_ns()
         buffer = tail + chunk
         end = 0
         for match in STAMP_BYTES.finditer(buffer):
+            first = first or now
             latencies.append(now - int(match.group(1)))
             end = match.end()
         tail = buffer[end:][-64:]
     writer.close()
-    result.update(status="complete", pieces=len(latencies), latencies_ns=latencies, last_ns=now or None)
+    result.update(status="complete", pieces=len(latencies), latencies_ns=latencies, first_ns=first, last_ns=now or None)
 
 
 async def _run_floor(job: dict, t0_future: asyncio.Future, ready) -> list[dict]:

@@ -48,6 +48,17 @@ def test_relay_benchmark_runs():
     assert "p99 ms" in out and "idle RSS" in out
 
 
+def test_burst_benchmark_runs():
+    out = run("burst.py", "--burst", "3", "--bursts", "1", "--single", "2", "--tokens", "5", "--cpu-chats", "2")
+    assert "| floor: burst 1" in out and "| relay: burst 1" in out and "| relay: one chat" in out
+    assert "send→first p50 / p99 / max ms" in out and "ms/chat" in out and "idle RSS" in out
+
+
+def test_sendpath_benchmark_runs():
+    out = run("sendpath.py", "--repeat", "2", "--rounds", "1", "--history", "4")
+    assert "send, new chat" in out and "finish_message" in out and "Python calls per call" in out
+
+
 def test_userapi_benchmark_runs():
     out = run("userapi.py", "--streams", "2", "--tokens", "20", "--ramp", "0.5")
     assert "| floor" in out and "| api" in out

@@ -111,3 +111,42 @@ def test_a_regenerate_finds_the_last_question_behind_a_huge_answer(owner):
         owner, conversation_id=conversation.pk, client_msg_id=uuid.uuid4(), model=None, known_models=[MODEL]
     )
     assert accepted.request.messages[-1] == {"role": "user", "content": question.content}
+
+
+def test_a_new_chats_send_costs_eighteen_queries(owner):
+    """The send of a new chat, as the socket makes it (``sending._admitted``: session check, rate limit, prepare),
+    pinned: a burst of sends queues on a worker's one database thread, so every query shows in its first delta."""
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+    from django.contrib.sessions.backends.db import SessionStore
+
+    session = SessionStore()
+    session.update(
+        {
+            SESSION_KEY: str(owner.pk),
+            BACKEND_SESSION_KEY: "django.contrib.auth.backends.ModelBackend",
+            HASH_SESSION_KEY: owner.get_session_auth_hash(),
+        }
+    )
+    session.create()
+    prepare = sending.aprepare_send.func  # the synchronous function the socket's trip runs
+    with CaptureQueriesContext(connection) as captured:
+        accepted = prepare(
+            owner,
+            session_key=session.session_key,
+            conversation_id=None,
+            content="a new question",
+            client_msg_id=uuid.uuid4(),
+            model=MODEL,
+            known_models=[MODEL],
+        )
+    assert accepted.assistant.status == "streaming"
+    # session row, user row; balance (tier); resend lookup; BEGIN, INSERT conversation, price (the early refusal,
+    # with admit's balance), INSERT user message, INSERT answer, price, SAVEPOINT, account row, UPDATE account,
+    # INSERT ledger row, RELEASE, COUNT of the user's running answers, UPDATE conversation, COMMIT: 18.
+    statements = [q["sql"].split()[0] for q in captured.captured_queries]
+    assert len(statements) == 18, statements
+    assert not [q for q in captured.captured_queries if "conversations_attachment" in q["sql"]]
+    balance_reads = [
+        q for q in captured.captured_queries if 'SELECT "conversations_creditaccount"."balance"' in q["sql"]
+    ]
+    assert len(balance_reads) == 1  # admit's: the early refusal reuses it

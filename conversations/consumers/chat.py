@@ -75,6 +75,8 @@ STARTS_AN_ANSWER = (frames.Send, frames.Regenerate, frames.Edit, frames.Continue
 
 
 class ChatConsumer(AsyncJsonWebsocketConsumer):
+    STARTS_ANSWER = frames.Send | frames.Regenerate | frames.Edit | frames.Continue
+
     async def connect(self):
         self.user = self.scope["user"]
         if not self.user.is_authenticated:
@@ -135,7 +137,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         except frames.FrameError as exc:
             await self._refuse(exc.code, exc.message, conversation_id=exc.conversation_id, **exc.extra)
             return
-        if not isinstance(frame, frames.Ping) and not await self._signed_in():
+        # A frame that starts an answer checks the session in the same trip to the database thread as its preparation
+        # (``sending._admitted``); every other frame but a ping checks it first.
+        if not isinstance(frame, frames.Ping | self.STARTS_ANSWER) and not await self._signed_in():
             return  # closed: nothing this frame asked for is done, read or charged
         handler = {
             frames.Send: self.on_send,
@@ -156,6 +160,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                         conversation_id=getattr(frame, "conversation_id", None),
                     )
             await handler(frame)
+        except sessions.SessionEnded:
+            await self.close(code=CLOSE_NOT_AUTHENTICATED)
+            return
         except SendRefused as exc:
             await self._refuse(
                 exc.code, exc.message, conversation_id=exc.conversation_id, retryable=exc.retryable, **exc.extra
@@ -195,6 +202,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         self._check_accepting()
         accepted = await aprepare_send(
             self.user,
+            session_key=self.session_key,
             conversation_id=frame.conversation_id,
             content=frame.content,
             client_msg_id=frame.client_msg_id,
@@ -209,6 +217,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         self._check_accepting()
         accepted = await aprepare_regenerate(
             self.user,
+            session_key=self.session_key,
             conversation_id=frame.conversation_id,
             client_msg_id=frame.client_msg_id,
             model=frame.model,
@@ -220,6 +229,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         self._check_accepting()
         accepted = await aprepare_edit(
             self.user,
+            session_key=self.session_key,
             conversation_id=frame.conversation_id,
             message_id=frame.message_id,
             content=frame.content,
@@ -233,6 +243,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         self._check_accepting()
         accepted = await aprepare_continue(
             self.user,
+            session_key=self.session_key,
             conversation_id=frame.conversation_id,
             message_id=frame.message_id,
             client_msg_id=frame.client_msg_id,

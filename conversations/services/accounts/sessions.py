@@ -57,6 +57,17 @@ def session_is_valid(session_key: str | None, user_id: int) -> bool:
     return any(constant_time_compare(session_hash, candidate) for candidate in hashes)
 
 
+class SessionEnded(Exception):
+    """The socket's session no longer logs its user in: the socket is closed, and nothing its frame asked for done."""
+
+
+def check_session(session_key: str | None, user_id: int) -> None:
+    """``session_is_valid``, raising ``SessionEnded`` when it is not: for a check made inside a larger trip to the
+    database thread (a send's), before anything of it is read or written."""
+    if not session_is_valid(session_key, user_id):
+        raise SessionEnded
+
+
 def _send(group: str, event: dict) -> None:
     """Best effort: a lost event leaves the per-frame check to end the socket, so an error here must not fail the
     logout or the save that caused it."""

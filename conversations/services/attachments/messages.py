@@ -60,7 +60,10 @@ def attach(message: Message, files: list[Attachment]) -> None:
     for attachment in files:
         if attachment.message_id is not None:
             uploads.copy_to_message(attachment, message)
-    prefetch_related_objects([message], "attachments")
+    if files:
+        prefetch_related_objects([message], "attachments")
+    else:  # a message without files (most sends): known to have none, without asking the database
+        message._prefetched_objects_cache = {"attachments": message.attachments.none()}
 
 
 def check_thread(thread: list[Message], model: str) -> None:

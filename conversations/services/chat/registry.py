@@ -437,7 +437,10 @@ class GenerationRegistry:
                     if isinstance(event, ContentDelta):
                         if event.text:
                             generation.thinking_ended()
-                        await relayer.add(relay, loop.separator(relay.text()) + event.text, "")
+                        # Only a later round's first piece takes a separator: joining the text so far for every
+                        # piece made an answer's cost grow with the square of its length.
+                        gap = loop.separator(relay.text()) if loop.rounds > 1 else ""
+                        await relayer.add(relay, gap + event.text, "")
                     elif isinstance(event, ReasoningDelta):
                         if event.text:
                             generation.thinking_began()

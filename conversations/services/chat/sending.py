@@ -25,7 +25,7 @@ from conversations.kimi.configured import get_client
 from conversations.kimi.params import ChatRequest, output_budget, recommended_output, resolve_params, rules_for
 from conversations.kimi.tokens import estimate_messages_locally, estimate_tokens_locally
 from conversations.models import Conversation, Message
-from conversations.services.accounts import model_access
+from conversations.services.accounts import model_access, sessions
 from conversations.services.attachments import messages as attached
 from conversations.services.attachments.limits import AttachmentRefused
 from conversations.services.billing import credits, search_fees
@@ -311,7 +311,7 @@ def _thread(conversation: Conversation, model: str, *, before: int | None = None
     prefix stable (cache hits) where dropping the oldest read turn would move it on every send.
     """
     budget = history_token_budget(model, conversation.max_tokens)
-    whole = conversation.messages.current().count() <= WHOLE_THREAD_MESSAGES
+    whole = None  # counted only when the first page is full: most threads fit in one page, read without a COUNT
     newest_first: list[Message] = []
     # An edit reads the thread before the edited question only (its new version is the question answered).
     tokens, seen_user, until = 0, before is not None, before
@@ -324,17 +324,25 @@ def _thread(conversation: Conversation, model: str, *, before: int | None = None
             newest_first.append(message)
             tokens += estimate_messages_locally([{"role": message.role, "content": message.content}])
             seen_user = seen_user or message.role == Message.Role.USER
-        if len(page) < HISTORY_PAGE or (not whole and tokens > budget and seen_user):
+        if len(page) < HISTORY_PAGE:
+            return newest_first[::-1]
+        if whole is None:
+            whole = conversation.messages.current().count() <= WHOLE_THREAD_MESSAGES
+        if not whole and tokens > budget and seen_user:
             return newest_first[::-1]
         until = page[-1].pk
 
 
-def _check_affordable(user, conversation: Conversation, model: str, content: str = "") -> None:
+def _check_affordable(
+    user, conversation: Conversation, model: str, content: str = "", balance: Decimal | None = None
+) -> None:
     """Refuse before any history is read when the balance cannot pay even the least this answer can cost (the
-    new message alone as the prompt, one token of answer). The full reservation (``_start_answer``) follows."""
+    new message alone as the prompt, one token of answer). The full reservation (``_start_answer``) follows, under
+    the account's row lock: it is the exact check, so ``balance`` may be the one ``admit`` read just before."""
     prompt = [{"role": "system", "content": conversation.system_prompt}, {"role": "user", "content": content}]
     least = credits.estimate_cost(model, estimate_messages_locally(prompt), 1)
-    balance = credits.get_balance(user)
+    if balance is None:
+        balance = credits.get_balance(user)
     if balance < least:
         raise SendRefused(
             "insufficient_credits",
@@ -374,8 +382,10 @@ def prepare_send(
     known_models: list[str],
     new_conversation: dict | None = None,
     attachments: tuple[int, ...] = (),
+    balance: Decimal | None = None,
 ) -> Accepted:
-    """``new_conversation``: validated field values (system prompt, settings) for a conversation this send creates."""
+    """``new_conversation``: validated field values (system prompt, settings) for a conversation this send creates.
+    ``balance``: the balance ``admit`` read in the same trip (saves reading it again for the early refusal)."""
     duplicate = _existing(user, client_msg_id)
     if duplicate is not None:
         return duplicate
@@ -406,7 +416,7 @@ def prepare_send(
                 raise SendRefused(
                     "context_too_long", str(exc), conversation_id=conversation_id, tokens=exc.tokens, window=exc.window
                 ) from None
-            _check_affordable(user, conversation, chosen, content)
+            _check_affordable(user, conversation, chosen, content, balance)
             files = _files_for_send(user, conversation, attachments, chosen, content)
             thread = [] if created else _thread(conversation, chosen)
             user_message = _user_message(
@@ -435,7 +445,13 @@ def _last_turn(conversation: Conversation, model: str) -> tuple[list[Message], M
 
 
 def prepare_regenerate(
-    user, *, conversation_id: int, client_msg_id: uuid.UUID, model: str | None, known_models: list[str]
+    user,
+    *,
+    conversation_id: int,
+    client_msg_id: uuid.UUID,
+    model: str | None,
+    known_models: list[str],
+    balance: Decimal | None = None,
 ) -> Accepted:
     duplicate = _existing(user, client_msg_id)
     if duplicate is not None:
@@ -446,7 +462,7 @@ def prepare_regenerate(
             _check_not_busy(conversation)
             chosen = model or conversation.model
             _check_model(user, chosen, known_models, conversation_id)
-            _check_affordable(user, conversation, chosen)
+            _check_affordable(user, conversation, chosen, balance=balance)
             thread, last_user, old_answer = _last_turn(conversation, chosen)
             upto = [m for m in thread if m.pk <= last_user.pk]
             with _refusing(conversation_id):
@@ -487,6 +503,7 @@ def prepare_edit(
     client_msg_id: uuid.UUID,
     known_models: list[str],
     attachments: tuple[int, ...] | None = None,
+    balance: Decimal | None = None,
 ) -> Accepted:
     """Edit any question of the active branch: its new version starts a branch beside it (same parent), and the old
     question with everything after it leaves the active branch, kept whole (``switch_branch`` shows it again)."""
@@ -500,7 +517,7 @@ def prepare_edit(
             edited = _edited(conversation, message_id)
             chosen = conversation.model
             _check_model(user, chosen, known_models, conversation_id)
-            _check_affordable(user, conversation, chosen, content)
+            _check_affordable(user, conversation, chosen, content, balance)
             thread = _thread(conversation, chosen, before=edited.pk)
             files = _files_for_send(user, conversation, attachments, chosen, content, previous=edited)
             new_user = _user_message(conversation, content, client_msg_id, files, parent=edited.parent)
@@ -516,7 +533,13 @@ def prepare_edit(
 
 
 def prepare_continue(
-    user, *, conversation_id: int, message_id: int, client_msg_id: uuid.UUID, known_models: list[str]
+    user,
+    *,
+    conversation_id: int,
+    message_id: int,
+    client_msg_id: uuid.UUID,
+    known_models: list[str],
+    balance: Decimal | None = None,  # unused: a continuation's only check is its reservation
 ) -> Accepted:
     """Continue the last answer of the live thread where it was cut off, in its own row: it goes back to
     ``streaming`` from its stored text and seq, and a second reservation is charged for the new budget."""
@@ -571,10 +594,12 @@ async def known_models() -> list[str]:
     return models if default in models else [*models, default]
 
 
-def admit(user) -> None:
-    """Count the request against the user's rate limits (their tier follows the balance); ``SendRefused`` if over."""
+def admit(user) -> Decimal:
+    """Count the request against the user's rate limits (their tier follows the balance); ``SendRefused`` if over.
+    Returns the balance it read."""
+    balance = credits.get_balance(user)
     try:
-        check_rate_limit(user, credits.get_balance(user))
+        check_rate_limit(user, balance)
     except RateLimited as exc:
         raise SendRefused(
             "rate_limited",
@@ -583,15 +608,18 @@ def admit(user) -> None:
             retryable=True,
             retry_after=exc.retry_after,
         ) from None
+    return balance
 
 
 def _admitted(prepare):
-    """``prepare`` after ``admit``, in one trip to the database thread: every database and cache call of a process's
-    sockets shares that one thread, and under load each trip waits in its queue (a send made seven of them)."""
+    """The socket's session check, ``admit`` and ``prepare``, in one trip to the database thread: every database and
+    cache call of a process's sockets shares that one thread, and under load each trip waits in its queue (a send
+    made seven of them; a burst of sends queued all their session checks ahead of the first one's preparation).
+    ``session_key``: the socket's session, checked first (``sessions.SessionEnded``: nothing is counted or stored)."""
 
-    def admit_then_prepare(user, **kwargs) -> Accepted:
-        admit(user)
-        return prepare(user, **kwargs)
+    def admit_then_prepare(user, *, session_key: str | None, **kwargs) -> Accepted:
+        sessions.check_session(session_key, user.pk)
+        return prepare(user, balance=admit(user), **kwargs)
 
     return database_sync_to_async(admit_then_prepare)
 

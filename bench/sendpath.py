@@ -1,0 +1,202 @@
+"""CPU time and queries per operation of an answer's fixed costs, in process: figures the machine's load hardly moves.
+
+    .venv/bin/python bench/sendpath.py                   # SQLite
+    .venv/bin/python bench/sendpath.py --database-url postgres://postgres@127.0.0.1:5432/kimichat_bench_sendpath
+
+What one chat costs the worker besides relaying its pieces, each operation as the websocket path runs it on the
+database thread: the per-frame session check, the rate limit + ``prepare_send`` of a new chat and of a chat with
+history, and the final store (``finish_message``: the answer's row, its settlement on the ledger). Each is run
+``--repeat`` times for ``--rounds`` rounds on fresh users; printed: the lowest round's CPU per call
+(``time.process_time``: this thread's own CPU, not the wall clock a busy machine stretches), the Python function
+calls per call (``sys.setprofile``, one more round: the same on a busy machine) and the queries per call.
+A burst's sends queue on the one database thread a worker has, so their sum is the floor of a burst's last first
+delta.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import harness  # noqa: E402
+
+MODEL = harness.MODEL
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=30, help="calls per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--history", type=int, default=40, help="messages in the conversation of a later send")
+    parser.add_argument("--database-url", default=None, help="default: a scratch SQLite file")
+    args = parser.parse_args(argv)
+
+    scratch = tempfile.mkdtemp(prefix="kimichat-sendpath-")
+    url = args.database_url or f"sqlite:///{scratch}/bench.sqlite3"
+    postgres = url.startswith("postgres")
+    if postgres:
+        harness.recreate_pg_database(url)
+    try:
+        harness.setup_django(
+            {
+                "DJANGO_SETTINGS_MODULE": "kimichat.settings",
+                "KIMICHAT_VAR_DIR": scratch,
+                "DATABASE_URL": url,
+                "SECRET_KEY": "bench-" + "x" * 50,
+                "DEBUG": "false",
+                "LOG_LEVEL": "WARNING",
+                "SIGNUP_CREDITS": "100000",
+                "KIMI_API_KEY": "sk-bench",
+                "KIMI_BASE_URL": "http://127.0.0.1:9/v1",  # never called: the model list is passed in
+            }
+        )
+        rows = run(args)
+    finally:
+        from django.db import connections
+
+        connections.close_all()
+        if postgres:
+            harness.drop_pg_database(url)
+    print(f"load {harness.load()}; database {url.split(':')[0]}; lowest of {args.rounds} rounds of {args.repeat}\n")
+    harness.print_table(rows)
+    return 0
+
+
+def run(args) -> list[dict]:
+    from django.contrib.auth import get_user_model
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from conversations.kimi.events import Usage
+    from conversations.models import Message
+    from conversations.services.accounts import sessions
+    from conversations.services.chat import sending, storing
+
+    user_model = get_user_model()
+    bench = harness.Bench.__new__(harness.Bench)
+    bench.sessions = []
+    total = args.repeat * (args.rounds + 1) + 1
+    harness.Bench.ensure_users(bench, total)
+    users = list(user_model.objects.order_by("id")[:total])
+    known = [MODEL]
+
+    sessions_by_user = {user.pk: key for user, key in zip(users, bench.sessions, strict=True)}
+
+    def send(user, conversation_id=None, marker=""):
+        # As the consumer does for a send frame: the session check, the rate limit, the preparation.
+        assert sessions.session_is_valid(sessions_by_user[user.pk], user.pk)
+        balance = sending.admit(user)  # returns the balance it read (None before it did)
+        return sending.prepare_send(
+            user,
+            **({"balance": balance} if balance is not None else {}),
+            conversation_id=conversation_id,
+            content=f"Benchmark stream {marker} says hello, a question of a few words.",
+            client_msg_id=uuid.uuid4(),
+            model=MODEL,
+            known_models=known,
+        )
+
+    # Conversations with history, for the later sends: --history messages each.
+    threads = {}
+    for user in users:
+        accepted = send(user)
+        for i in range(args.history // 2 - 1):
+            storing.finish_message(
+                accepted.assistant.pk,
+                status=Message.Status.COMPLETE,
+                content="An answer of a few dozen words. " * 8,
+                reasoning="",
+                seq=1,
+                usage=Usage(prompt_tokens=100 + i, completion_tokens=60, total_tokens=160 + i),
+                reservation=accepted.reservation,
+            )
+            accepted = send(user, accepted.conversation.pk)
+        storing.finish_message(
+            accepted.assistant.pk,
+            status=Message.Status.COMPLETE,
+            content="Done.",
+            reasoning="",
+            seq=1,
+            reservation=accepted.reservation,
+        )
+        threads[user.pk] = accepted.conversation.pk
+    pending = []  # answers still streaming, for finish_message
+
+    def new_chat(i):
+        pending.append(send(users[i], marker=str(i)))
+
+    def later_send(i):
+        pending.append(send(users[i], threads[users[i].pk], marker=str(i)))
+
+    def finish(i):
+        accepted = pending.pop()
+        storing.finish_message(
+            accepted.assistant.pk,
+            status=Message.Status.COMPLETE,
+            content="An answer of a few dozen words. " * 8,
+            reasoning="",
+            seq=40,
+            finish_reason="stop",
+            usage=Usage(prompt_tokens=120, completion_tokens=60, total_tokens=180),
+            reservation=accepted.reservation,
+        )
+
+    def check(i):
+        sessions.session_is_valid(bench.sessions[i], users[i].pk)
+
+    operations = [
+        ("session check (sessions.session_is_valid)", check),
+        ("send, new chat (session check + admit + prepare_send)", new_chat),
+        ("final store of it (finish_message)", finish),
+        (f"send, {args.history}-message chat (session check + admit + prepare_send)", later_send),
+        ("final store of it (finish_message)", finish),
+    ]
+    rows = []
+    for name, operation in operations:
+        best, queries = float("inf"), 0
+        for r in range(args.rounds):
+            indices = range(1 + r * args.repeat, 1 + (r + 1) * args.repeat)
+            with CaptureQueriesContext(connection) as captured:
+                started = time.process_time()
+                for i in indices:
+                    operation(i)
+                spent = (time.process_time() - started) / args.repeat
+            best = min(best, spent)
+            queries = len(captured.captured_queries) / args.repeat
+        # Python function calls per call, counted over one more round: a figure the load cannot move. (Not cProfile:
+        # bench/profile.py shadows the standard library's ``profile`` module that it imports.)
+        indices = range(1 + args.rounds * args.repeat, 1 + (args.rounds + 1) * args.repeat)
+        counted = [0]
+
+        def count(frame, event, arg, counted=counted):
+            if event == "call":
+                counted[0] += 1
+
+        sys.setprofile(count)
+        try:
+            for i in indices:
+                operation(i)
+        finally:
+            sys.setprofile(None)
+        calls = counted[0] / args.repeat
+        rows.append(
+            {
+                "operation": name,
+                "CPU ms per call": f"{best * 1000:.2f}",
+                "Python calls per call": f"{calls:,.0f}",
+                "queries": f"{queries:g}",
+            }
+        )
+    return rows
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kimichat.settings")
+    sys.exit(main())
