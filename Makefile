@@ -73,11 +73,13 @@ check-django: $(VENV)/.installed-dev
 pytest: $(VENV)/.installed-dev system-deps
 	$(PY) -m pytest
 
-# The same suite on PostgreSQL + Redis (the scale-out setup), when both answer; a notice when they do not.
+# The same suite on PostgreSQL + Redis (the scale-out setup), when both answer; a notice when they do not. The browser
+# tests (what a person sees; the same pages and frames) run in the first pass only: their database work is the same
+# as the non-browser tests', which all run here, and leaving them out keeps `make test` well inside CI's hour.
 pytest-scale: $(VENV)/.installed-dev system-deps
 	@if $(PY) -m tests.services_up "$(TEST_PG_URL)" "$(TEST_REDIS_URL)"; then \
 	  echo "=== Second pass: PostgreSQL + Redis ==="; \
-	  DATABASE_URL="$(TEST_PG_URL)" REDIS_URL="$(TEST_REDIS_URL)" $(PY) -m pytest; \
+	  DATABASE_URL="$(TEST_PG_URL)" REDIS_URL="$(TEST_REDIS_URL)" $(PY) -m pytest -m "not browser"; \
 	else \
 	  echo "NOTICE: PostgreSQL or Redis not reachable; skipping the PostgreSQL + Redis pass."; \
 	fi

@@ -258,6 +258,10 @@ class Bench:
             "SIGNUP_CREDITS": "100000",
             "PYTHONUNBUFFERED": "1",
             "SHUTDOWN_GRACE": "2",  # the bench stops daphne when it is done with it: no answers worth waiting for
+            # The relay is what is measured: a chat's title request would be a second upstream stream per chat, read
+            # by the stamping server as one more (and wrong) answer. Titles cost one small request after the first
+            # answer, off its path (docs/api.md "Personalisation").
+            "AUTO_TITLES": "false",
             **({"REDIS_URL": self.redis_url} if self.redis_url else {}),
             **self.extra_env,
         }

@@ -98,15 +98,14 @@ export const Composer = (Base) => class extends Base {
     });
   }
 
-  /** ↑ in the empty composer: edit the last message the user sent, where its Edit button would. */
+  /** ↑ in the empty composer: edit the last question of the branch shown, where its Edit button would. */
   editLastMessage() {
-    if (this.isStreaming() || this.lastUserId === null || this.lastUserId === undefined) return false;
-    const users = this.messagesEl.querySelectorAll("article.msg-user");
-    const node = users[users.length - 1];
-    const slot = node && node.threadSlot;
-    if (!slot || slot.head.id !== this.lastUserId || slot.index !== slot.versions.length - 1 || node.querySelector(".edit-area")) return false;
-    const m = slot.versions[slot.index];
-    if (typeof m.id !== "number") return false;
+    if (this.isStreaming()) return false;
+    const questions = this.currentThread().filter((slot) => slot.head.role === "user");
+    const m = questions.length ? questions[questions.length - 1].head : null;
+    if (!m || typeof m.id !== "number") return false;
+    const node = this.elements.get(m.id);
+    if (!node || !node.isConnected || node.querySelector(".edit-area")) return false;
     node.scrollIntoView({ block: "nearest" });
     this.startEdit(m, node);
     return true;
