@@ -7,37 +7,15 @@ id is answered exactly like a missing one.
 
 from __future__ import annotations
 
-import orjson
 from asgiref.sync import sync_to_async
 from django.http import HttpResponse, JsonResponse
 from django.utils.translation import gettext as _
 
-from conversations.api.responses import error, not_found
+from conversations.api.responses import error, json_body, method_not_allowed, not_found
 from conversations.models import Message, Preset
 from conversations.serializers import conversation_to_dict
 from conversations.services.chat import sending
 from conversations.services.personal import feedback, preferences, presets, titles
-
-MAX_BODY_BYTES = 64 * 1024
-
-
-def _not_allowed(request, allow: str) -> JsonResponse:
-    response = error("method_not_allowed", f"{request.method} is not allowed here.", 405)
-    response["Allow"] = allow
-    return response
-
-
-def _body(request):
-    """The JSON body, or an error response."""
-    if request.content_type != "application/json":
-        # A form body has been read by the CSRF check already, and is not what these routes take anyway.
-        return None, error("bad_json", "the body must be JSON (Content-Type: application/json)", 400)
-    if len(request.body) > MAX_BODY_BYTES:
-        return None, error("too_large", f"the body must be at most {MAX_BODY_BYTES // 1024} KB", 413)
-    try:
-        return orjson.loads(request.body), None
-    except orjson.JSONDecodeError as exc:
-        return None, error("bad_json", f"the body is not valid JSON: {exc}", 400)
 
 
 def preferences_resource(request):
@@ -45,8 +23,8 @@ def preferences_resource(request):
     if request.method == "GET":
         return JsonResponse(preferences.as_dict(preferences.preferences_for(request.user)))
     if request.method != "PATCH":
-        return _not_allowed(request, "GET, PATCH")
-    body, problem = _body(request)
+        return method_not_allowed(request, "GET, PATCH")
+    body, problem = json_body(request)
     if problem is not None:
         return problem
     try:
@@ -61,8 +39,8 @@ def preset_list(request):
     if request.method == "GET":
         return JsonResponse({"results": [presets.as_dict(p) for p in Preset.objects.for_user(request.user)]})
     if request.method != "POST":
-        return _not_allowed(request, "GET, POST")
-    body, problem = _body(request)
+        return method_not_allowed(request, "GET, POST")
+    body, problem = json_body(request)
     if problem is not None:
         return problem
     try:
@@ -76,7 +54,7 @@ def preset_resource(request, preset_id: int):
     """GET, PATCH and DELETE /api/presets/<id>/."""
     preset = Preset.objects.for_user(request.user).filter(pk=preset_id).first()
     if request.method not in {"GET", "PATCH", "DELETE"}:
-        return _not_allowed(request, "GET, PATCH, DELETE")
+        return method_not_allowed(request, "GET, PATCH, DELETE")
     if preset is None:
         return not_found(_("No such preset."))
     if request.method == "GET":
@@ -84,7 +62,7 @@ def preset_resource(request, preset_id: int):
     if request.method == "DELETE":
         preset.delete()
         return HttpResponse(status=204)
-    body, problem = _body(request)
+    body, problem = json_body(request)
     if problem is not None:
         return problem
     try:
@@ -97,7 +75,7 @@ def preset_resource(request, preset_id: int):
 def message_feedback(request, message_id: int):
     """PUT (rate: ``{"rating": "up"|"down", "note": "..."}``), GET and DELETE /api/messages/<id>/feedback/."""
     if request.method not in {"GET", "PUT", "DELETE"}:
-        return _not_allowed(request, "GET, PUT, DELETE")
+        return method_not_allowed(request, "GET, PUT, DELETE")
     message = Message.objects.for_user(request.user).filter(pk=message_id).select_related("feedback").first()
     if message is None:
         return not_found(_("No such message."))
@@ -106,7 +84,7 @@ def message_feedback(request, message_id: int):
     if request.method == "DELETE":
         feedback.withdraw(message)
         return HttpResponse(status=204)
-    body, problem = _body(request)
+    body, problem = json_body(request)
     if problem is not None:
         return problem
     try:
@@ -119,7 +97,7 @@ def message_feedback(request, message_id: int):
 async def conversation_title(request, conversation_id: int):
     """POST /api/conversations/<id>/title/: the model writes the chat's title again (paid like the first one)."""
     if request.method != "POST":
-        return _not_allowed(request, "POST")
+        return method_not_allowed(request, "POST")
     user = await request.auser()
     try:
         await sync_to_async(sending.admit)(user)  # a title request counts against the rate limits like a send

@@ -7,13 +7,12 @@ Thin: the checks and the writing are in ``services/projects``; every id is read 
 
 from __future__ import annotations
 
-import orjson
 from django.db.models import Count, Prefetch
 from django.http import HttpResponse, JsonResponse
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
-from conversations.api.responses import error, own_project
+from conversations.api.responses import error, json_body, method_not_allowed, own_project
 from conversations.models import Attachment, Project
 from conversations.serializers import project_to_dict
 from conversations.services.attachments import limits
@@ -22,30 +21,9 @@ from conversations.services.history.changes import ConversationBusy, InvalidChan
 from conversations.services.projects import changes, files
 from conversations.services.projects.membership import ProjectNotFound
 
-MAX_BODY_BYTES = 64 * 1024  # 20,000 characters of instructions in JSON escapes fit with room to spare
-
 
 def _not_found() -> JsonResponse:
     return error("not_found", _("No such project."), 404)
-
-
-def _not_allowed(request, allow: str) -> JsonResponse:
-    response = error("method_not_allowed", f"{request.method} is not allowed here.", 405)
-    response["Allow"] = allow
-    return response
-
-
-def _body(request):
-    """The JSON body, or the error response to return."""
-    if request.content_type != "application/json":
-        # A form body has been read by the CSRF check already, and is not what this takes anyway.
-        return None, error("bad_json", "the body must be JSON (Content-Type: application/json)", 400)
-    if len(request.body) > MAX_BODY_BYTES:
-        return None, error("too_large", f"the body must be at most {MAX_BODY_BYTES // 1024} KB", 413)
-    try:
-        return orjson.loads(request.body), None
-    except orjson.JSONDecodeError as exc:
-        return None, error("bad_json", f"the body is not valid JSON: {exc}", 400)
 
 
 def _listed(user):
@@ -70,7 +48,7 @@ def project_list(request):
     if request.method == "GET":
         return JsonResponse({"results": [_to_dict(p) for p in _listed(request.user)]})
     if request.method == "POST":
-        body, failed = _body(request)
+        body, failed = json_body(request)
         if failed:
             return failed
         try:
@@ -80,7 +58,7 @@ def project_list(request):
         except changes.TooManyProjects as exc:
             return error("too_many_projects", str(exc), 409)
         return JsonResponse(_fresh(request.user, project.pk), status=201)
-    return _not_allowed(request, "GET, POST")
+    return method_not_allowed(request, "GET, POST")
 
 
 def project_resource(request, project_id: int):
@@ -90,7 +68,7 @@ def project_resource(request, project_id: int):
     if request.method == "GET":
         return JsonResponse(_fresh(request.user, project.pk))
     if request.method == "PATCH":
-        body, failed = _body(request)
+        body, failed = json_body(request)
         if failed:
             return failed
         try:
@@ -107,13 +85,13 @@ def project_resource(request, project_id: int):
         except ConversationBusy:
             return error("busy", _("An answer is still being written in a chat of this project; stop it first."), 409)
         return JsonResponse({"deleted_conversations": deleted})
-    return _not_allowed(request, "GET, PATCH, DELETE")
+    return method_not_allowed(request, "GET, PATCH, DELETE")
 
 
 @require_POST
 def reorder(request):
     """``{"ids": [...]}``: those projects first, in that order; the others after them, as they were."""
-    body, failed = _body(request)
+    body, failed = json_body(request)
     if failed:
         return failed
     try:
@@ -157,6 +135,6 @@ def file_resource(request, project_id: int, attachment_id: int):
     if attachment is None:
         return error("not_found", _("No such attachment."), 404)
     if request.method != "DELETE":
-        return _not_allowed(request, "DELETE")
+        return method_not_allowed(request, "DELETE")
     attachment.delete()
     return HttpResponse(status=204)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 from django.http import HttpResponse, JsonResponse
 from django.utils.http import content_disposition_header
 
@@ -19,6 +20,28 @@ def error(code: str, message: str, status: int, *, field: str | None = None, **e
 
 def not_found(message: str = NOT_FOUND_MESSAGE) -> JsonResponse:
     return error("not_found", message, 404)
+
+
+def method_not_allowed(request, allow: str) -> JsonResponse:
+    response = error("method_not_allowed", f"{request.method} is not allowed here.", 405)
+    response["Allow"] = allow
+    return response
+
+
+JSON_BODY_BYTES = 64 * 1024  # 20,000 characters of instructions in JSON escapes fit with room to spare
+
+
+def json_body(request, max_bytes: int = JSON_BODY_BYTES):
+    """The JSON body and None, or None and the error response to return."""
+    if request.content_type != "application/json":
+        # A form body has been read by the CSRF check already, and is not what these routes take anyway.
+        return None, error("bad_json", "the body must be JSON (Content-Type: application/json)", 400)
+    if len(request.body) > max_bytes:
+        return None, error("too_large", f"the body must be at most {max_bytes // 1024} KB", 413)
+    try:
+        return orjson.loads(request.body), None
+    except orjson.JSONDecodeError as exc:
+        return None, error("bad_json", f"the body is not valid JSON: {exc}", 400)
 
 
 def own_conversation(request, conversation_id: int) -> Conversation | None:
