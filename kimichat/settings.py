@@ -304,6 +304,11 @@ KIMI_RETRY_MAX_WAIT = env_float("KIMI_RETRY_MAX_WAIT", 30.0, minimum=0)
 KIMI_MODELS_CACHE_SECONDS = env_int("KIMI_MODELS_CACHE_SECONDS", 300, minimum=0)
 # Upstream connections per worker; each streaming answer holds one for its whole length.
 KIMI_MAX_CONNECTIONS = env_int("KIMI_MAX_CONNECTIONS", 1000, minimum=1)
+# What moves the upstream's bytes under httpx (conversations/kimi/transport.py): aiohttp's pool and C parser, or
+# httpx's own (httpcore). docs/performance.md measures both.
+KIMI_HTTP_TRANSPORT = env_str("KIMI_HTTP_TRANSPORT", "aiohttp")
+if KIMI_HTTP_TRANSPORT not in {"aiohttp", "httpx"}:
+    raise ImproperlyConfigured(f"KIMI_HTTP_TRANSPORT must be 'aiohttp' or 'httpx', got {KIMI_HTTP_TRANSPORT!r}")
 
 # Generations.
 KIMICHAT_MAX_MESSAGE_CHARS = env_int("MAX_MESSAGE_CHARS", 100_000, minimum=1)

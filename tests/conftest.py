@@ -19,14 +19,16 @@ PASSWORD = "correct horse battery staple"
 @pytest.fixture(autouse=True)
 def _clear_cache():
     """Rate-limit counters and cached model lists live in the cache (and the model list in the client module's
-    own copy too): each test starts from none."""
-    from conversations.kimi import client
+    own copy too), and so does the throttle of the provider's header snapshots: each test starts from none."""
+    from conversations.kimi import client, provider_state
 
     cache.clear()
     client._models_memo.clear()
+    provider_state.headers.reset()
     yield
     cache.clear()
     client._models_memo.clear()
+    provider_state.headers.reset()
 
 
 @pytest.fixture(autouse=True)

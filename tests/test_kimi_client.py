@@ -5,13 +5,15 @@ import contextlib
 import json
 import logging
 import socket
+import threading
 import time
 from decimal import Decimal
 
 import httpx
 import pytest
+from asgiref.sync import sync_to_async
 
-from conversations.kimi import errors
+from conversations.kimi import errors, provider_state
 from conversations.kimi.client import KimiClient, close_client, shared_http_client
 from conversations.kimi.configured import get_client
 from conversations.kimi.error_mapping import error_from_response, parse_retry_after
@@ -468,9 +470,27 @@ async def test_stream_headers_are_recorded_at_most_once_a_minute(make_kimi_clien
     client = make_kimi_client(record_snapshots=True)
     await collect(client, ask("one"))
     await collect(client, ask("two"))
+    await provider_state.headers.settle()
     snapshots = [s async for s in ProviderSnapshot.objects.all()]
     assert len(snapshots) == 1 and snapshots[0].source == "headers"
     assert snapshots[0].rate_limit["X-RateLimit-Limit"] == "60"
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_stream_never_waits_for_the_database_thread(make_kimi_client):
+    """A burst of sends keeps the worker's one database thread busy (Django's async cache methods run there too):
+    recording the provider's headers must not hold an answer's pieces behind it (issue 23: every first delta of a
+    50-chat burst came only once the last send was stored)."""
+    release = threading.Event()
+    busy = asyncio.ensure_future(sync_to_async(release.wait)())  # thread-sensitive: the database thread
+    try:
+        events = await asyncio.wait_for(collect(make_kimi_client(record_snapshots=True), ask("hi")), timeout=10)
+        assert any(isinstance(event, ContentDelta) for event in events)
+    finally:
+        release.set()
+        await busy
+    await provider_state.headers.settle()  # written once the thread is free
+    assert await ProviderSnapshot.objects.filter(source="headers").acount() == 1
 
 
 # --- Anthropic format --------------------------------------------------------------------------------------------

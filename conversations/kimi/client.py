@@ -39,6 +39,7 @@ from conversations.kimi.events import ContentDelta, Event, Finish, ReasoningDelt
 from conversations.kimi.params import ChatRequest, resolve_params
 from conversations.kimi.providers import Provider, provider_for_url, provider_named
 from conversations.kimi.sse import SSEDecoder
+from conversations.kimi.transport import AiohttpTransport, make_transport
 
 logger = logging.getLogger("conversations.kimi")
 
@@ -52,7 +53,8 @@ MODEL_INFO_FIELDS = ("context_length", "supports_image_in", "supports_video_in",
 
 _shared_http: httpx.AsyncClient | None = None
 _shared_loop: asyncio.AbstractEventLoop | None = None
-_shared_timeouts: tuple[float, float] | None = None
+_shared_timeouts: tuple | None = None
+_shared_transport: httpx.AsyncBaseTransport | None = None  # transport.py's, when it is not httpx's own
 
 
 class SharedCache(Protocol):
@@ -73,22 +75,27 @@ class ChatResult(NamedTuple):
     meta: ResponseMeta
 
 
-def shared_http_client(connect_timeout: float, read_timeout: float, max_connections: int = 1000) -> httpx.AsyncClient:
+def shared_http_client(
+    connect_timeout: float, read_timeout: float, max_connections: int = 1000, transport: str = "aiohttp"
+) -> httpx.AsyncClient:
     """The process's connection pool, rebuilt when the running event loop changed (an httpx client is bound to the
-    loop it first used; tests and ``async_to_sync`` run many loops)."""
-    global _shared_http, _shared_loop, _shared_timeouts
+    loop it first used; tests and ``async_to_sync`` run many loops). ``transport``: what moves its bytes
+    (``transport.py``: aiohttp's, or httpx's own)."""
+    global _shared_http, _shared_loop, _shared_timeouts, _shared_transport
     loop = asyncio.get_running_loop()
-    timeouts = (connect_timeout, read_timeout, max_connections)
+    timeouts = (connect_timeout, read_timeout, max_connections, transport)
     if _shared_http is None or _shared_http.is_closed or _shared_loop is not loop or _shared_timeouts != timeouts:
         # An old client on another loop cannot be closed from here; dropping it releases its sockets on GC.
+        if _shared_loop is not loop:
+            _abandon_transport()
+        # Every streaming answer holds one connection for its whole length: the pool must be at least as large as
+        # the answers a worker runs at once, or answer N+1 waits for a free connection and times out.
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=min(20, max_connections))
+        _shared_transport = make_transport(transport, limits)
         _shared_http = httpx.AsyncClient(
             timeout=httpx.Timeout(read_timeout, connect=connect_timeout, write=connect_timeout, pool=connect_timeout),
-            # Every streaming answer holds one connection for its whole length: the pool must be at least as large
-            # as the answers a worker runs at once, or answer N+1 waits for a free connection and times out.
-            limits=httpx.Limits(
-                max_connections=max_connections,
-                max_keepalive_connections=min(20, max_connections),
-            ),
+            limits=limits,
+            transport=_shared_transport,
             follow_redirects=False,
         )
         _shared_loop = loop
@@ -105,9 +112,18 @@ async def close_client() -> None:
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:
-            return
+            running = None
         if loop is running:
             await client.aclose()
+    _abandon_transport()
+
+
+def _abandon_transport() -> None:
+    """The shared pool's aiohttp session, if it was not closed on its own loop (transport.py)."""
+    global _shared_transport
+    if isinstance(_shared_transport, AiohttpTransport):
+        _shared_transport.abandon()
+    _shared_transport = None
 
 
 def meta_from_headers(headers: httpx.Headers) -> ResponseMeta:
@@ -143,6 +159,7 @@ class KimiClient:
         provider: str | Provider | None = None,
         max_connections: int = 1000,
         shared_cache: SharedCache | None = None,
+        transport: str = "aiohttp",
     ):
         if api_format not in {"openai", "anthropic"}:
             raise ValueError(f"api_format must be 'openai' or 'anthropic', got {api_format!r}")
@@ -161,6 +178,7 @@ class KimiClient:
         self.record_snapshots = record_snapshots
         self._http_override = http
         self.max_connections = max_connections
+        self.transport = transport  # transport.py: what moves the shared pool's bytes
         # Where the model list is shared between processes (Django's cache in the app: kimi/configured.py).
         self._cache = shared_cache
         # Which fields the provider documents (output limit name, thinking, prompt_cache_key): named, else guessed
@@ -219,11 +237,11 @@ class KimiClient:
                 if "text/event-stream" not in content_type and ("json" in content_type or "html" in content_type):
                     # Some gateways ignore stream=true (or fail with 200): read the whole body and treat it as one.
                     raw = await response.aread()
-                    await self._note_headers(meta)
+                    self._note_headers(meta)
                     for event in self._events_from_whole_body(raw, meta):
                         yield event
                     return
-                await self._note_headers(meta)
+                self._note_headers(meta)
                 yield meta
                 decoder = SSEDecoder()
                 try:
@@ -298,7 +316,7 @@ class KimiClient:
         if response.status_code != 200:
             raise self._clean(error_from_response(response.status_code, response.content, response.headers))
         meta = meta_from_headers(response.headers)
-        await self._note_headers(meta)
+        self._note_headers(meta)
         try:
             payload = orjson.loads(response.content)
         except orjson.JSONDecodeError:
@@ -520,7 +538,9 @@ class KimiClient:
     # --- plumbing ---------------------------------------------------------------------------------------------
 
     def _http(self) -> httpx.AsyncClient:
-        return self._http_override or shared_http_client(self.connect_timeout, self.read_timeout, self.max_connections)
+        return self._http_override or shared_http_client(
+            self.connect_timeout, self.read_timeout, self.max_connections, self.transport
+        )
 
     def _auth(self) -> dict[str, str]:
         return self._format.auth_headers(self._api_key)
@@ -528,10 +548,10 @@ class KimiClient:
     def _short(self) -> httpx.Timeout:
         return httpx.Timeout(min(self.read_timeout, 20.0), connect=self.connect_timeout)
 
-    async def _note_headers(self, meta: ResponseMeta) -> None:
+    def _note_headers(self, meta: ResponseMeta) -> None:
         provider_state.remember(meta)
         if self.record_snapshots:
-            await provider_state.record_headers(meta)
+            provider_state.headers.offer(meta)  # written by a task of its own: the stream never waits for it
 
     def _clean(self, exc: KimiError) -> KimiError:
         exc.detail = redact(exc.detail, self._api_key)

@@ -31,6 +31,7 @@ def get_client(http=None) -> KimiClient:
         # Optional: guessed from KIMI_BASE_URL when unset (see providers.provider_for_url).
         provider=settings.KIMI_PROVIDER or None,
         max_connections=settings.KIMI_MAX_CONNECTIONS,
+        transport=settings.KIMI_HTTP_TRANSPORT,
         shared_cache=cache,
         http=http,
     )

@@ -1,12 +1,16 @@
 """What the provider told us about the account (rate limits, credits, balance), kept as ProviderSnapshot rows.
 
 Header snapshots are throttled to one a minute per process group (a cache key), because every streamed answer
-carries the headers and admins only need the trend. A failed write is logged and never breaks a chat.
+carries the headers and admins only need the trend. A failed write is logged and never breaks a chat, and no answer
+waits for it: the write (and the cache key, whose async methods run on the database thread too) is a task of its
+own, at most one a minute per process, so an answer's first piece never queues behind a burst's sends.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from decimal import Decimal
 
 from django.core.cache import cache
@@ -29,6 +33,36 @@ def remember(meta: ResponseMeta) -> None:
     global _last_meta
     if meta.rate_limit or meta.credits_remaining:
         _last_meta = meta
+
+
+class _HeaderRecorder:
+    """This process's side of the throttle: one snapshot task a minute at most, never awaited by a stream."""
+
+    def __init__(self) -> None:
+        self.next_at = 0.0  # time.monotonic() before which a response's headers are not recorded
+        self.tasks: set[asyncio.Task] = set()
+
+    def offer(self, meta: ResponseMeta) -> None:
+        if not (meta.rate_limit or meta.credits_remaining):
+            return
+        now = time.monotonic()
+        if now < self.next_at:
+            return
+        self.next_at = now + HEADER_SNAPSHOT_INTERVAL
+        task = asyncio.get_running_loop().create_task(record_headers(meta), name="kimichat-provider-headers")
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def settle(self) -> None:
+        """Wait for the snapshots being written (tests; a worker's shutdown)."""
+        while self.tasks:
+            await asyncio.gather(*list(self.tasks), return_exceptions=True)
+
+    def reset(self) -> None:
+        self.next_at = 0.0
+
+
+headers = _HeaderRecorder()
 
 
 async def record_headers(meta: ResponseMeta) -> None:

@@ -1,0 +1,145 @@
+"""The layer under httpx that moves the upstream's bytes: aiohttp's connection pool and its C HTTP parser.
+
+httpx stays the client: requests are built, timed out, answered and failed as ``httpx`` objects and ``httpx``
+errors, so nothing above this module knows which transport ran. Only the bytes move differently. httpx's own stack
+(httpcore → h11 → anyio) costs a pure-Python HTTP event, an anyio cancel scope and a few awaits per socket read; an
+answer streamed at 20 tokens/s is one read per token, and at a few hundred concurrent answers that per-read cost was
+the worker's largest (docs/performance.md, "What limits the relay now"). aiohttp parses in C (llhttp) and hands
+whatever bytes have arrived to one ``read``. ``KIMI_HTTP_TRANSPORT=httpx`` goes back to httpx's own.
+
+aiohttp's errors are mapped to the httpx error httpx's own transport raises for the same failure (refused
+connection: ``ConnectError``; no answer in time: ``ConnectTimeout`` / ``ReadTimeout``; a closed or truncated answer:
+``RemoteProtocolError``), which the client maps to its own errors (``client.py``). A request body httpx has not read
+yet (a multipart upload to the files API) is read first and sent with its length, as httpx's transport does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+from collections.abc import AsyncIterator, Iterator
+
+import aiohttp
+import httpx
+
+TRANSPORTS = ("aiohttp", "httpx")
+
+
+@contextlib.contextmanager
+def _as_httpx_errors(request: httpx.Request, *, reading: bool) -> Iterator[None]:
+    try:
+        yield
+    except aiohttp.ConnectionTimeoutError as exc:  # connect (or waiting for a pooled connection) took too long
+        raise httpx.ConnectTimeout(str(exc) or "connect timed out", request=request) from exc
+    except (TimeoutError, aiohttp.SocketTimeoutError, aiohttp.ServerTimeoutError) as exc:
+        raise httpx.ReadTimeout(str(exc) or "read timed out", request=request) from exc
+    except aiohttp.ClientConnectorError as exc:  # refused, unreachable, DNS, TLS handshake
+        raise httpx.ConnectError(str(exc), request=request) from exc
+    except aiohttp.InvalidURL as exc:
+        raise httpx.UnsupportedProtocol(str(exc), request=request) from exc
+    except aiohttp.ServerDisconnectedError as exc:
+        message = "peer closed connection without sending complete message body" if reading else str(exc)
+        raise httpx.RemoteProtocolError(message or "Server disconnected", request=request) from exc
+    except (aiohttp.ClientPayloadError, aiohttp.ClientResponseError) as exc:  # a truncated body, a malformed answer
+        raise httpx.RemoteProtocolError(str(exc), request=request) from exc
+    except aiohttp.ClientOSError as exc:
+        raise (httpx.ReadError if reading else httpx.WriteError)(str(exc), request=request) from exc
+    except aiohttp.ClientError as exc:
+        raise httpx.TransportError(f"{type(exc).__name__}: {exc}", request=request) from exc
+
+
+class _Body(httpx.AsyncByteStream):
+    def __init__(self, response: aiohttp.ClientResponse, request: httpx.Request) -> None:
+        self._response = response
+        self._request = request
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        with _as_httpx_errors(self._request, reading=True):
+            # Whatever has arrived, in one piece: an SSE stream's events as the upstream wrote them.
+            async for chunk in self._response.content.iter_any():
+                yield chunk
+
+    async def aclose(self) -> None:
+        # Back to the pool when the body was read to its end; closed otherwise (an answer stopped mid-stream).
+        self._response.release()
+
+
+class AiohttpTransport(httpx.AsyncBaseTransport):
+    """One aiohttp session (a pool of up to ``limits.max_connections``), bound to the loop that first uses it."""
+
+    def __init__(self, *, limits: httpx.Limits, ssl_context: ssl.SSLContext | None = None) -> None:
+        self._limits = limits
+        self._ssl = ssl_context if ssl_context is not None else httpx.create_ssl_context()
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=self._limits.max_connections or 0,
+                limit_per_host=0,
+                keepalive_timeout=self._limits.keepalive_expiry or 5.0,
+                ssl=self._ssl,
+            )
+            # trust_env: HTTP(S)_PROXY / NO_PROXY apply as they do to httpx's own transport. No decompression here:
+            # httpx decodes the body by its Content-Encoding, as it does for its own transport.
+            self._session = aiohttp.ClientSession(connector=connector, trust_env=True, auto_decompress=False)
+        return self._session
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        timeouts = request.extensions.get("timeout", {})
+        pool, connect, read = timeouts.get("pool"), timeouts.get("connect"), timeouts.get("read")
+        try:
+            body = request.content
+        except httpx.RequestNotRead:
+            body = await request.aread()
+        with _as_httpx_errors(request, reading=False):
+            response = await self._client().request(
+                request.method,
+                str(request.url),
+                headers=list(request.headers.multi_items()),
+                data=body or None,
+                allow_redirects=False,
+                compress=None,
+                timeout=aiohttp.ClientTimeout(
+                    total=None,
+                    # aiohttp's `connect` covers waiting for a pooled connection and making one: httpx's pool + connect.
+                    connect=None if pool is None or connect is None else pool + connect,
+                    sock_connect=connect,
+                    sock_read=read,
+                ),
+            )
+        extensions = {"http_version": b"HTTP/1.1"}
+        if response.reason:
+            extensions["reason_phrase"] = response.reason.encode("latin-1", "replace")
+        return httpx.Response(
+            status_code=response.status,
+            headers=response.raw_headers,
+            stream=_Body(response, request),
+            request=request,
+            extensions=extensions,
+        )
+
+    async def aclose(self) -> None:
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+        self._session = None
+
+    def abandon(self) -> None:
+        """Drop the session without awaiting: its loop is finished or not the running one (tests and ``async_to_sync``
+        run many loops), so it cannot be closed from here. Its sockets are closed now if their loop still runs, else
+        they went with the loop; either way without aiohttp's "unclosed session" warnings at garbage collection."""
+        session, self._session = self._session, None
+        if session is None or session.closed:
+            return
+        connector = session.connector
+        session.detach()
+        if connector is not None:
+            with contextlib.suppress(Exception):  # what aiohttp's own __del__ does; best effort if that ever changes
+                connector._close()
+
+
+def make_transport(name: str, limits: httpx.Limits) -> httpx.AsyncBaseTransport | None:
+    """The transport ``KIMI_HTTP_TRANSPORT`` names; None: httpx's own (what httpx.AsyncClient builds by default)."""
+    if name not in TRANSPORTS:
+        raise ValueError(f"the HTTP transport must be one of {', '.join(TRANSPORTS)}, got {name!r}")
+    return AiohttpTransport(limits=limits) if name == "aiohttp" else None

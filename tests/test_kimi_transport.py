@@ -1,0 +1,91 @@
+"""The transport under httpx (conversations/kimi/transport.py): a failure that happens before any answer arrives is
+the same error of the client whichever transport moved the bytes (the client tests run on both, through the
+``kimi_transport`` fixture; these add the failures the offline server cannot stage: a peer that hangs up at once, or
+never answers)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import httpx
+import pytest
+
+from conversations.kimi import errors
+from conversations.kimi.client import close_client, shared_http_client
+from conversations.kimi.params import ChatRequest
+from conversations.kimi.transport import AiohttpTransport, make_transport
+
+
+def ask() -> ChatRequest:
+    return ChatRequest(model="kimi-k2.6", messages=[{"role": "user", "content": "hi"}])
+
+
+@contextlib.asynccontextmanager
+async def raw_server(handle):
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def hang_up(reader, writer):
+    await reader.readuntil(b"\r\n\r\n")
+    writer.close()
+
+
+async def never_answer(reader, writer):
+    await reader.readuntil(b"\r\n\r\n")
+    await asyncio.sleep(5)
+    writer.close()
+
+
+async def half_an_answer(reader, writer):
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: 1000\r\n\r\n")
+    writer.write(b'data: {"id":"x","choices":[{"index":0,"delta":{"content":"Hel"}}]}\n\n')
+    await writer.drain()
+    writer.close()
+
+
+async def collect(client) -> list:
+    return [event async for event in client.stream_chat(ask())]
+
+
+async def test_a_peer_that_hangs_up_before_answering_is_a_connection_error(make_kimi_client):
+    async with raw_server(hang_up) as base_url:
+        with pytest.raises(errors.ConnectionFailed) as caught:
+            await collect(make_kimi_client(base_url=base_url, max_retries=0))
+    assert caught.value.retryable
+
+
+async def test_a_peer_that_never_answers_is_a_timeout(make_kimi_client):
+    async with raw_server(never_answer) as base_url:
+        with pytest.raises(errors.Timeout) as caught:
+            await collect(make_kimi_client(base_url=base_url, max_retries=0, read_timeout=0.3))
+    assert caught.value.code == "upstream_timeout"
+
+
+async def test_a_body_cut_short_keeps_what_arrived(make_kimi_client):
+    async with raw_server(half_an_answer) as base_url:
+        with pytest.raises(errors.Interrupted) as caught:
+            await collect(make_kimi_client(base_url=base_url, max_retries=0))
+    assert caught.value.partial_text == "Hel"
+
+
+def test_unknown_transport_is_refused():
+    with pytest.raises(ValueError, match="aiohttp, httpx"):
+        make_transport("curl", httpx.Limits())
+    assert make_transport("httpx", httpx.Limits()) is None
+
+
+async def test_the_shared_pool_uses_the_transport_it_is_given():
+    try:
+        pool = shared_http_client(5, 5, 10, "aiohttp")
+        assert isinstance(pool._transport, AiohttpTransport)
+        assert shared_http_client(5, 5, 10, "httpx")._transport is not pool._transport
+        assert not isinstance(shared_http_client(5, 5, 10, "httpx")._transport, AiohttpTransport)
+    finally:
+        await close_client()
