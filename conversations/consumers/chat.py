@@ -19,7 +19,7 @@ from django.utils import translation
 
 from conversations.models import Conversation, Message
 from conversations.serializers import message_to_dict
-from conversations.services.accounts import approval, sessions
+from conversations.services.accounts import sessions
 from conversations.services.chat import frames
 from conversations.services.chat.registry import RETRYABLE_CODES, get_registry
 from conversations.services.chat.relay import conversation_group, user_group
@@ -70,11 +70,9 @@ def _language_of(scope) -> str:
     return translation.get_language_from_request(request)
 
 
-# Frames that start (and will charge for) an answer: refused while the account awaits approval.
-STARTS_AN_ANSWER = (frames.Send, frames.Regenerate, frames.Edit, frames.Continue)
-
-
 class ChatConsumer(AsyncJsonWebsocketConsumer):
+    # Frames that start (and will charge for) an answer: their session check, and the refusal of an account that
+    # awaits approval, run in the trip that prepares them (``sending._admitted``).
     STARTS_ANSWER = frames.Send | frames.Regenerate | frames.Edit | frames.Continue
 
     async def connect(self):
@@ -152,13 +150,6 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             frames.Ping: self.on_ping,
         }[type(frame)]
         try:
-            if isinstance(frame, STARTS_AN_ANSWER) and await database_sync_to_async(approval.is_waiting)(self.user.pk):
-                with translation.override(self.language):
-                    raise SendRefused(
-                        approval.WAITING_CODE,
-                        approval.waiting_message(),
-                        conversation_id=getattr(frame, "conversation_id", None),
-                    )
             await handler(frame)
         except sessions.SessionEnded:
             await self.close(code=CLOSE_NOT_AUTHENTICATED)
@@ -203,6 +194,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         accepted = await aprepare_send(
             self.user,
             session_key=self.session_key,
+            language=self.language,
             conversation_id=frame.conversation_id,
             content=frame.content,
             client_msg_id=frame.client_msg_id,
@@ -218,6 +210,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         accepted = await aprepare_regenerate(
             self.user,
             session_key=self.session_key,
+            language=self.language,
             conversation_id=frame.conversation_id,
             client_msg_id=frame.client_msg_id,
             model=frame.model,
@@ -230,6 +223,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         accepted = await aprepare_edit(
             self.user,
             session_key=self.session_key,
+            language=self.language,
             conversation_id=frame.conversation_id,
             message_id=frame.message_id,
             content=frame.content,
@@ -244,6 +238,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         accepted = await aprepare_continue(
             self.user,
             session_key=self.session_key,
+            language=self.language,
             conversation_id=frame.conversation_id,
             message_id=frame.message_id,
             client_msg_id=frame.client_msg_id,

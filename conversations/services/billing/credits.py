@@ -229,10 +229,12 @@ def refill(user, *, amount=None, up_to=None, note: str = "") -> CreditTransactio
 # --- paying for answers ---------------------------------------------------------------------------------------
 
 
-def estimate_cost(model: str, prompt_tokens: int, max_completion_tokens: int) -> Decimal:
+def estimate_cost(
+    model: str, prompt_tokens: int, max_completion_tokens: int, *, price: pricing.Price | None = None
+) -> Decimal:
     """The most an answer can cost: every prompt token at the dearer of the cached and uncached prices, and every
-    completion token it may write."""
-    price = pricing.price_for(model)
+    completion token it may write. ``price``: the model's price, if the caller read it already."""
+    price = price if price is not None else pricing.price_for(model)
     if price.per_million_cached > price.per_million_prompt:  # an odd price list, but then caching costs more
         price = dataclasses.replace(price, per_million_prompt=price.per_million_cached)
     return pricing.cost_of(price, Usage(prompt_tokens=prompt_tokens, completion_tokens=max_completion_tokens))
@@ -248,14 +250,16 @@ def reserve(
     fees: Decimal = ZERO,
     api_key_id: int | None = None,
     kind: str = Kind.CHARGE,
+    price: pricing.Price | None = None,
 ) -> Reservation:
     """Charge the estimated cost now (plus ``fees``: web searches, services/billing/search_fees.py). Raises
     InsufficientCredits (writing nothing) if the balance is short, and budgets.BudgetExceeded if a spending cap of
     the user or of one of their groups would be exceeded. ``kind``: ``title`` for a chat title's request
-    (services/personal/titles.py), settled and released like an answer's.
+    (services/personal/titles.py), settled and released like an answer's. ``price``: the model's price as the
+    caller read it in the same transaction (the send path reads it once, for its early check and this).
 
     A free answer gets its (zero) row too: every answer is one request on the ledger, whatever it cost."""
-    cost = estimate_cost(model, prompt_tokens, max_completion_tokens) + fees
+    cost = estimate_cost(model, prompt_tokens, max_completion_tokens, price=price) + fees
     message_id = message.pk if message is not None else None
     with transaction.atomic():
         account = _locked_account(user.pk)

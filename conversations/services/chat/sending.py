@@ -17,7 +17,7 @@ from decimal import Decimal
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.translation import gettext
 
 from conversations.kimi import errors as kimi_errors
@@ -25,10 +25,10 @@ from conversations.kimi.configured import get_client
 from conversations.kimi.params import ChatRequest, output_budget, recommended_output, resolve_params, rules_for
 from conversations.kimi.tokens import estimate_messages_locally, estimate_tokens_locally
 from conversations.models import Conversation, Message
-from conversations.services.accounts import model_access, sessions
+from conversations.services.accounts import approval, model_access, sessions
 from conversations.services.attachments import messages as attached
 from conversations.services.attachments.limits import AttachmentRefused
-from conversations.services.billing import credits, search_fees
+from conversations.services.billing import credits, pricing, search_fees
 from conversations.services.billing.ratelimit import RateLimited, check_rate_limit
 from conversations.services.chat import tools
 from conversations.services.chat.context import (
@@ -207,8 +207,19 @@ def _chat_request(
     return request, prompt_tokens
 
 
-def _start_answer(user, conversation: Conversation, model: str, thread: list[Message], **fields) -> Accepted:
-    """Store the assistant placeholder, reserve its credits, check the per-user cap. Inside the caller's atomic."""
+def _start_answer(
+    user,
+    conversation: Conversation,
+    model: str,
+    thread: list[Message],
+    *,
+    price: pricing.Price | None = None,
+    created: bool = False,
+    **fields,
+) -> Accepted:
+    """Store the assistant placeholder, reserve its credits, check the per-user cap. Inside the caller's atomic.
+    ``price``: the model's price as ``_check_affordable`` read it in this transaction; ``created``: the conversation
+    was created by this send (its ``updated_at`` is already now)."""
     request, prompt_tokens = _chat_request(conversation, model, thread)
     assistant = Message.objects.create(
         conversation=conversation,
@@ -218,15 +229,23 @@ def _start_answer(user, conversation: Conversation, model: str, thread: list[Mes
         parent=thread[-1],  # the question it answers: the tree's branches (services/history/branches.py)
         **fields,
     )
-    reservation = _reserve(user, conversation, assistant, request, prompt_tokens)
+    reservation = _reserve(user, conversation, assistant, request, prompt_tokens, price=price, bump=not created)
     assistant.prompt_tokens = prompt_tokens
     return Accepted(conversation=conversation, assistant=assistant, request=request, reservation=reservation)
 
 
 def _reserve(
-    user, conversation: Conversation, assistant: Message, request: ChatRequest, prompt_tokens: int
+    user,
+    conversation: Conversation,
+    assistant: Message,
+    request: ChatRequest,
+    prompt_tokens: int,
+    *,
+    price: pricing.Price | None = None,
+    bump: bool = True,
 ) -> credits.Reservation:
-    """Reserve the answer's credits, check the per-user cap, bump the conversation. Inside the caller's atomic."""
+    """Reserve the answer's credits, check the per-user cap, bump the conversation (``bump``: to the top of the
+    sidebar; a conversation created in this transaction is there already). Inside the caller's atomic."""
     # A tool-using answer reserves for every round its loop may run, and a search's fee per round (chat/tools.py).
     reserved_prompt, searches = tools.reservation_size(request, prompt_tokens)
     try:
@@ -239,6 +258,7 @@ def _reserve(
             max_completion_tokens=request.max_tokens,
             message=assistant,
             fees=search_fees.search_fee(assistant.model) * searches if searches else Decimal(0),
+            price=price,
         )
     except credits.InsufficientCredits as exc:
         raise SendRefused(
@@ -252,8 +272,9 @@ def _reserve(
     except credits.BudgetExceeded as exc:  # a spending cap (services/billing/budgets.py): code names which
         raise SendRefused(exc.code, exc.message(), conversation_id=conversation.pk, **exc.details()) from None
     _check_concurrency(user, conversation.pk)
-    conversation.updated_at = timezone.now()
-    conversation.save(update_fields=["updated_at"])
+    if bump:
+        conversation.updated_at = timezone.now()
+        conversation.save(update_fields=["updated_at"])
     return reservation
 
 
@@ -335,12 +356,14 @@ def _thread(conversation: Conversation, model: str, *, before: int | None = None
 
 def _check_affordable(
     user, conversation: Conversation, model: str, content: str = "", balance: Decimal | None = None
-) -> None:
+) -> pricing.Price:
     """Refuse before any history is read when the balance cannot pay even the least this answer can cost (the
     new message alone as the prompt, one token of answer). The full reservation (``_start_answer``) follows, under
-    the account's row lock: it is the exact check, so ``balance`` may be the one ``admit`` read just before."""
+    the account's row lock: it is the exact check, so ``balance`` may be the one ``admit`` read just before.
+    Returns the model's price it read, for the reservation to use (one read per send)."""
     prompt = [{"role": "system", "content": conversation.system_prompt}, {"role": "user", "content": content}]
-    least = credits.estimate_cost(model, estimate_messages_locally(prompt), 1)
+    price = pricing.price_for(model)
+    least = credits.estimate_cost(model, estimate_messages_locally(prompt), 1, price=price)
     if balance is None:
         balance = credits.get_balance(user)
     if balance < least:
@@ -355,6 +378,7 @@ def _check_affordable(
             balance=str(balance),
             estimated_cost=str(least),
         )
+    return price
 
 
 def _files_for_send(user, conversation: Conversation, attachments, model: str, content: str, previous=None):
@@ -416,7 +440,7 @@ def prepare_send(
                 raise SendRefused(
                     "context_too_long", str(exc), conversation_id=conversation_id, tokens=exc.tokens, window=exc.window
                 ) from None
-            _check_affordable(user, conversation, chosen, content, balance)
+            price = _check_affordable(user, conversation, chosen, content, balance)
             files = _files_for_send(user, conversation, attachments, chosen, content)
             thread = [] if created else _thread(conversation, chosen)
             user_message = _user_message(
@@ -425,7 +449,7 @@ def prepare_send(
             if not created and not conversation.title:
                 conversation.title = title_from(content)
                 conversation.save(update_fields=["title"])
-            accepted = _start_answer(user, conversation, chosen, [*thread, user_message])
+            accepted = _start_answer(user, conversation, chosen, [*thread, user_message], price=price, created=created)
     except IntegrityError:
         return _after_duplicate_id(user, client_msg_id)
     accepted.user_message = user_message
@@ -462,12 +486,12 @@ def prepare_regenerate(
             _check_not_busy(conversation)
             chosen = model or conversation.model
             _check_model(user, chosen, known_models, conversation_id)
-            _check_affordable(user, conversation, chosen, balance=balance)
+            price = _check_affordable(user, conversation, chosen, balance=balance)
             thread, last_user, old_answer = _last_turn(conversation, chosen)
             upto = [m for m in thread if m.pk <= last_user.pk]
             with _refusing(conversation_id):
                 attached.check_thread(upto, chosen)
-            accepted = _start_answer(user, conversation, chosen, upto, client_msg_id=client_msg_id)
+            accepted = _start_answer(user, conversation, chosen, upto, price=price, client_msg_id=client_msg_id)
             if old_answer is not None:
                 old_answer.superseded_by = accepted.assistant
                 old_answer.save(update_fields=["superseded_by"])
@@ -517,14 +541,14 @@ def prepare_edit(
             edited = _edited(conversation, message_id)
             chosen = conversation.model
             _check_model(user, chosen, known_models, conversation_id)
-            _check_affordable(user, conversation, chosen, content, balance)
+            price = _check_affordable(user, conversation, chosen, content, balance)
             thread = _thread(conversation, chosen, before=edited.pk)
             files = _files_for_send(user, conversation, attachments, chosen, content, previous=edited)
             new_user = _user_message(conversation, content, client_msg_id, files, parent=edited.parent)
             # The old branch: the edited question and what followed it (ids grow along a branch).
             conversation.messages.current().filter(id__gte=edited.pk, id__lt=new_user.pk).update(superseded_by=new_user)
             edited.superseded_by = new_user
-            accepted = _start_answer(user, conversation, chosen, [*thread, new_user])
+            accepted = _start_answer(user, conversation, chosen, [*thread, new_user], price=price)
             accepted.superseded = [edited]
         accepted.user_message = new_user
     except IntegrityError:
@@ -615,10 +639,16 @@ def _admitted(prepare):
     """The socket's session check, ``admit`` and ``prepare``, in one trip to the database thread: every database and
     cache call of a process's sockets shares that one thread, and under load each trip waits in its queue (a send
     made seven of them; a burst of sends queued all their session checks ahead of the first one's preparation).
-    ``session_key``: the socket's session, checked first (``sessions.SessionEnded``: nothing is counted or stored)."""
+    ``session_key``: the socket's session, checked first (``sessions.SessionEnded``: nothing is counted or stored);
+    then whether the account still waits for approval (refused in ``language``)."""
 
-    def admit_then_prepare(user, *, session_key: str | None, **kwargs) -> Accepted:
+    def admit_then_prepare(user, *, session_key: str | None, language: str | None = None, **kwargs) -> Accepted:
         sessions.check_session(session_key, user.pk)
+        if approval.is_waiting(user.pk):  # an account waiting for approval reads its chats but starts no answer
+            with translation.override(language):
+                raise SendRefused(
+                    approval.WAITING_CODE, approval.waiting_message(), conversation_id=kwargs.get("conversation_id")
+                )
         return prepare(user, balance=admit(user), **kwargs)
 
     return database_sync_to_async(admit_then_prepare)
