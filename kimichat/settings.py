@@ -9,6 +9,7 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
+from kimichat import redis_options
 from kimichat.env import (
     development_secret_key,
     env_bool,
@@ -122,6 +123,8 @@ else:
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("REDIS_URL", "")
+# Connections per Redis pool of a worker (channel layer, cache, stream state): kimichat/redis_options.py.
+REDIS_MAX_CONNECTIONS = env_int("REDIS_MAX_CONNECTIONS", 10_000, minimum=10)
 if REDIS_URL:
     if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
         raise ImproperlyConfigured(f"REDIS_URL must start with redis://, rediss:// or unix://, got {REDIS_URL!r}")
@@ -129,15 +132,19 @@ if REDIS_URL:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                # redis-py 8 times socket reads out after 5 s by default, exactly channels-redis's blocking-pop
-                # wait: an idle receive would fail. Reads get a longer timeout than the pop; connects stay short.
-                "hosts": [{"address": REDIS_URL, "socket_timeout": 15, "socket_connect_timeout": 5}],
+                "hosts": [redis_options.channel_layer_host(REDIS_URL, REDIS_MAX_CONNECTIONS)],
                 "capacity": 1000,
                 "expiry": 30,
             },
         }
     }
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "OPTIONS": redis_options.cache_options(REDIS_MAX_CONNECTIONS),
+        }
+    }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}}
     # Rate-limit counters live here (three per active user): LocMem's default of 300 entries would evict live

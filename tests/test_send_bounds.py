@@ -150,7 +150,7 @@ def test_a_new_chats_send_costs_twenty_one_queries(owner):
     # 22 after issues 21-22; +1 the approval check (it was a trip of its own to the database thread: one trip per
     # send now), -1 the second price read, -1 the new conversation's bump. docs/performance.md.
     assert len(statements) == 21, statements
-    assert not [q for q in captured.captured_queries if q["sql"].startswith("UPDATE") and "conversation\"" in q["sql"]]
+    assert not [q for q in captured.captured_queries if q["sql"].startswith("UPDATE") and 'conversation"' in q["sql"]]
     assert not [q for q in captured.captured_queries if "conversations_attachment" in q["sql"]]
     balance_reads = [
         q for q in captured.captured_queries if 'SELECT "conversations_creditaccount"."balance"' in q["sql"]

@@ -39,7 +39,6 @@ from conversations.kimi.events import ContentDelta, Event, Finish, ReasoningDelt
 from conversations.kimi.params import ChatRequest, resolve_params
 from conversations.kimi.providers import Provider, provider_for_url, provider_named
 from conversations.kimi.sse import SSEDecoder
-from conversations.kimi.transport import AiohttpTransport, make_transport
 
 logger = logging.getLogger("conversations.kimi")
 
@@ -91,6 +90,9 @@ def shared_http_client(
         # Every streaming answer holds one connection for its whole length: the pool must be at least as large as
         # the answers a worker runs at once, or answer N+1 waits for a free connection and times out.
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=min(20, max_connections))
+        # Imported here: aiohttp (12 MB) is loaded by the first upstream call, and never with KIMI_HTTP_TRANSPORT=httpx.
+        from conversations.kimi.transport import make_transport
+
         _shared_transport = make_transport(transport, limits)
         _shared_http = httpx.AsyncClient(
             timeout=httpx.Timeout(read_timeout, connect=connect_timeout, write=connect_timeout, pool=connect_timeout),
@@ -121,8 +123,9 @@ async def close_client() -> None:
 def _abandon_transport() -> None:
     """The shared pool's aiohttp session, if it was not closed on its own loop (transport.py)."""
     global _shared_transport
-    if isinstance(_shared_transport, AiohttpTransport):
-        _shared_transport.abandon()
+    abandon = getattr(_shared_transport, "abandon", None)  # transport.AiohttpTransport's
+    if abandon is not None:
+        abandon()
     _shared_transport = None
 
 

@@ -101,10 +101,11 @@ class RedisStreamState:
 
     batched = True
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, max_connections: int = 10_000) -> None:
         import redis.asyncio as redis_asyncio
 
         self._url = url
+        self._max_connections = max_connections
         self._redis_module = redis_asyncio
         self._clients: dict[int, object] = {}  # one client per event loop: redis.asyncio binds to its loop
 
@@ -115,7 +116,8 @@ class RedisStreamState:
         loop_id = id(asyncio.get_running_loop())
         client = self._clients.get(loop_id)
         if client is None:
-            client = self._redis_module.Redis.from_url(self._url)
+            # The pool's limit as the other Redis clients' (kimichat/redis_options.py): redis-py 8 raises past 100.
+            client = self._redis_module.Redis.from_url(self._url, max_connections=self._max_connections)
             self._clients[loop_id] = client
         return client
 
@@ -185,7 +187,11 @@ _store: MemoryStreamState | RedisStreamState | None = None
 def get_stream_state() -> MemoryStreamState | RedisStreamState:
     global _store
     if _store is None:
-        _store = RedisStreamState(settings.REDIS_URL) if settings.REDIS_URL else MemoryStreamState()
+        _store = (
+            RedisStreamState(settings.REDIS_URL, settings.REDIS_MAX_CONNECTIONS)
+            if settings.REDIS_URL
+            else MemoryStreamState()
+        )
     return _store
 
 
