@@ -167,6 +167,9 @@ class LevelResult:
     resyncs: int = 0  # snapshots the server sent after a socket missed a delta (channel layer full or expired)
     failed_streams: int = 0
     errors: dict[str, int] = field(default_factory=dict)
+    # Each stream's first and last piece received (ns): how many answers were streaming at the same moment. A level
+    # of N streams whose sends queue holds fewer than N at once (the first ones end before the last ones start).
+    spans_ns: list[tuple[int, int]] = field(default_factory=list)
     seconds: float = 0.0
     server_cpu: float = 0.0
     upstream_cpu: float = 0.0
@@ -178,12 +181,22 @@ class LevelResult:
     def p(self, q: float) -> float:
         return percentile(self.latencies_ms, q)
 
+    def peak_live(self) -> int:
+        """The most answers streaming at the same moment (between their first and last piece received)."""
+        events = sorted([(first, 1) for first, _ in self.spans_ns] + [(last, -1) for _, last in self.spans_ns])
+        live = peak = 0
+        for _, step in events:
+            live += step
+            peak = max(peak, live)
+        return peak
+
     def row(self) -> dict:
         span = max(self.seconds, 1e-9)
         per_stream_kb = (self.rss_peak_mb - self.rss_before_mb) * 1024 / self.streams if self.streams else 0
         return {
             "run": self.label,
             "streams": self.streams,
+            "peak live": self.peak_live() if self.spans_ns else "-",
             "tok/s each": "max" if self.rate == 0 else f"{self.rate:g}",
             "p50 ms": f"{self.p(50):.1f}",
             "p95 ms": f"{self.p(95):.1f}",
@@ -479,6 +492,8 @@ class Bench:
                 record = records.get(stream["marker"])
                 if stream.get("send_ns") and stream.get("first_ns"):
                     result.send_to_first_ms.append((stream["first_ns"] - stream["send_ns"]) / 1e6)
+                if stream.get("first_ns") and stream.get("last_ns"):
+                    result.spans_ns.append((stream["first_ns"], stream["last_ns"]))
                 if record is not None and stream.get("send_ns"):
                     result.send_to_upstream_ms.append((record.received_ns - stream["send_ns"]) / 1e6)
                 if "text_sha256" in stream and status == "complete":

@@ -28,7 +28,10 @@ PARTS = [
     ("database thread: checkpoint", ["checkpoint (conversations"]),
     ("database thread: final store", ["finish_message"]),
     ("database thread: send (prepare_send, balance, auth)", ["concurrent/futures/thread.py"]),
-    ("upstream read: httpx/httpcore/h11", ["httpcore/", "httpx/", "h11/", "anyio/"]),
+    (
+        "upstream read: httpx + its transport",
+        ["httpcore/", "httpx/", "h11/", "anyio/", "aiohttp/", "kimi/transport.py"],
+    ),
     ("upstream SSE decode + JSON", ["conversations/kimi/sse.py", "conversations/kimi/openai_format.py"]),
     ("relay: coalesce, state, publish", ["_Relay.", "stream_state.py", "GenerationRegistry.publish"]),
     ("channel layer receive", ["InMemoryChannelLayer.receive"]),

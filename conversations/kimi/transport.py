@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import ssl
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import aiohttp
 import httpx
@@ -49,15 +49,23 @@ def _as_httpx_errors(request: httpx.Request, *, reading: bool) -> Iterator[None]
 
 
 class _Body(httpx.AsyncByteStream):
+    """The response body, chunk by chunk: an iterator object rather than an async generator, so an answer stopped
+    mid-stream leaves no suspended generator behind for the garbage collector to finalize."""
+
     def __init__(self, response: aiohttp.ClientResponse, request: httpx.Request) -> None:
         self._response = response
         self._request = request
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
+    def __aiter__(self) -> _Body:
+        return self
+
+    async def __anext__(self) -> bytes:
         with _as_httpx_errors(self._request, reading=True):
             # Whatever has arrived, in one piece: an SSE stream's events as the upstream wrote them.
-            async for chunk in self._response.content.iter_any():
-                yield chunk
+            chunk = await self._response.content.readany()
+        if not chunk:
+            raise StopAsyncIteration
+        return chunk
 
     async def aclose(self) -> None:
         # Back to the pool when the body was read to its end; closed otherwise (an answer stopped mid-stream).

@@ -622,12 +622,29 @@ def install_shutdown_hook(registry: GenerationRegistry) -> None:
         with contextlib.suppress(TimeoutError):  # titles being written settle or release their credits first
             await asyncio.wait_for(titles.wait_for_titles(), timeout=10)
         await close_client()
+        await _end_leftover_tasks()
 
     def before_shutdown():
         return defer.Deferred.fromFuture(asyncio.ensure_future(drain()))
 
     reactor.addSystemEventTrigger("before", "shutdown", before_shutdown)
     registry._hooked = True
+
+
+LEFTOVER_TASKS_WAIT = 5  # seconds
+
+
+async def _end_leftover_tasks() -> None:
+    """Cancel what still waits on this loop (a socket's receive, a background loop) and let it end while the loop
+    runs. A coroutine left suspended is closed by the interpreter's last garbage collection instead, after
+    ``asyncio``'s modules are torn down; CPython 3.11 then crashes (SIGSEGV in ``Future.__repr__`` while
+    ``asyncio.Queue.get`` cleans up its getter: ``tests/test_reliability_server.py``, SIGTERM during an answer)."""
+    current = asyncio.current_task()
+    leftover = [task for task in asyncio.all_tasks() if task is not current and not task.done()]
+    for task in leftover:
+        task.cancel()
+    if leftover:
+        await asyncio.wait(leftover, timeout=LEFTOVER_TASKS_WAIT)
 
 
 _registries: dict[int, GenerationRegistry] = {}
