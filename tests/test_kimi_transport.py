@@ -50,6 +50,12 @@ async def half_an_answer(reader, writer):
     writer.close()
 
 
+async def never_read_the_body(reader, writer):
+    await reader.readuntil(b"\r\n\r\n")
+    await asyncio.sleep(5)  # the request's body fills the socket buffers, and the client's write stalls
+    writer.close()
+
+
 async def collect(client) -> list:
     return [event async for event in client.stream_chat(ask())]
 
@@ -89,3 +95,14 @@ async def test_the_shared_pool_uses_the_transport_it_is_given():
         assert not isinstance(shared_http_client(5, 5, 10, "httpx")._transport, AiohttpTransport)
     finally:
         await close_client()
+
+
+async def test_an_upload_the_peer_stops_reading_is_a_timeout(make_kimi_client):
+    """httpx bounds a write; aiohttp has no write timeout and starts its read timer after the body: the transport
+    bounds the answer's headers by the sum of the phases, so a stalled upload fails instead of hanging."""
+    async with raw_server(never_read_the_body) as base_url:
+        client = make_kimi_client(base_url=base_url, max_retries=0, connect_timeout=0.2, read_timeout=0.3)
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(errors.Timeout):
+            await client.upload_file("big.pdf", b"%PDF-1.4 " + b"x" * 20_000_000, "application/pdf")
+    assert asyncio.get_running_loop().time() - started < 3

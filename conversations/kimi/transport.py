@@ -15,6 +15,7 @@ yet (a multipart upload to the files API) is read first and sent with its length
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ssl
 from collections.abc import Iterator
@@ -46,6 +47,17 @@ def _as_httpx_errors(request: httpx.Request, *, reading: bool) -> Iterator[None]
         raise (httpx.ReadError if reading else httpx.WriteError)(str(exc), request=request) from exc
     except aiohttp.ClientError as exc:
         raise httpx.TransportError(f"{type(exc).__name__}: {exc}", request=request) from exc
+
+
+@contextlib.contextmanager
+def _timeout_as(error: type[httpx.TimeoutException], request: httpx.Request) -> Iterator[None]:
+    """The bound of ``asyncio.timeout`` around a request (its own TimeoutError, not aiohttp's) as an httpx error."""
+    try:
+        yield
+    except TimeoutError as exc:
+        if isinstance(exc, aiohttp.ClientError):
+            raise
+        raise error("no answer within the write and read timeouts", request=request) from exc
 
 
 class _Body(httpx.AsyncByteStream):
@@ -96,26 +108,32 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         timeouts = request.extensions.get("timeout", {})
         pool, connect, read = timeouts.get("pool"), timeouts.get("connect"), timeouts.get("read")
+        phases = (pool, connect, timeouts.get("write"), read)
         try:
             body = request.content
         except httpx.RequestNotRead:
             body = await request.aread()
-        with _as_httpx_errors(request, reading=False):
-            response = await self._client().request(
-                request.method,
-                str(request.url),
-                headers=list(request.headers.multi_items()),
-                data=body or None,
-                allow_redirects=False,
-                compress=None,
-                timeout=aiohttp.ClientTimeout(
-                    total=None,
-                    # aiohttp's `connect` covers waiting for a pooled connection and making one: httpx's pool + connect.
-                    connect=None if pool is None or connect is None else pool + connect,
-                    sock_connect=connect,
-                    sock_read=read,
-                ),
-            )
+        # aiohttp starts its read timer only once the body is written and has no write timeout: a peer that stops
+        # reading an upload would hold it for ever. httpx bounds each phase; the answer's headers are bounded here
+        # by their sum (the body, once the headers came, by `sock_read` per chunk, as httpx's read timeout does).
+        until_headers = None if None in phases else sum(phases)
+        with _as_httpx_errors(request, reading=False), _timeout_as(httpx.WriteTimeout, request):
+            async with asyncio.timeout(until_headers):
+                response = await self._client().request(
+                    request.method,
+                    str(request.url),
+                    headers=list(request.headers.multi_items()),
+                    data=body or None,
+                    allow_redirects=False,
+                    compress=None,
+                    timeout=aiohttp.ClientTimeout(
+                        total=None,
+                        # aiohttp's `connect`: waiting for a pooled connection and making one (httpx's pool + connect).
+                        connect=None if pool is None or connect is None else pool + connect,
+                        sock_connect=connect,
+                        sock_read=read,
+                    ),
+                )
         extensions = {"http_version": b"HTTP/1.1"}
         if response.reason:
             extensions["reason_phrase"] = response.reason.encode("latin-1", "replace")
