@@ -335,6 +335,18 @@ KIMICHAT_WEB_SEARCH_FEE_USD = Decimal(str(env_float("WEB_SEARCH_FEE_USD", 0.005,
 # Credits and limits (the credits issue); docs/credits.md describes each.
 KIMICHAT_SIGNUP_CREDITS = env_int("SIGNUP_CREDITS", 100, minimum=0)
 KIMICHAT_MAX_CONCURRENT_ANSWERS = env_int("MAX_CONCURRENT_ANSWERS", 3, minimum=1)
+# Threads a worker prepares sends on with PostgreSQL (services/chat/sending.py). Each holds a pooled connection while
+# it works, and the worker's database thread and its HTTP requests need theirs: by default 4, or fewer for a small
+# pool (DATABASE_POOL_SIZE - 2). SQLite always uses the one database thread.
+_pool_size = globals().get("DATABASE_POOL_SIZE") or 0
+KIMICHAT_SEND_THREADS = env_int(
+    "SEND_THREADS", max(1, min(4, _pool_size - 2)) if _pool_size else 4, minimum=1, maximum=64
+)
+if _pool_size and KIMICHAT_SEND_THREADS >= _pool_size:
+    raise ImproperlyConfigured(
+        f"SEND_THREADS ({KIMICHAT_SEND_THREADS}) must be below DATABASE_POOL_SIZE ({_pool_size}): each send thread "
+        "holds a pooled connection, and the worker's other database calls need one too"
+    )
 # Chat titles (services/personal/titles.py): written by a model after a chat's first answer; the model that answered
 # unless TITLE_MODEL names a cheaper one; charged to the user as a `title` ledger row unless the operator absorbs it.
 KIMICHAT_AUTO_TITLES = env_bool("AUTO_TITLES", True)

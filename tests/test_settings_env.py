@@ -164,3 +164,25 @@ def test_postgres_connections_are_pooled_per_worker_by_default():
     }
     code, error = _database_settings(DATABASE_URL=url, DATABASE_CONN_MAX_AGE="60")
     assert code != 0 and "DATABASE_CONN_MAX_AGE must be 0 with DATABASE_POOL_SIZE" in error
+
+
+def test_send_threads_leave_pooled_connections_for_the_rest_of_the_worker():
+    """Each send thread (services/chat/sending.py) holds a pooled connection while it works."""
+    import os
+    import subprocess
+    import sys
+
+    def send_threads(**env_vars) -> tuple[int, str]:
+        env_ = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_URL", "SEND_THREADS"))}
+        env_.update(
+            DJANGO_SETTINGS_MODULE="kimichat.settings", DATABASE_URL="postgres://kc@127.0.0.1:5432/kc", **env_vars
+        )
+        code = "from django.conf import settings; print(settings.KIMICHAT_SEND_THREADS)"
+        done = subprocess.run([sys.executable, "-c", code], env=env_, capture_output=True, text=True, check=False)  # noqa: S603
+        return done.returncode, done.stdout.strip() if done.returncode == 0 else done.stderr
+
+    assert send_threads() == (0, "4")  # the default pool of 10
+    assert send_threads(DATABASE_POOL_SIZE="4") == (0, "2")  # a small pool: 2 left for the database thread, HTTP
+    assert send_threads(DATABASE_POOL_SIZE="0", SEND_THREADS="8") == (0, "8")  # no pool: a connection per trip
+    code, error = send_threads(DATABASE_POOL_SIZE="4", SEND_THREADS="4")
+    assert code != 0 and "SEND_THREADS (4) must be below DATABASE_POOL_SIZE (4)" in error

@@ -12,6 +12,7 @@ import logging
 from types import SimpleNamespace
 
 import orjson
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.db.models import prefetch_related_objects
@@ -344,13 +345,14 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         origin = message.get("origin")
         if origin is not None and origin == self.registry.origin:
             return  # this process's own answer, sent to other workers' sockets: this socket had it directly
-        # channels runs close_old_connections in the sync thread before every handler: a thread hop per frame, on
-        # the one thread that every database call of the process shares. A delta reaches the database only on a
-        # gap, through database_sync_to_async, which closes old connections itself; it skips the hop.
-        if message["type"] == "chat.delta":
-            await self.chat_delta(message)
-            return
-        await super().dispatch(message)
+        # channels runs close_old_connections in the sync thread before every handler: a thread hop per message, on
+        # the one thread that every database call of the process shares, where it queues behind a burst's sends (and
+        # a send frame's hop put the send itself behind them). This consumer reaches the database only through
+        # database_sync_to_async and the send path's trip, which close old connections themselves: no hop.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def auth_close(self, event):
         await self.close(code=CLOSE_NOT_AUTHENTICATED)  # this session logged out

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from channels.db import database_sync_to_async
+from channels.db import DatabaseSyncToAsync, database_sync_to_async
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone, translation
 from django.utils.translation import gettext
 
@@ -130,8 +131,20 @@ def _check_project(user, new_conversation: dict | None) -> None:
         raise SendRefused("not_found", gettext("No such project.")) from None
 
 
-def _check_not_busy(conversation: Conversation) -> None:
+class _AlreadyStored(Exception):  # noqa: N818 - not an error: the frame was a resend
+    """The frame's client_msg_id was stored by a concurrent resend while this one waited for the conversation."""
+
+    def __init__(self, accepted: Accepted) -> None:
+        self.accepted = accepted
+
+
+def _check_not_busy(conversation: Conversation, user, client_msg_id: uuid.UUID) -> None:
+    """Refuse while an answer runs in the conversation, unless it is this frame's own: a resend (a reconnect, a
+    second tab) that waited for the conversation's row lock while its first attempt was stored and started
+    (``_AlreadyStored``: the caller answers with what was stored, as for any resend)."""
     if conversation.messages.in_progress().exists():
+        if (duplicate := _existing(user, client_msg_id)) is not None:
+            raise _AlreadyStored(duplicate)
         raise SendRefused(
             "busy",
             "An answer is still being written in this conversation. Wait for it or stop it first.",
@@ -429,7 +442,7 @@ def prepare_send(
                 )
             else:
                 conversation = _locked_conversation(user, conversation_id)
-                _check_not_busy(conversation)
+                _check_not_busy(conversation, user, client_msg_id)
             chosen = model or conversation.model or settings.KIMI_DEFAULT_MODEL
             _check_model(user, chosen, known_models, conversation_id)
             try:
@@ -452,6 +465,8 @@ def prepare_send(
             accepted = _start_answer(user, conversation, chosen, [*thread, user_message], price=price, created=created)
     except IntegrityError:
         return _after_duplicate_id(user, client_msg_id)
+    except _AlreadyStored as stored:
+        return stored.accepted
     accepted.user_message = user_message
     accepted.created_conversation = created
     return accepted
@@ -483,7 +498,7 @@ def prepare_regenerate(
     try:
         with transaction.atomic():
             conversation = _locked_conversation(user, conversation_id)
-            _check_not_busy(conversation)
+            _check_not_busy(conversation, user, client_msg_id)
             chosen = model or conversation.model
             _check_model(user, chosen, known_models, conversation_id)
             price = _check_affordable(user, conversation, chosen, balance=balance)
@@ -498,6 +513,8 @@ def prepare_regenerate(
                 accepted.superseded = [old_answer]
     except IntegrityError:
         return _after_duplicate_id(user, client_msg_id)
+    except _AlreadyStored as stored:
+        return stored.accepted
     return accepted
 
 
@@ -537,7 +554,7 @@ def prepare_edit(
     try:
         with transaction.atomic():
             conversation = _locked_conversation(user, conversation_id)
-            _check_not_busy(conversation)
+            _check_not_busy(conversation, user, client_msg_id)
             edited = _edited(conversation, message_id)
             chosen = conversation.model
             _check_model(user, chosen, known_models, conversation_id)
@@ -553,6 +570,8 @@ def prepare_edit(
         accepted.user_message = new_user
     except IntegrityError:
         return _after_duplicate_id(user, client_msg_id)
+    except _AlreadyStored as stored:
+        return stored.accepted
     return accepted
 
 
@@ -573,7 +592,7 @@ def prepare_continue(
     try:
         with transaction.atomic():
             conversation = _locked_conversation(user, conversation_id)
-            _check_not_busy(conversation)
+            _check_not_busy(conversation, user, client_msg_id)
             thread, last_user, answer = _last_turn(conversation, conversation.model)
             if answer is None or answer.pk != message_id or thread[-1].pk != answer.pk:
                 raise SendRefused(
@@ -607,6 +626,8 @@ def prepare_continue(
             reservation = _reserve(user, conversation, answer, request, prompt_tokens)
     except IntegrityError:
         return _after_duplicate_id(user, client_msg_id)
+    except _AlreadyStored as stored:
+        return stored.accepted
     return Accepted(
         conversation=conversation, assistant=answer, request=request, reservation=reservation, continued=continued
     )
@@ -635,23 +656,53 @@ def admit(user) -> Decimal:
     return balance
 
 
-def _admitted(prepare):
-    """The socket's session check, ``admit`` and ``prepare``, in one trip to the database thread: every database and
-    cache call of a process's sockets shares that one thread, and under load each trip waits in its queue (a send
-    made seven of them; a burst of sends queued all their session checks ahead of the first one's preparation).
-    ``session_key``: the socket's session, checked first (``sessions.SessionEnded``: nothing is counted or stored);
-    then whether the account still waits for approval (refused in ``language``)."""
+_send_executors: dict[int, ThreadPoolExecutor] = {}  # by size (SEND_THREADS): one per process
 
-    def admit_then_prepare(user, *, session_key: str | None, language: str | None = None, **kwargs) -> Accepted:
+
+def _send_threads() -> ThreadPoolExecutor | None:
+    """The threads a worker prepares sends on, when its database takes concurrent writers (PostgreSQL and
+    ``SEND_THREADS`` > 1); None: the one database thread every other call of the worker shares (SQLite, whose
+    writers queue on one lock anyway)."""
+    size = settings.KIMICHAT_SEND_THREADS
+    if connection.vendor != "postgresql" or size <= 1:
+        return None
+    if size not in _send_executors:
+        _send_executors[size] = ThreadPoolExecutor(size, thread_name_prefix="kimichat-send")
+    return _send_executors[size]
+
+
+class _Admitted:
+    """The socket's session check, ``admit`` and ``prepare``, in one trip off the event loop (a send made seven
+    trips once; a burst of sends queued all their session checks ahead of the first one's preparation).
+    ``session_key``: the socket's session, checked first (``sessions.SessionEnded``: nothing is counted or stored);
+    then whether the account still waits for approval (refused in ``language``).
+
+    On PostgreSQL the trip runs on a few threads of its own (``SEND_THREADS``): half of a send's time there is
+    waiting for the database's answers, during which another send's Python can run; the row locks that make two
+    workers' sends safe make two threads' sends safe (``tests/test_send_threads.py``). On SQLite it runs on the
+    database thread the worker's other calls share. ``func``: the synchronous function (tests count its queries)."""
+
+    def __init__(self, prepare) -> None:
+        self.prepare = prepare
+
+    def func(self, user, *, session_key: str | None, language: str | None = None, **kwargs) -> Accepted:
         sessions.check_session(session_key, user.pk)
         if approval.is_waiting(user.pk):  # an account waiting for approval reads its chats but starts no answer
             with translation.override(language):
                 raise SendRefused(
                     approval.WAITING_CODE, approval.waiting_message(), conversation_id=kwargs.get("conversation_id")
                 )
-        return prepare(user, balance=admit(user), **kwargs)
+        return self.prepare(user, balance=admit(user), **kwargs)
 
-    return database_sync_to_async(admit_then_prepare)
+    async def __call__(self, user, **kwargs) -> Accepted:
+        threads = _send_threads()
+        if threads is None:
+            return await database_sync_to_async(self.func)(user, **kwargs)
+        return await DatabaseSyncToAsync(self.func, thread_sensitive=False, executor=threads)(user, **kwargs)
+
+
+def _admitted(prepare) -> _Admitted:
+    return _Admitted(prepare)
 
 
 aprepare_send = _admitted(prepare_send)
