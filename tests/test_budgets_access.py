@@ -295,11 +295,7 @@ async def test_fifty_simultaneous_sends_never_exceed_a_daily_cap(connect, owner,
     tabs = [await connect(owner) for _ in range(50)]
     await asyncio.gather(*(tab.say(f"send {n} [[tokens:5]]") for n, tab in enumerate(tabs)))
 
-    async def outcome(tab):
-        frame, _ = await tab.until(lambda f: f["type"] in ("done", "error"), timeout=60)
-        return frame["code"] if frame["type"] == "error" else frame["status"]
-
-    results = await asyncio.gather(*(outcome(tab) for tab in tabs))
+    results = await asyncio.gather(*(tab.outcome() for tab in tabs))
     assert results.count("complete") == 7, results
     assert results.count(budgets.DAILY) == 43, results
     assert await sync_to_async(credits.get_balance)(owner) == D(93)

@@ -51,10 +51,6 @@ async def test_one_users_simultaneous_sends_on_several_threads_keep_the_cap(conn
     tabs = [await connect(owner) for _ in range(10)]
     await asyncio.gather(*(tab.say(f"send {n} [[tokens:40]] [[rate:20]]") for n, tab in enumerate(tabs)))
 
-    async def outcome(tab):
-        frame, _ = await tab.until(lambda f: f["type"] in ("done", "error"), timeout=60)
-        return frame["code"] if frame["type"] == "error" else frame["status"]
-
-    results = await asyncio.gather(*(outcome(tab) for tab in tabs))
+    results = await asyncio.gather(*(tab.outcome() for tab in tabs))
     assert sorted(results) == ["complete"] * 3 + ["too_many_answers"] * 7, results
     assert sending._send_threads() is not None

@@ -33,13 +33,7 @@ async def test_fifty_simultaneous_sends_with_credits_for_ten(connect, owner, set
     tabs = [await connect(owner) for _ in range(50)]
     await asyncio.gather(*(tab.say(f"send {n} [[tokens:5]]") for n, tab in enumerate(tabs)))
 
-    async def outcome(tab):
-        frame, _ = await tab.until(lambda f: f["type"] in ("done", "error"), timeout=60)
-        if frame["type"] == "error":
-            return frame["code"]
-        return frame["status"]
-
-    results = await asyncio.gather(*(outcome(tab) for tab in tabs))
+    results = await asyncio.gather(*(tab.outcome() for tab in tabs))
     assert results.count("complete") == 10, results
     assert results.count("insufficient_credits") == 40, results
     assert await sync_to_async(credits.get_balance)(owner) == 0
