@@ -115,7 +115,7 @@ def test_a_regenerate_finds_the_last_question_behind_a_huge_answer(owner):
 
 
 def test_a_new_chats_send_costs_twenty_one_queries(owner):
-    """The send of a new chat, as the socket makes it (``sending._admitted``: session check, rate limit, prepare),
+    """The send of a new chat, as the socket makes it (``sending._Admitted``: session check, rate limit, prepare),
     pinned: a burst of sends queues on a worker's one database thread, so every query shows in its first delta."""
     from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
     from django.contrib.sessions.backends.db import SessionStore

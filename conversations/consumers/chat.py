@@ -73,7 +73,7 @@ def _language_of(scope) -> str:
 
 class ChatConsumer(AsyncJsonWebsocketConsumer):
     # Frames that start (and will charge for) an answer: their session check, and the refusal of an account that
-    # awaits approval, run in the trip that prepares them (``sending._admitted``).
+    # awaits approval, run in the trip that prepares them (``sending._Admitted``).
     STARTS_ANSWER = frames.Send | frames.Regenerate | frames.Edit | frames.Continue
 
     async def connect(self):
@@ -137,7 +137,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self._refuse(exc.code, exc.message, conversation_id=exc.conversation_id, **exc.extra)
             return
         # A frame that starts an answer checks the session in the same trip to the database thread as its preparation
-        # (``sending._admitted``); every other frame but a ping checks it first.
+        # (``sending._Admitted``); every other frame but a ping checks it first.
         if not isinstance(frame, frames.Ping | self.STARTS_ANSWER) and not await self._signed_in():
             return  # closed: nothing this frame asked for is done, read or charged
         handler = {

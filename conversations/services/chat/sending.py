@@ -701,11 +701,7 @@ class _Admitted:
         return await DatabaseSyncToAsync(self.func, thread_sensitive=False, executor=threads)(user, **kwargs)
 
 
-def _admitted(prepare) -> _Admitted:
-    return _Admitted(prepare)
-
-
-aprepare_send = _admitted(prepare_send)
-aprepare_regenerate = _admitted(prepare_regenerate)
-aprepare_edit = _admitted(prepare_edit)
-aprepare_continue = _admitted(prepare_continue)
+aprepare_send = _Admitted(prepare_send)
+aprepare_regenerate = _Admitted(prepare_regenerate)
+aprepare_edit = _Admitted(prepare_edit)
+aprepare_continue = _Admitted(prepare_continue)
