@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 import httpx
 import pytest
@@ -106,3 +107,51 @@ async def test_an_upload_the_peer_stops_reading_is_a_timeout(make_kimi_client):
         with pytest.raises(errors.Timeout):
             await client.upload_file("big.pdf", b"%PDF-1.4 " + b"x" * 20_000_000, "application/pdf")
     assert asyncio.get_running_loop().time() - started < 3
+
+
+def _piece(text: str) -> bytes:
+    return b'data: {"id":"x","choices":[{"index":0,"delta":{"content":"' + text.encode() + b'"}}]}\n\n'
+
+
+def trickle(pauses: list[float]):
+    """An answer whose pieces come after ``pauses`` (seconds), then its end."""
+
+    async def handle(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for n, pause in enumerate(pauses):
+            await asyncio.sleep(pause)
+            body = _piece(f"p{n} ")
+            writer.write(b"%x\r\n%s\r\n" % (len(body), body))
+            await writer.drain()
+        done = b"data: [DONE]\n\n"
+        writer.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(done), done))
+        await writer.drain()
+        writer.close()
+
+    return handle
+
+
+async def test_pieces_slower_than_the_timers_look_but_within_the_read_timeout_are_not_cut(make_kimi_client):
+    """The body's read timeout is one timer a stream that looks every eighth of it (transport._IdleWatch): pieces
+    0.25 s apart under a read timeout of 0.4 s are an answer, not a timeout, however the looks fall."""
+    async with raw_server(trickle([0.25] * 8)) as base_url:
+        events = await collect(make_kimi_client(base_url=base_url, max_retries=0, read_timeout=0.4))
+    assert "".join(getattr(e, "text", "") for e in events) == "".join(f"p{n} " for n in range(8))
+
+
+@pytest.mark.parametrize("silence", [0.6, 3.0])
+async def test_a_body_that_goes_silent_fails_after_the_read_timeout_never_before(make_kimi_client, silence):
+    read = 0.4
+    async with raw_server(trickle([0.0, 0.1, silence])) as base_url:
+        client = make_kimi_client(base_url=base_url, max_retries=0, read_timeout=read)
+        started = time.monotonic()
+        received = []
+        with pytest.raises(errors.Timeout) as caught:
+            async for event in client.stream_chat(ask()):
+                received.append((time.monotonic(), event))
+        ended = time.monotonic()
+    last_piece = received[-1][0]
+    assert caught.value.partial_text == "p0 p1 "
+    # Never early; late by at most an eighth of the timeout (plus a loop's scheduling slack).
+    assert read <= ended - last_piece <= read * 1.125 + 0.1, (ended - last_piece, ended - started)

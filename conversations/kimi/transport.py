@@ -60,13 +60,55 @@ def _timeout_as(error: type[httpx.TimeoutException], request: httpx.Request) -> 
         raise error("no answer within the write and read timeouts", request=request) from exc
 
 
+class _IdleWatch:
+    """The body's read timeout (httpx's ``read``: no byte for that long fails the read with ``ReadTimeout``), kept by
+    one timer a stream that looks every ``seconds / 8`` whether bytes came, instead of aiohttp's ``sock_read``, which
+    cancels and schedules a timer for every chunk: at 600 answers streaming, 7% of the worker's CPU (docs/
+    performance.md). Never early; at most an eighth late (a byte seen is dated at the look that saw it)."""
+
+    CHECKS = 8
+
+    def __init__(self, response: aiohttp.ClientResponse, seconds: float) -> None:
+        self._response = response
+        self._content = response.content
+        self._seconds = seconds
+        self._loop = asyncio.get_running_loop()
+        self._seen = self._content.total_bytes
+        self._since = self._loop.time()
+        self._handle: asyncio.TimerHandle | None = self._loop.call_later(seconds / self.CHECKS, self._look)
+
+    def _look(self) -> None:
+        self._handle = None
+        if self._response.closed or self._content.is_eof():
+            return
+        now, total = self._loop.time(), self._content.total_bytes
+        if total != self._seen:
+            self._seen, self._since = total, now
+        elif now - self._since >= self._seconds:
+            # What aiohttp's own timer does: the waiting read fails with it (mapped to httpx.ReadTimeout).
+            self._content.set_exception(aiohttp.SocketTimeoutError("Timeout on reading data from socket"))
+            return
+        self._handle = self._loop.call_later(self._seconds / self.CHECKS, self._look)
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+
 class _Body(httpx.AsyncByteStream):
     """The response body, chunk by chunk: an iterator object rather than an async generator, so an answer stopped
     mid-stream leaves no suspended generator behind for the garbage collector to finalize."""
 
-    def __init__(self, response: aiohttp.ClientResponse, request: httpx.Request) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, request: httpx.Request, read: float | None = None) -> None:
         self._response = response
         self._request = request
+        self._watch = None
+        protocol = response.connection.protocol if response.connection is not None else None
+        if read is not None and protocol is not None:  # None: the body is read already, or nothing bounds a read
+            protocol.read_timeout = None  # aiohttp's per-chunk timer off: the watch below bounds the body instead
+            protocol.start_timeout()  # (with no timeout set, this cancels the timer the headers' read left)
+            self._watch = _IdleWatch(response, read)
 
     def __aiter__(self) -> _Body:
         return self
@@ -76,10 +118,17 @@ class _Body(httpx.AsyncByteStream):
             # Whatever has arrived, in one piece: an SSE stream's events as the upstream wrote them.
             chunk = await self._response.content.readany()
         if not chunk:
+            self._stop_watch()
             raise StopAsyncIteration
         return chunk
 
+    def _stop_watch(self) -> None:
+        if self._watch is not None:
+            self._watch.stop()
+            self._watch = None
+
     async def aclose(self) -> None:
+        self._stop_watch()
         # Back to the pool when the body was read to its end; closed otherwise (an answer stopped mid-stream).
         self._response.release()
 
@@ -140,7 +189,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         return httpx.Response(
             status_code=response.status,
             headers=response.raw_headers,
-            stream=_Body(response, request),
+            stream=_Body(response, request, read),
             request=request,
             extensions=extensions,
         )
