@@ -92,3 +92,18 @@ def test_a_continued_answer_leaves_the_index_while_it_streams_again(answer):
     integrity_check()
     Message.objects.filter(pk=answer.pk).delete()
     integrity_check()
+
+
+def test_a_checkpoint_writes_every_running_answer_and_leaves_an_ended_one_as_stored(answer):
+    """``checkpoint`` is one statement run for all rows (executemany): each running answer gets its own text and
+    seq; an answer that ended meanwhile keeps what its final store wrote."""
+    second = Message.objects.create(conversation=answer.conversation, role="assistant", status="streaming")
+    ended = Message.objects.create(conversation=answer.conversation, role="assistant", status="streaming")
+    finish_message(ended.pk, status="complete", content="the end", reasoning="", seq=9)
+    checkpoint([(answer.pk, "one so far", "", 3), (second.pk, "two so far", "thinking", 4), (ended.pk, "late", "", 2)])
+    rows = Message.objects.filter(pk__in=[answer.pk, second.pk, ended.pk]).order_by("pk")
+    assert list(rows.values_list("content", "reasoning", "seq", "status")) == [
+        ("one so far", "", 3, "streaming"),
+        ("two so far", "thinking", 4, "streaming"),
+        ("the end", "", 9, "complete"),
+    ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from conversations.kimi.events import Usage
@@ -18,12 +18,24 @@ from conversations.services.chat.sending import Continued
 def checkpoint(rows: list[tuple[int, str, str, int]]) -> None:
     """Save the partial text of answers in progress (message id, content, reasoning, seq), so a crash loses at most a
     few seconds of them. One transaction for all the answers of a worker: one commit, one trip to the database
-    thread, however many are running. An answer that has ended meanwhile is left as it was stored."""
-    with transaction.atomic():
-        for message_id, content, reasoning, seq in rows:
-            Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(
-                content=content, reasoning=reasoning, seq=seq
-            )
+    thread, however many are running. An answer that has ended meanwhile is left as it was stored.
+
+    One statement run for every row (``executemany``): what ``filter(pk=…, status=streaming).update(content=…,
+    reasoning=…, seq=…)`` would run, compiled once instead of once a row (the ORM's compilation was 7% of a worker's
+    CPU at 600 answers streaming; docs/performance.md)."""
+    quote, meta = connection.ops.quote_name, Message._meta
+    content, reasoning, seq, status = (
+        quote(meta.get_field(name).column) for name in ("content", "reasoning", "seq", "status")
+    )
+    pk = quote(meta.pk.column)
+    # Identifiers from the model's own meta, quoted; every value is a parameter.
+    sql = (
+        f"UPDATE {quote(meta.db_table)} SET {content} = %s, {reasoning} = %s, {seq} = %s "  # noqa: S608
+        f"WHERE {pk} = %s AND {status} = %s"
+    )
+    streaming = Message.Status.STREAMING.value
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.executemany(sql, [(text, thought, n, message_id, streaming) for message_id, text, thought, n in rows])
 
 
 def finish_message(
