@@ -11,6 +11,7 @@ from decimal import Decimal
 import anthropic
 import openai
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from conversations.models import ApiKey, CreditTransaction
@@ -259,3 +260,23 @@ def test_an_upstream_failure_is_an_api_error_and_charges_nothing_unless_somethin
             pass
     assert settled_rows(owner).get().estimated
     assert credits.get_balance(owner) == 99 and credits.verify_ledger() == []
+
+
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite's rule: one writer thread per worker")
+async def test_on_sqlite_a_requests_database_trips_share_the_workers_database_thread():
+    """Inside a request (its own thread-sensitive context, one thread per request), the API's database work runs on
+    the thread every other database call of the worker uses: 400 request threads writing to SQLite at once queued
+    on its file lock for seconds (docs/performance.md, session 6)."""
+    import threading
+
+    from asgiref.sync import ThreadSensitiveContext
+    from channels.db import database_sync_to_async
+
+    from conversations.api_v1 import common
+
+    shared = await database_sync_to_async(threading.get_ident)()  # outside a request: the shared thread
+    async with ThreadSensitiveContext():
+        own = await database_sync_to_async(threading.get_ident)()  # what a request's plain trip would use
+        api = await common.on_database_thread(threading.get_ident)()
+    assert own != shared
+    assert api == shared

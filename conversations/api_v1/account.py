@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 
-from channels.db import database_sync_to_async
 from django.contrib.auth.decorators import login_not_required
 from django.views.decorators.http import require_GET
 
@@ -25,9 +24,9 @@ async def _counted(request, style: str):
     """(key, user, limits) of a request that reserves nothing but counts in the rate limit, or an error response."""
     lim = None
     try:
-        key, user = await common.authenticate(request)
+        key, user, _ = await common.authenticate(request)
         try:
-            await database_sync_to_async(metering.count_request)(user)
+            await common.on_database_thread(metering.count_request)(user)
         except RateLimited as exc:
             raise ApiError(
                 429,
@@ -52,7 +51,7 @@ async def models(request):
     _key, user, lim, refused = await _counted(request, _style(request))
     if refused is not None:
         return refused
-    allowed = await database_sync_to_async(model_access.allowed_models)(user)  # the groups' allow-lists
+    allowed = await common.on_database_thread(model_access.allowed_models)(user)  # the groups' allow-lists
     ids = model_access.visible(await get_client().list_models(), allowed)
     if _style(request) == "anthropic":  # the anthropic SDK's models.list() reads Anthropic's page shape
         created = datetime.datetime.fromtimestamp(MODELS_CREATED, tz=datetime.UTC).isoformat()
@@ -104,5 +103,5 @@ async def user_credits(request):
     key, user, lim, refused = await _counted(request, _style(request))
     if refused is not None:
         return refused
-    body = await database_sync_to_async(_credits)(key, user, lim)
+    body = await common.on_database_thread(_credits)(key, user, lim)
     return common.with_headers(common.json_response(body), lim)

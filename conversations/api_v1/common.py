@@ -9,8 +9,9 @@ import logging
 from dataclasses import dataclass, field
 
 import orjson
-from channels.db import database_sync_to_async
-from django.db import connections
+from asgiref.sync import SyncToAsync
+from channels.db import DatabaseSyncToAsync, database_sync_to_async
+from django.db import connection, connections
 from django.http import HttpResponse, StreamingHttpResponse
 from django.utils.translation import gettext
 from django.views.decorators.debug import sensitive_variables
@@ -86,6 +87,25 @@ def parse_body(request) -> dict:
 
 
 @sensitive_variables("header")
+def on_database_thread(func):
+    """``func`` for a request's trips to the database (``await on_database_thread(f)(...)``). On SQLite they run on
+    the one thread every database call of the worker outside a request shares (the websocket's sends): a request's
+    own thread would be one more writer on SQLite's file lock, whose busy handler sleeps up to 100 ms a retry, and at
+    400 streaming requests their admission queued for seconds (docs/performance.md, session 6). On PostgreSQL, the
+    request's own thread, as ``database_sync_to_async``."""
+    if connection.vendor != "sqlite":
+        return database_sync_to_async(func)
+    return DatabaseSyncToAsync(func, thread_sensitive=False, executor=SyncToAsync.single_thread_executor)
+
+
+def _give_back_connection() -> None:
+    """A request's thread gives its connection back before the answer streams for minutes (a persistent one would
+    sit idle all that time, one per running answer); the settlement at the end takes one again briefly. On SQLite
+    the trips run on the worker's shared database thread (``on_database_thread``), whose connection stays."""
+    if connection.vendor != "sqlite":
+        connections.close_all()
+
+
 def secret_from(request) -> str:
     """The key from ``Authorization: Bearer`` or ``X-API-Key``: both endpoints take both."""
     header = request.headers.get("Authorization", "")
@@ -94,18 +114,18 @@ def secret_from(request) -> str:
     return request.headers.get("X-API-Key", "").strip()
 
 
-@database_sync_to_async
 @sensitive_variables("secret")
-def _authenticate(secret: str, ip: str):
+def _authenticate(secret: str, ip: str, with_limits: bool):
     key = keys.authenticate(secret, ip)
     if approval.is_waiting(key.owner_id):
         raise ApiError(403, "permission_error", approval.WAITING_CODE, approval.waiting_message())
-    return key, key.owner
+    return key, key.owner, metering.limits(key.owner) if with_limits else None
 
 
 @sensitive_variables("secret")
-async def authenticate(request):
-    """(key, user) of the request's key, or ApiError 401 (429 for a throttled address). Never echoes the key."""
+async def authenticate(request, *, with_limits: bool = False):
+    """(key, user, limits) of the request's key, or ApiError 401 (429 for a throttled address). Never echoes the key.
+    ``with_limits``: the rate-limit figures of the response's headers, read in the same trip (else None)."""
     secret = secret_from(request)
     if not secret:
         raise ApiError(
@@ -115,14 +135,15 @@ async def authenticate(request):
             gettext("No API key provided. Send it as 'Authorization: Bearer KEY' or 'X-API-Key: KEY'."),
         )
     try:
-        return await _authenticate(secret, request_client_address(request))
+        return await on_database_thread(_authenticate)(secret, request_client_address(request), with_limits)
     except keys.KeyRefused as exc:
         if exc.code == "throttled":
             raise ApiError(429, "rate_limit_error", "rate_limit_exceeded", exc.message, retry_after=exc.retry_after)
         raise ApiError(401, "invalid_request_error", exc.code, exc.message) from None
 
 
-limits = database_sync_to_async(metering.limits)
+async def limits(user) -> metering.Limits:
+    return await on_database_thread(metering.limits)(user)
 
 
 def with_headers(response: HttpResponse, lim: metering.Limits | None) -> HttpResponse:
@@ -226,7 +247,6 @@ async def prepare(request: ChatRequest, max_tokens_param: str) -> Prepared:
     return Prepared(request=request, prompt_tokens=prompt_tokens)
 
 
-@database_sync_to_async
 def _admit(key_id, user, prepared: Prepared):
     if not model_access.is_allowed(user, prepared.request.model):  # the allow-lists of the user's groups
         refusal = model_access.refusal(prepared.request.model)
@@ -239,9 +259,7 @@ def _admit(key_id, user, prepared: Prepared):
         max_completion_tokens=prepared.request.max_tokens,
     )
     lim = metering.limits(user)
-    # The answer may stream for minutes: this request's thread gives its connection back now (a persistent one
-    # would sit idle all that time, one per running answer); the settlement at the end takes one again briefly.
-    connections.close_all()
+    _give_back_connection()
     return reservation, lim
 
 
@@ -252,7 +270,7 @@ def _release_if_admitted(task: asyncio.Task) -> None:
     reservation, _lim = task.result()
     _keep(
         asyncio.ensure_future(
-            database_sync_to_async(metering.finish)(
+            on_database_thread(metering.finish)(
                 reservation, usage=None, estimated=True, generated=False, note="client disconnected"
             )
         )
@@ -267,7 +285,7 @@ def _keep(task: asyncio.Task) -> asyncio.Task:
 
 async def admit(key, user, prepared: Prepared):
     """The reservation and the headers' figures, or ApiError 429 / 403."""
-    task = _keep(asyncio.ensure_future(_admit(key.pk, user, prepared)))
+    task = _keep(asyncio.ensure_future(on_database_thread(_admit)(key.pk, user, prepared)))
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
@@ -368,7 +386,7 @@ class Run:
         note = self.error.code if self.error is not None else "client disconnected"
         task = _keep(
             asyncio.ensure_future(
-                database_sync_to_async(metering.finish)(
+                on_database_thread(metering.finish)(
                     self.reservation, usage=usage, estimated=estimated, generated=self.generated, note=note
                 )
             )
@@ -429,8 +447,7 @@ async def accept(request, style: str, parse) -> Accepted | HttpResponse:
     refusal as a response in ``style`` ("openai" or "anthropic")."""
     lim = None
     try:
-        key, user = await authenticate(request)
-        lim = await limits(user)
+        key, user, lim = await authenticate(request, with_limits=True)  # the key and its limits in one trip
         upstream, stream, include_usage = parse(parse_body(request))
         prepared = await prepare(upstream, "max_tokens")
         reservation, lim = await admit(key, user, prepared)
