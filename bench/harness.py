@@ -48,6 +48,27 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+SERVICE_NAMES = ("postgres", "redis-server")
+
+
+def services_cpu_seconds() -> float:
+    """CPU seconds of every PostgreSQL and Redis process on the machine (the shared services of the scale-out setup).
+    A backend that exits between two readings takes its CPU with it: the workers keep their connections (pooled), so
+    the difference over a level is the services' CPU for it, a lower bound."""
+    total = 0.0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/comm") as f:
+                name = f.read().strip()
+            if name in SERVICE_NAMES or name.startswith("postgres"):
+                total += cpu_seconds(int(entry.name))
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+    return total
+
+
 def rss_mb(pid: int) -> float:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -174,6 +195,7 @@ class LevelResult:
     server_cpu: float = 0.0
     upstream_cpu: float = 0.0
     client_cpu: float = 0.0
+    services_cpu: float | None = None  # PostgreSQL + Redis, when the level ran on them
     rss_before_mb: float = 0.0
     rss_peak_mb: float = 0.0
     load: str = ""
@@ -219,6 +241,7 @@ class LevelResult:
             else "-",
             "upstream CPU s": f"{self.upstream_cpu:.1f}",
             "client CPU s": f"{self.client_cpu:.1f}",
+            "PG+Redis CPU s": f"{self.services_cpu:.1f}" if self.services_cpu is not None else "-",
             "RSS before→peak MB": f"{self.rss_before_mb:.0f}→{self.rss_peak_mb:.0f}" if self.rss_peak_mb else "-",
             "KB/stream": f"{per_stream_kb:.0f}" if self.rss_peak_mb else "-",
             "load": self.load,
@@ -433,6 +456,8 @@ class Bench:
             result = LevelResult(label or mode, streams, rate, tokens, load=load())
             pids = [w.pid for w in self.workers] if not floor else []
             cpu_before = sum(cpu_seconds(p) for p in pids)
+            shared = self.database_url.startswith("postgres") or self.redis_url is not None
+            services_before = services_cpu_seconds() if shared else 0.0
             upstream_before = time.process_time()
             result.rss_before_mb = sum(rss_mb(p) for p in pids)
             t0 = time.monotonic_ns() + 200_000_000
@@ -451,6 +476,8 @@ class Bench:
             result.seconds = (time.monotonic_ns() - t0) / 1e9
             result.server_cpu = sum(cpu_seconds(p) for p in pids) - cpu_before
             result.upstream_cpu = time.process_time() - upstream_before
+            if shared:
+                result.services_cpu = services_cpu_seconds() - services_before
             result.rss_peak_mb = peak if pids else 0.0
         finally:
             for proc in procs:

@@ -77,7 +77,7 @@ def run(args) -> list[dict]:
     from conversations.kimi.events import Usage
     from conversations.models import Message
     from conversations.services.accounts import sessions
-    from conversations.services.chat import sending, storing
+    from conversations.services.chat import bulk_send, sending, storing
 
     user_model = get_user_model()
     bench = harness.Bench.__new__(harness.Bench)
@@ -151,22 +151,51 @@ def run(args) -> list[dict]:
     def check(i):
         sessions.session_is_valid(bench.sessions[i], users[i].pk)
 
+    def new_chats_together(indices):
+        # As a burst's sends reach the database thread: one batch (services/chat/bulk_send.py), admission included.
+        batch = [
+            bulk_send.Pending(
+                users[i],
+                {
+                    "session_key": sessions_by_user[users[i].pk],
+                    "language": None,
+                    "conversation_id": None,
+                    "content": f"Benchmark stream {i} says hello, a question of a few words.",
+                    "client_msg_id": uuid.uuid4(),
+                    "model": MODEL,
+                    "known_models": known,
+                    "new_conversation": {},
+                    "attachments": (),
+                },
+                None,
+            )
+            for i in indices
+        ]
+        for outcome in bulk_send.prepare_sends(batch):
+            assert isinstance(outcome, sending.Accepted), outcome
+            pending.append(outcome)
+
     operations = [
-        ("session check (sessions.session_is_valid)", check),
-        ("send, new chat (session check + admit + prepare_send)", new_chat),
-        ("final store of it (finish_message)", finish),
-        (f"send, {args.history}-message chat (session check + admit + prepare_send)", later_send),
-        ("final store of it (finish_message)", finish),
+        ("session check (sessions.session_is_valid)", check, False),
+        ("send, new chat (session check + admit + prepare_send)", new_chat, False),
+        ("final store of it (finish_message)", finish, False),
+        (f"send, new chat, {args.repeat} in one batch (bulk_send.prepare_sends), per send", new_chats_together, True),
+        ("final store of it (finish_message)", finish, False),
+        (f"send, {args.history}-message chat (session check + admit + prepare_send)", later_send, False),
+        ("final store of it (finish_message)", finish, False),
     ]
     rows = []
-    for name, operation in operations:
+    for name, operation, batched in operations:
         best, queries = float("inf"), 0
         for r in range(args.rounds):
             indices = range(1 + r * args.repeat, 1 + (r + 1) * args.repeat)
             with CaptureQueriesContext(connection) as captured:
                 started = time.process_time()
-                for i in indices:
-                    operation(i)
+                if batched:
+                    operation(indices)
+                else:
+                    for i in indices:
+                        operation(i)
                 spent = (time.process_time() - started) / args.repeat
             best = min(best, spent)
             queries = len(captured.captured_queries) / args.repeat
@@ -181,8 +210,11 @@ def run(args) -> list[dict]:
 
         sys.setprofile(count)
         try:
-            for i in indices:
-                operation(i)
+            if batched:
+                operation(indices)
+            else:
+                for i in indices:
+                    operation(i)
         finally:
             sys.setprofile(None)
         calls = counted[0] / args.repeat

@@ -22,6 +22,12 @@ def is_waiting(user_id: int) -> bool:
     return AccountSignup.objects.filter(user_id=user_id, awaiting_approval=True).exists()
 
 
+def waiting_among(user_ids) -> set[int]:
+    """Which of ``user_ids`` wait for approval (``is_waiting`` for many, one query)."""
+    rows = AccountSignup.objects.filter(user_id__in=list(user_ids), awaiting_approval=True)
+    return set(rows.values_list("user_id", flat=True))
+
+
 def approve(user_ids, *, by) -> int:
     """Approve the waiting accounts among ``user_ids``; returns how many were waiting. Each is approved and credited
     once, however many staff click at the same moment (row lock, then the flag is re-read)."""

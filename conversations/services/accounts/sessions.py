@@ -27,6 +27,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, load_backend
 from django.db import transaction
+from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 
 from conversations.services.chat.relay import user_group
@@ -55,6 +56,56 @@ def session_is_valid(session_key: str | None, user_id: int) -> bool:
         return False
     hashes = [user.get_session_auth_hash(), *user.get_session_auth_fallback_hash()]
     return any(constant_time_compare(session_hash, candidate) for candidate in hashes)
+
+
+DB_SESSIONS = "django.contrib.sessions.backends.db"
+
+
+def valid_sessions(pairs: list[tuple[str | None, int]]) -> list[bool]:
+    """``session_is_valid`` for many sockets' (session key, user id) at once: two queries (the sessions, then their
+    users) where one check costs two, for the database session engine and the backends whose users resolve as
+    ``ModelBackend``'s; otherwise one ``session_is_valid`` each. The rules are the same, in the same order
+    (``tests/test_bulk_send.py`` compares the two on every way a session can stop logging its user in)."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.backends import ModelBackend
+
+    from conversations.services.accounts.backends import LoginThrottleBackend
+
+    if settings.SESSION_ENGINE != DB_SESSIONS:
+        return [session_is_valid(key, user_id) for key, user_id in pairs]
+    store = import_module(DB_SESSIONS).SessionStore
+    keys = {key for key, _ in pairs if key}
+    found = store.get_model_class().objects.filter(session_key__in=keys, expire_date__gt=timezone.now())
+    data = {key: store().decode(encoded) for key, encoded in found.values_list("session_key", "session_data")}
+    named = {
+        user_id
+        for key, user_id in pairs
+        if key in data
+        and str(data[key].get(SESSION_KEY)) == str(user_id)
+        and data[key].get(BACKEND_SESSION_KEY) in settings.AUTHENTICATION_BACKENDS
+    }
+    users = get_user_model()._default_manager.in_bulk(named)
+    model_backend = ModelBackend()
+    backends = {path: type(load_backend(path)) for path in settings.AUTHENTICATION_BACKENDS}
+    results = []
+    for key, user_id in pairs:
+        session = data.get(key, {}) if key else {}
+        backend_path = session.get(BACKEND_SESSION_KEY)
+        if str(session.get(SESSION_KEY)) != str(user_id) or backend_path not in settings.AUTHENTICATION_BACKENDS:
+            results.append(False)
+            continue
+        if backends[backend_path] not in (ModelBackend, LoginThrottleBackend):
+            results.append(session_is_valid(key, user_id))  # a backend of its own: its get_user decides
+            continue
+        user = users.get(user_id)
+        user = user if user is not None and model_backend.user_can_authenticate(user) else None
+        session_hash = session.get(HASH_SESSION_KEY)
+        if user is None or not session_hash:
+            results.append(False)
+            continue
+        hashes = [user.get_session_auth_hash(), *user.get_session_auth_fallback_hash()]
+        results.append(any(constant_time_compare(session_hash, candidate) for candidate in hashes))
+    return results
 
 
 class SessionEnded(Exception):

@@ -173,6 +173,21 @@ def _lowest(*caps) -> tuple[Decimal | None, str]:
     return staff, "staff"
 
 
+def without_caps(user_ids) -> set[int]:
+    """The users among ``user_ids`` no spending cap applies to (``check_budgets`` returns at once for them: no cap of
+    their own or staff's, no group with a budget or a member cap). Two queries for any number of users."""
+    user_ids = set(user_ids)
+    any_cap = Q()
+    for name in ("daily_cap", "own_daily_cap", "monthly_cap", "own_monthly_cap"):
+        any_cap |= Q(**{f"{name}__isnull": False})
+    capped = set(UserBudget.objects.filter(any_cap, user_id__in=user_ids).values_list("user_id", flat=True))
+    policies = GroupPolicy.objects.filter(group__user__id__in=user_ids).filter(
+        Q(monthly_budget__isnull=False) | Q(member_monthly_cap__isnull=False)
+    )
+    capped.update(policies.values_list("group__user__id", flat=True))
+    return user_ids - capped
+
+
 def check_budgets(user_id: int, cost: Decimal, now: datetime.datetime | None = None) -> None:
     """Raise BudgetExceeded if reserving ``cost`` would take the user, or a group of theirs, over a cap.
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from conversations.kimi.events import Usage
@@ -141,6 +141,21 @@ def _open_account(user_id: int, grant=None) -> CreditAccount:
 def get_balance(user) -> Decimal:
     balance = CreditAccount.objects.filter(user_id=user.pk).values_list("balance", flat=True).first()
     return ZERO if balance is None else balance
+
+
+def balances_of(user_ids) -> dict[int, Decimal]:
+    """``get_balance`` for many users, by user id, in one query."""
+    user_ids = list(user_ids)
+    found = dict(CreditAccount.objects.filter(user_id__in=user_ids).values_list("user_id", "balance"))
+    return {user_id: found.get(user_id, ZERO) for user_id in user_ids}
+
+
+def locked_accounts(user_ids) -> dict[int, CreditAccount]:
+    """Many users' accounts, by user id, locked until the surrounding transaction ends (one query; a user without an
+    account is missing from it: ``reserve`` opens one). Must run inside ``atomic``."""
+    # In the order of their ids: two batches of overlapping users lock the rows one after the other, never crosswise.
+    rows = CreditAccount.objects.select_for_update().filter(user_id__in=list(user_ids)).order_by("pk")
+    return {a.user_id: a for a in rows}
 
 
 def _locked_account(user_id: int) -> CreditAccount:
@@ -285,6 +300,87 @@ def reserve(
         message_id=message_id,
         api_key_id=api_key_id,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """One answer's reservation for ``reserve_many``: its cost as ``reserve`` computes it (``estimate_cost`` plus
+    fees), already checked by the caller against the locked balance and the user's spending caps."""
+
+    account: CreditAccount  # locked (``locked_accounts``)
+    cost: Decimal
+    model: str
+    prompt_tokens: int
+    message_id: int
+
+
+def reserve_many(holds: list[Hold]) -> list[Reservation]:
+    """``reserve`` for many answers in one UPDATE of the accounts and one INSERT of the ledger rows, each row what
+    ``reserve`` writes (``tests/test_bulk_send.py`` compares them). For the send path's bulk preparation
+    (services/chat/bulk_send.py): the caller has locked the accounts and checked each user's caps. Must run inside
+    its ``atomic``."""
+    now = timezone.now()
+    rows = []
+    for hold in holds:
+        account = hold.account
+        new_balance = account.balance - hold.cost
+        if new_balance < 0:  # checked by the caller; the last line before the database's constraint
+            raise InsufficientCredits(account.balance, hold.cost)
+        account.balance, account.updated_at = new_balance, now
+        rows.append(
+            CreditTransaction(
+                account=account,
+                kind=Kind.CHARGE,
+                amount=-hold.cost,
+                balance_after=new_balance,
+                created_at=now,
+                message_id=hold.message_id,
+                note=f"{OPEN_PREFIX}: {hold.model}",
+                model=hold.model[:100],
+                state=State.OPEN,
+                api_key_id=None,
+            )
+        )
+    _update_balances(list({hold.account.pk: hold.account for hold in holds}.values()), now)
+    CreditTransaction.objects.bulk_create(rows)
+    return [
+        Reservation(
+            transaction_id=row.pk,
+            user_id=hold.account.user_id,
+            model=hold.model,
+            amount=hold.cost,
+            prompt_tokens=max(hold.prompt_tokens, 0),
+            message_id=hold.message_id,
+        )
+        for hold, row in zip(holds, rows, strict=True)
+    ]
+
+
+def _update_balances(accounts: list[CreditAccount], now) -> None:
+    """``bulk_update(accounts, ["balance", "updated_at"])`` as one plain statement: the ORM's CASE expressions cost
+    0.6 ms of CPU an account (measured on a batch of 50), the statement below 0.02."""
+    table = connection.ops.quote_name(CreditAccount._meta.db_table)
+    meta = CreditAccount._meta
+    balance, updated_at, pk = (
+        connection.ops.quote_name(column)
+        for column in (meta.get_field("balance").column, meta.get_field("updated_at").column, meta.pk.column)
+    )
+    balance_field = CreditAccount._meta.get_field("balance")
+    cases, params = [], []
+    for account in accounts:
+        cases.append("WHEN %s THEN %s")
+        params += [account.pk, balance_field.get_db_prep_save(account.balance, connection)]
+    params.append(CreditAccount._meta.get_field("updated_at").get_db_prep_save(now, connection))
+    params += [account.pk for account in accounts]
+    placeholders = ", ".join(["%s"] * len(accounts))
+    cast = "::numeric" if connection.vendor == "postgresql" else ""
+    # Identifiers from the model's own meta, quoted; every value is a parameter.
+    sql = (
+        f"UPDATE {table} SET {balance} = (CASE {pk} {' '.join(cases)} END){cast}, {updated_at} = %s "  # noqa: S608
+        f"WHERE {pk} IN ({placeholders})"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
 
 
 def _close_reservation(account: CreditAccount, reservation: Reservation, note: str, **updates) -> None:

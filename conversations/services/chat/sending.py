@@ -8,8 +8,10 @@ answer is then started by ``registry.GenerationRegistry.launch``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -166,7 +168,12 @@ def _check_concurrency(user, conversation_id) -> None:
 
 
 def _chat_request(
-    conversation: Conversation, model: str, thread: list[Message], *, continuing: Message | None = None
+    conversation: Conversation,
+    model: str,
+    thread: list[Message],
+    *,
+    continuing: Message | None = None,
+    own_prompt: str | None = None,
 ) -> tuple[ChatRequest, int]:
     """The upstream request and its estimated prompt tokens. Its output budget (``max_tokens``) is always set: the
     user's limit or a full answer's worth for the model, clamped to what the window leaves after the prompt. The
@@ -174,7 +181,8 @@ def _chat_request(
 
     ``continuing``: an answer that was cut off, continued in partial mode from its text (or asked again when it has
     only reasoning: partial mode needs text to continue). Its budget is at least a full answer's worth, since the
-    user's limit is what cut it off."""
+    user's limit is what cut it off. ``own_prompt``: the chat's prompt with the owner's custom instructions, when the
+    caller read them already (``preferences.system_prompt_with``)."""
     provider = get_client().provider
     request = ChatRequest(
         model=model,
@@ -199,7 +207,9 @@ def _chat_request(
             model=model,
             # The project's instructions and files (services/projects/context.py) go with the chat's own prompt and
             # the user's custom instructions (services/personal/preferences.py).
-            system_prompt=project_context.system_prompt(conversation, preferences.system_prompt_for(conversation)),
+            system_prompt=project_context.system_prompt(
+                conversation, preferences.system_prompt_for(conversation) if own_prompt is None else own_prompt
+            ),
             documents=project_context.documents(conversation),
             max_tokens=conversation.max_tokens,
             thinks=params.thinks,
@@ -234,14 +244,8 @@ def _start_answer(
     ``price``: the model's price as ``_check_affordable`` read it in this transaction; ``created``: the conversation
     was created by this send (its ``updated_at`` is already now)."""
     request, prompt_tokens = _chat_request(conversation, model, thread)
-    assistant = Message.objects.create(
-        conversation=conversation,
-        role=Message.Role.ASSISTANT,
-        status=Message.Status.STREAMING,
-        model=model,
-        parent=thread[-1],  # the question it answers: the tree's branches (services/history/branches.py)
-        **fields,
-    )
+    assistant = answer_row(conversation, model, thread[-1], **fields)
+    assistant.save(force_insert=True)
     reservation = _reserve(user, conversation, assistant, request, prompt_tokens, price=price, bump=not created)
     assistant.prompt_tokens = prompt_tokens
     return Accepted(conversation=conversation, assistant=assistant, request=request, reservation=reservation)
@@ -259,8 +263,7 @@ def _reserve(
 ) -> credits.Reservation:
     """Reserve the answer's credits, check the per-user cap, bump the conversation (``bump``: to the top of the
     sidebar; a conversation created in this transaction is there already). Inside the caller's atomic."""
-    # A tool-using answer reserves for every round its loop may run, and a search's fee per round (chat/tools.py).
-    reserved_prompt, searches = tools.reservation_size(request, prompt_tokens)
+    reserved_prompt, fees = _reservation_terms(request, prompt_tokens, assistant.model)
     try:
         # Locks the user's credit account row until commit: concurrent sends of one user queue here, which also
         # makes the concurrency cap below exact.
@@ -270,7 +273,7 @@ def _reserve(
             prompt_tokens=reserved_prompt,
             max_completion_tokens=request.max_tokens,
             message=assistant,
-            fees=search_fees.search_fee(assistant.model) * searches if searches else Decimal(0),
+            fees=fees,
             price=price,
         )
     except credits.InsufficientCredits as exc:
@@ -291,19 +294,41 @@ def _reserve(
     return reservation
 
 
-def _check_model(user, model: str, known_models: list[str], conversation_id) -> None:
+def _reservation_terms(request: ChatRequest, prompt_tokens: int, model: str) -> tuple[int, Decimal]:
+    """(prompt tokens, fees) an answer reserves for. A tool-using answer reserves for every round its loop may run,
+    and a search's fee per round (chat/tools.py)."""
+    reserved_prompt, searches = tools.reservation_size(request, prompt_tokens)
+    return reserved_prompt, search_fees.search_fee(model) * searches if searches else Decimal(0)
+
+
+def _check_model(user, model: str, known_models: list[str], conversation_id, allowed=model_access.is_allowed) -> None:
+    """``allowed(user, model)``: the allow-lists' answer (the bulk path passes the lists it read for many users)."""
     if model not in known_models:
         raise SendRefused(
             "unknown_model", f"The model {model[:100]!r} is not available.", conversation_id=conversation_id
         )
-    if not model_access.is_allowed(user, model):  # the allow-lists of the user's groups
+    if not allowed(user, model):  # the allow-lists of the user's groups
         raise SendRefused(model_access.CODE, model_access.refusal(model), conversation_id=conversation_id, model=model)
 
 
-def _user_message(
-    conversation: Conversation, content: str, client_msg_id: uuid.UUID, files=(), *, parent: Message | None = None
-) -> Message:
-    message = Message.objects.create(
+# --- the rows a send writes (unsaved; the one-by-one path saves each, services/chat/bulk_send.py inserts many) --
+
+
+def conversation_row(user, content: str, model: str | None, fields: dict) -> Conversation:
+    """The conversation a send starts: ``fields``, the validated settings of the frame's ``conversation`` object."""
+    return Conversation(
+        owner=user,
+        model=model or settings.KIMI_DEFAULT_MODEL,
+        title=title_from(content),
+        # A temporary chat is seen by its tab from the start (services/history/temporary.py).
+        temporary_seen_at=timezone.now() if fields.get("temporary") else None,
+        **fields,
+    )
+
+
+def question_row(conversation: Conversation, content: str, client_msg_id: uuid.UUID, parent: Message | None) -> Message:
+    """The user's message, stored complete."""
+    return Message(
         conversation=conversation,
         parent=parent,
         role=Message.Role.USER,
@@ -312,6 +337,26 @@ def _user_message(
         status=Message.Status.COMPLETE,
         completed_at=timezone.now(),
     )
+
+
+def answer_row(conversation: Conversation, model: str, parent: Message, **fields) -> Message:
+    """The answer's row while it streams; ``parent``: the question it answers (the tree's branches,
+    services/history/branches.py)."""
+    return Message(
+        conversation=conversation,
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.STREAMING,
+        model=model,
+        parent=parent,
+        **fields,
+    )
+
+
+def _user_message(
+    conversation: Conversation, content: str, client_msg_id: uuid.UUID, files=(), *, parent: Message | None = None
+) -> Message:
+    message = question_row(conversation, content, client_msg_id, parent)
+    message.save(force_insert=True)
     with _refusing(conversation.pk):
         attached.attach(message, list(files))
     return message
@@ -368,14 +413,20 @@ def _thread(conversation: Conversation, model: str, *, before: int | None = None
 
 
 def _check_affordable(
-    user, conversation: Conversation, model: str, content: str = "", balance: Decimal | None = None
+    user,
+    conversation: Conversation,
+    model: str,
+    content: str = "",
+    balance: Decimal | None = None,
+    price: pricing.Price | None = None,
 ) -> pricing.Price:
     """Refuse before any history is read when the balance cannot pay even the least this answer can cost (the
     new message alone as the prompt, one token of answer). The full reservation (``_start_answer``) follows, under
     the account's row lock: it is the exact check, so ``balance`` may be the one ``admit`` read just before.
-    Returns the model's price it read, for the reservation to use (one read per send)."""
+    Returns the model's price it read (or ``price``, read by the caller), for the reservation to use (one read per
+    send)."""
     prompt = [{"role": "system", "content": conversation.system_prompt}, {"role": "user", "content": content}]
-    price = pricing.price_for(model)
+    price = pricing.price_for(model) if price is None else price
     least = credits.estimate_cost(model, estimate_messages_locally(prompt), 1, price=price)
     if balance is None:
         balance = credits.get_balance(user)
@@ -432,14 +483,8 @@ def prepare_send(
             if created:
                 _check_project(user, new_conversation)
                 fields = new_conversation or {}
-                conversation = Conversation.objects.create(
-                    owner=user,
-                    model=model or settings.KIMI_DEFAULT_MODEL,
-                    title=title_from(content),
-                    # A temporary chat is seen by its tab from the start (services/history/temporary.py).
-                    temporary_seen_at=timezone.now() if fields.get("temporary") else None,
-                    **fields,
-                )
+                conversation = conversation_row(user, content, model, fields)
+                conversation.save(force_insert=True)
             else:
                 conversation = _locked_conversation(user, conversation_id)
                 _check_not_busy(conversation, user, client_msg_id)
@@ -639,10 +684,10 @@ async def known_models() -> list[str]:
     return models if default in models else [*models, default]
 
 
-def admit(user) -> Decimal:
+def admit(user, balance: Decimal | None = None) -> Decimal:
     """Count the request against the user's rate limits (their tier follows the balance); ``SendRefused`` if over.
-    Returns the balance it read."""
-    balance = credits.get_balance(user)
+    Returns the balance it read (``balance``: read by the caller already)."""
+    balance = credits.get_balance(user) if balance is None else balance
     try:
         check_rate_limit(user, balance)
     except RateLimited as exc:
@@ -654,6 +699,12 @@ def admit(user) -> Decimal:
             retry_after=exc.retry_after,
         ) from None
     return balance
+
+
+def waiting_refusal(language: str | None, conversation_id) -> SendRefused:
+    """The refusal of a send from an account waiting for approval (it reads its chats but starts no answer)."""
+    with translation.override(language):
+        return SendRefused(approval.WAITING_CODE, approval.waiting_message(), conversation_id=conversation_id)
 
 
 _send_executors: dict[int, ThreadPoolExecutor] = {}  # by size (SEND_THREADS): one per process
@@ -687,21 +738,77 @@ class _Admitted:
 
     def func(self, user, *, session_key: str | None, language: str | None = None, **kwargs) -> Accepted:
         sessions.check_session(session_key, user.pk)
-        if approval.is_waiting(user.pk):  # an account waiting for approval reads its chats but starts no answer
-            with translation.override(language):
-                raise SendRefused(
-                    approval.WAITING_CODE, approval.waiting_message(), conversation_id=kwargs.get("conversation_id")
-                )
+        if approval.is_waiting(user.pk):
+            raise waiting_refusal(language, kwargs.get("conversation_id"))
         return self.prepare(user, balance=admit(user), **kwargs)
 
     async def __call__(self, user, **kwargs) -> Accepted:
-        threads = _send_threads()
-        if threads is None:
-            return await database_sync_to_async(self.func)(user, **kwargs)
-        return await DatabaseSyncToAsync(self.func, thread_sensitive=False, executor=threads)(user, **kwargs)
+        return await _off_the_loop(self.func, user, **kwargs)
 
 
-aprepare_send = _Admitted(prepare_send)
+async def _off_the_loop(func, *args, **kwargs):
+    """``func`` on the worker's database thread (SQLite), or on the send threads (PostgreSQL, ``_send_threads``)."""
+    threads = _send_threads()
+    if threads is None:
+        return await database_sync_to_async(func)(*args, **kwargs)
+    return await DatabaseSyncToAsync(func, thread_sensitive=False, executor=threads)(*args, **kwargs)
+
+
+class _Waiting:
+    """The sends of one event loop waiting for the next batch, and whether a batch is being prepared."""
+
+    def __init__(self) -> None:
+        self.sends: list = []  # bulk_send.Pending
+        self.draining = False
+
+
+_waiting: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Waiting] = weakref.WeakKeyDictionary()
+
+
+class _Batched(_Admitted):
+    """``aprepare_send``: a send that can join a batch (``bulk_send.can_batch``: a new chat, no files, no project)
+    waits for the batch being prepared to finish, then goes with every send that arrived meanwhile, in one trip:
+    ``bulk_send.prepare_sends`` admits and stores them with a fixed number of statements, where one by one each
+    costs ~20 (a burst of 50 new chats queued 50 × 7.5 ms of ORM on the one database thread; docs/performance.md).
+    A send that finds no batch running goes at once, alone (one send: ``prepare_send``, as before)."""
+
+    async def __call__(self, user, **kwargs) -> Accepted:
+        from conversations.services.chat import bulk_send
+
+        if not bulk_send.can_batch(kwargs):
+            return await super().__call__(user, **kwargs)
+        loop = asyncio.get_running_loop()
+        waiting = _waiting.setdefault(loop, _Waiting())
+        pending = bulk_send.Pending(user, kwargs, loop.create_future())
+        waiting.sends.append(pending)
+        if not waiting.draining:
+            waiting.draining = True
+            loop.create_task(self._drain(waiting))
+        return await pending.future
+
+    async def _drain(self, waiting: _Waiting) -> None:
+        from conversations.services.chat import bulk_send
+
+        try:
+            while waiting.sends:
+                size = settings.KIMICHAT_SEND_BATCH
+                batch, waiting.sends = waiting.sends[:size], waiting.sends[size:]
+                try:
+                    outcomes = await _off_the_loop(bulk_send.prepare_sends, batch)
+                except Exception as exc:  # the batch failed as a whole (its reads): each of its sends raises it
+                    outcomes = [exc] * len(batch)
+                except BaseException as exc:  # the worker stops: nobody waits for it for ever
+                    for pending in [*batch, *waiting.sends]:
+                        pending.deliver(exc)
+                    waiting.sends = []
+                    raise
+                for pending, outcome in zip(batch, outcomes, strict=True):
+                    pending.deliver(outcome)
+        finally:
+            waiting.draining = False
+
+
+aprepare_send = _Batched(prepare_send)
 aprepare_regenerate = _Admitted(prepare_regenerate)
 aprepare_edit = _Admitted(prepare_edit)
 aprepare_continue = _Admitted(prepare_continue)

@@ -89,10 +89,21 @@ def system_prompt_for(conversation: Conversation) -> str:
     """The chat's system prompt with the owner's custom instructions after it, when the chat has them switched on.
     After, not before: the chat's own prompt leads, and both stay the same from send to send (Kimi's prefix
     cache)."""
+    if not conversation.custom_instructions:
+        return conversation.system_prompt
+    return system_prompt_with(conversation, UserPreferences.objects.filter(user_id=conversation.owner_id).first())
+
+
+def stored_for(user_ids) -> dict[int, UserPreferences]:
+    """The stored preferences of many users, by user id, in one query (a user who saved none is missing)."""
+    return {p.user_id: p for p in UserPreferences.objects.filter(user_id__in=list(user_ids))}
+
+
+def system_prompt_with(conversation: Conversation, stored: UserPreferences | None) -> str:
+    """``system_prompt_for`` with the owner's preferences already read (``stored``; None: they saved none)."""
     prompt = conversation.system_prompt
     if not conversation.custom_instructions:
         return prompt
-    stored = UserPreferences.objects.filter(user_id=conversation.owner_id).first()
     instructions = instructions_text(stored) if stored is not None else ""
     if not instructions:
         return prompt
