@@ -57,9 +57,9 @@ run: migrate
 	    sleep 0.2; \
 	  done; \
 	  cat "$$ready"; \
-	  $(VENV)/bin/daphne -b $(HOST) -p $(PORT) kimichat.asgi:application; \
+	  $(PY) -m kimichat.serve -b $(HOST) -p $(PORT) kimichat.asgi:application; \
 	else \
-	  exec $(VENV)/bin/daphne -b $(HOST) -p $(PORT) kimichat.asgi:application; \
+	  exec $(PY) -m kimichat.serve -b $(HOST) -p $(PORT) kimichat.asgi:application; \
 	fi
 
 lint: $(VENV)/.installed-dev

@@ -356,7 +356,7 @@ class Bench:
             log_path = self.scratch / f"daphne-{index}.log"
             with open(log_path, "wb") as log:
                 process = subprocess.Popen(  # noqa: S603
-                    [str(Path(sys.executable).parent / "daphne"), "-b", "127.0.0.1", "-p", str(port)]
+                    [sys.executable, "-m", "kimichat.serve", "-b", "127.0.0.1", "-p", str(port)]
                     + ["kimichat.asgi:application"],
                     cwd=ROOT,
                     env=env,

@@ -41,7 +41,6 @@ from pathlib import Path
 import websockets
 
 ROOT = Path(__file__).resolve().parents[1]
-VENV_BIN = Path(sys.executable).parent
 FINAL = {"complete", "stopped", "error", "interrupted"}
 MODEL = "kimi-k2-turbo-preview"  # no reasoning: one stream of content per answer
 
@@ -130,7 +129,18 @@ class Stack:
         self.url = f"http://127.0.0.1:{self.port}"
         self.worker = self._spawn(
             "daphne",
-            [str(VENV_BIN / "daphne"), "-v", "0", "-b", "127.0.0.1", "-p", str(self.port), "kimichat.asgi:application"],
+            [
+                sys.executable,
+                "-m",
+                "kimichat.serve",
+                "-v",
+                "0",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "kimichat.asgi:application",
+            ],
             KIMI_BASE_URL=f"http://127.0.0.1:{kimi_port}/v1",
             KIMI_API_KEY="offline-kimi-key",
             DEBUG="true",

@@ -122,7 +122,9 @@ def start_daphne(
     with open(log_path, "wb") as log:
         process = subprocess.Popen(  # noqa: S603
             [
-                str(Path(sys.executable).parent / "daphne"),
+                sys.executable,
+                "-m",
+                "kimichat.serve",
                 "-b",
                 "127.0.0.1",
                 "-p",

