@@ -77,6 +77,7 @@ def run(args) -> list[dict]:
     from conversations.kimi.events import Usage
     from conversations.models import Message
     from conversations.services.accounts import sessions
+    from conversations.services.apikeys import metering
     from conversations.services.chat import bulk_send, sending, storing
 
     user_model = get_user_model()
@@ -167,13 +168,37 @@ def run(args) -> list[dict]:
                     "new_conversation": {},
                     "attachments": (),
                 },
-                None,
             )
             for i in indices
         ]
         for outcome in bulk_send.prepare_sends(batch):
             assert isinstance(outcome, sending.Accepted), outcome
             pending.append(outcome)
+
+    from conversations.api_v1 import common
+    from conversations.kimi.params import ChatRequest
+    from conversations.services.apikeys import keys
+
+    secrets = {user.pk: keys.create(user, name="bench").secret for user in users}
+
+    def api_request(i):
+        # As POST /v1/chat/completions admits a request: the key (with its owner's approval and limits), then the
+        # model's allow-list, the rate limit and the reservation (api_v1/common.accept, without the HTTP).
+        key, user, _lim = common._authenticate(secrets[users[i].pk], "127.0.0.1", True)
+        request = ChatRequest(model=MODEL, messages=[{"role": "user", "content": f"API stream {i} says hello."}])
+        request.max_tokens = 1024
+        reservation, _lim = common._admit(key.pk, user, common.Prepared(request=request, prompt_tokens=12))
+        api_pending.append(reservation)
+
+    api_pending = []
+
+    def api_finish(i):
+        metering.finish(
+            api_pending.pop(),
+            usage=Usage(prompt_tokens=12, completion_tokens=60, total_tokens=72),
+            estimated=False,
+            generated=True,
+        )
 
     operations = [
         ("session check (sessions.session_is_valid)", check, False),
@@ -183,6 +208,8 @@ def run(args) -> list[dict]:
         ("final store of it (finish_message)", finish, False),
         (f"send, {args.history}-message chat (session check + admit + prepare_send)", later_send, False),
         ("final store of it (finish_message)", finish, False),
+        ("user API request admission (api_v1/common: key, limits, allow-list, reservation)", api_request, False),
+        ("its settlement (metering.finish)", api_finish, False),
     ]
     rows = []
     for name, operation, batched in operations:

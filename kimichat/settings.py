@@ -347,7 +347,8 @@ if _pool_size and KIMICHAT_SEND_THREADS >= _pool_size:
         f"SEND_THREADS ({KIMICHAT_SEND_THREADS}) must be below DATABASE_POOL_SIZE ({_pool_size}): each send thread "
         "holds a pooled connection, and the worker's other database calls need one too"
     )
-# The most sends of new chats prepared together in one batch (services/chat/bulk_send.py); 1 prepares each alone.
+# The most sends of new chats prepared together in one batch (services/chat/bulk_send.py), and the most /v1/ requests
+# admitted together (services/apikeys/bulk_admit.py); 1 prepares each alone.
 # Smaller batches let the first answers of a burst start while the next batch is prepared (docs/performance.md).
 KIMICHAT_SEND_BATCH = env_int("SEND_BATCH", 50, minimum=1, maximum=500)
 # Chat titles (services/personal/titles.py): written by a model after a chat's first answer; the model that answered

@@ -78,7 +78,7 @@ def _send(user, content, *, model=None, conversation=None, client_msg_id=None, s
 
 
 def _together(sends) -> list:
-    return bulk_send.prepare_sends([bulk_send.Pending(user, kwargs, None) for user, kwargs in sends])
+    return bulk_send.prepare_sends([bulk_send.Pending(user, kwargs) for user, kwargs in sends])
 
 
 def _one_by_one(sends) -> list:

@@ -11,8 +11,10 @@ from dataclasses import dataclass, field
 import orjson
 from asgiref.sync import SyncToAsync
 from channels.db import DatabaseSyncToAsync, database_sync_to_async
+from django.conf import settings
 from django.db import connection, connections
 from django.http import HttpResponse, StreamingHttpResponse
+from django.utils import translation
 from django.utils.translation import gettext
 from django.views.decorators.debug import sensitive_variables
 
@@ -21,11 +23,13 @@ from conversations.kimi.configured import get_client
 from conversations.kimi.events import ContentDelta, Finish, ReasoningDelta, Usage
 from conversations.kimi.params import ChatRequest, output_budget, resolve_params
 from conversations.kimi.tokens import estimate_messages_locally, estimate_tokens_locally
+from conversations.services import batching
 from conversations.services.accounts import approval, model_access
 from conversations.services.accounts.client_address import request_client_address
-from conversations.services.apikeys import keys, metering
+from conversations.services.apikeys import bulk_admit, keys, metering
 from conversations.services.billing import credits
 from conversations.services.billing.ratelimit import RateLimited
+from conversations.services.chat import sending
 
 logger = logging.getLogger(__name__)
 PARAMETERS = ("max_tokens", "temperature", "top_p", "reasoning_effort", "thinking", "messages", "model")
@@ -101,8 +105,9 @@ def on_database_thread(func):
 def _give_back_connection() -> None:
     """A request's thread gives its connection back before the answer streams for minutes (a persistent one would
     sit idle all that time, one per running answer); the settlement at the end takes one again briefly. On SQLite
-    the trips run on the worker's shared database thread (``on_database_thread``), whose connection stays."""
-    if connection.vendor != "sqlite":
+    the trips run on the worker's shared database thread (``on_database_thread``), whose connection stays; so does
+    one inside a transaction (a caller's: a test's)."""
+    if connection.vendor != "sqlite" and not connection.in_atomic_block:
         connections.close_all()
 
 
@@ -247,7 +252,8 @@ async def prepare(request: ChatRequest, max_tokens_param: str) -> Prepared:
     return Prepared(request=request, prompt_tokens=prompt_tokens)
 
 
-def _admit(key_id, user, prepared: Prepared):
+def _admit(key_id, user, prepared: Prepared, counted: bool = False):
+    """One request's admission (``counted``: its rate limit was counted already, by ``bulk_admit``)."""
     if not model_access.is_allowed(user, prepared.request.model):  # the allow-lists of the user's groups
         refusal = model_access.refusal(prepared.request.model)
         raise ApiError(403, "invalid_request_error", model_access.CODE, refusal, param="model")
@@ -257,10 +263,46 @@ def _admit(key_id, user, prepared: Prepared):
         model=prepared.request.model,
         prompt_tokens=prepared.prompt_tokens,
         max_completion_tokens=prepared.request.max_tokens,
+        counted=counted,
     )
-    lim = metering.limits(user)
-    _give_back_connection()
-    return reservation, lim
+    return reservation, metering.limits(user)
+
+
+def _admit_many(waiting: list[tuple]) -> list:
+    """The admissions of the requests that waited together (``(key, user, prepared, language)`` each), in one trip:
+    those ``bulk_admit`` accepts in one transaction, the rest one by one (``_admit``, in the request's language);
+    each outcome is ``(reservation, limits)`` or the exception that request raises."""
+    requests = [
+        bulk_admit.Request(key, user, prepared.request.model, prepared.prompt_tokens, prepared.request.max_tokens)
+        for key, user, prepared, _language in waiting
+    ]
+    try:
+        outcomes = bulk_admit.admit_many(requests) if len(requests) > 1 else [bulk_admit.Alone(counted=False)]
+        results = []
+        for (key, user, prepared, language), outcome in zip(waiting, outcomes, strict=True):
+            if isinstance(outcome, bulk_admit.Admitted):
+                results.append((outcome.reservation, metering.limits(user, outcome.balance)))
+            elif isinstance(outcome, bulk_admit.Alone):
+                try:
+                    with translation.override(language):
+                        results.append(_admit(key.pk, user, prepared, counted=outcome.counted))
+                except Exception as exc:  # noqa: BLE001 - raised by the request that waits for it, as alone
+                    results.append(exc)
+            else:
+                results.append(outcome)
+        return results
+    finally:
+        _give_back_connection()
+
+
+async def _admit_batch(waiting: list[tuple]) -> list:
+    # Off the loop as the websocket's sends go: SQLite's one database thread, or PostgreSQL's send threads. Not a
+    # request's own thread: the batch outlives the request that happened to start it (services/batching.py).
+    return await sending.off_the_loop(_admit_many, waiting)
+
+
+# The requests that arrive while a batch is admitted wait for it and go together (services/batching.py).
+_admissions = batching.Batches(_admit_batch, lambda: settings.KIMICHAT_SEND_BATCH)
 
 
 def _release_if_admitted(task: asyncio.Task) -> None:
@@ -285,7 +327,7 @@ def _keep(task: asyncio.Task) -> asyncio.Task:
 
 async def admit(key, user, prepared: Prepared):
     """The reservation and the headers' figures, or ApiError 429 / 403."""
-    task = _keep(asyncio.ensure_future(on_database_thread(_admit)(key.pk, user, prepared)))
+    task = _keep(asyncio.ensure_future(_admissions.submit((key, user, prepared, translation.get_language()))))
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:

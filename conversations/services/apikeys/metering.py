@@ -59,8 +59,9 @@ class Limits:
         }
 
 
-def limits(user) -> Limits:
-    balance = credits.get_balance(user)
+def limits(user, balance: Decimal | None = None) -> Limits:
+    """The headers' figures; ``balance``: the user's balance as the caller just wrote it (else read)."""
+    balance = credits.get_balance(user) if balance is None else balance
     minute = rate_limit_status(user, balance)[0]
     return Limits(
         limit=minute.limit,
@@ -83,10 +84,14 @@ def _committed(key: ApiKey) -> Decimal:
     return key.credits_spent - (held or Decimal(0))
 
 
-def admit(key_id: int, user, *, model: str, prompt_tokens: int, max_completion_tokens: int) -> credits.Reservation:
+def admit(
+    key_id: int, user, *, model: str, prompt_tokens: int, max_completion_tokens: int, counted: bool = False
+) -> credits.Reservation:
     """Count the request and reserve its worst case. Raises RateLimited, KeyOverCap or InsufficientCredits; nothing
-    is reserved then (a refusal by the cap or the balance still counts as a request, as the chat's does)."""
-    check_rate_limit(user, credits.get_balance(user))
+    is reserved then (a refusal by the cap or the balance still counts as a request, as the chat's does).
+    ``counted``: its rate limit was counted already (by ``bulk_admit``, which leaves the reservation to this)."""
+    if not counted:
+        check_rate_limit(user, credits.get_balance(user))
     with transaction.atomic():
         key = ApiKey.objects.select_for_update().get(pk=key_id)
         if key.spending_cap is not None:

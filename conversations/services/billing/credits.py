@@ -311,14 +311,15 @@ class Hold:
     cost: Decimal
     model: str
     prompt_tokens: int
-    message_id: int
+    message_id: int | None  # the answer's row (a chat); None for a request of the user API
+    api_key_id: int | None = None  # the key of a user API request
 
 
 def reserve_many(holds: list[Hold]) -> list[Reservation]:
     """``reserve`` for many answers in one UPDATE of the accounts and one INSERT of the ledger rows, each row what
-    ``reserve`` writes (``tests/test_bulk_send.py`` compares them). For the send path's bulk preparation
-    (services/chat/bulk_send.py): the caller has locked the accounts and checked each user's caps. Must run inside
-    its ``atomic``."""
+    ``reserve`` writes (``tests/test_bulk_send.py`` and ``tests/test_bulk_admit.py`` compare them). For the send
+    path's bulk preparation (services/chat/bulk_send.py) and the user API's (services/apikeys/bulk_admit.py): the
+    caller has locked the accounts and checked each user's caps. Must run inside its ``atomic``."""
     now = timezone.now()
     rows = []
     for hold in holds:
@@ -338,7 +339,7 @@ def reserve_many(holds: list[Hold]) -> list[Reservation]:
                 note=f"{OPEN_PREFIX}: {hold.model}",
                 model=hold.model[:100],
                 state=State.OPEN,
-                api_key_id=None,
+                api_key_id=hold.api_key_id,
             )
         )
     _update_balances(list({hold.account.pk: hold.account for hold in holds}.values()), now)
@@ -351,6 +352,7 @@ def reserve_many(holds: list[Hold]) -> list[Reservation]:
             amount=hold.cost,
             prompt_tokens=max(hold.prompt_tokens, 0),
             message_id=hold.message_id,
+            api_key_id=hold.api_key_id,
         )
         for hold, row in zip(holds, rows, strict=True)
     ]

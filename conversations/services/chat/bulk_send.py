@@ -24,7 +24,6 @@ the acceptance) exactly as before. So does every send of a batch whose transacti
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 from decimal import Decimal
@@ -53,22 +52,10 @@ def can_batch(kwargs: dict) -> bool:
 
 @dataclass
 class Pending:
-    """A send waiting for its batch: ``aprepare_send``'s arguments and the future its socket awaits."""
+    """A send waiting for its batch: ``aprepare_send``'s arguments."""
 
     user: object
     kwargs: dict  # session_key, language and prepare_send's keyword arguments
-    future: asyncio.Future
-
-    def deliver(self, outcome) -> None:
-        """An ``Accepted``, or the exception the send raises (a stop of the worker cancels it). On the loop."""
-        if self.future.done():  # the socket went away meanwhile: its send was stored all the same
-            return
-        if isinstance(outcome, Exception):
-            self.future.set_exception(outcome)
-        elif isinstance(outcome, BaseException):
-            self.future.cancel()
-        else:
-            self.future.set_result(outcome)
 
 
 def prepare_sends(batch: list[Pending]) -> list:

@@ -8,10 +8,8 @@ answer is then started by ``registry.GenerationRegistry.launch``.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
-import weakref
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,6 +26,7 @@ from conversations.kimi.configured import get_client
 from conversations.kimi.params import ChatRequest, output_budget, recommended_output, resolve_params, rules_for
 from conversations.kimi.tokens import estimate_messages_locally, estimate_tokens_locally
 from conversations.models import Conversation, Message
+from conversations.services import batching
 from conversations.services.accounts import approval, model_access, sessions
 from conversations.services.attachments import messages as attached
 from conversations.services.attachments.limits import AttachmentRefused
@@ -743,69 +742,42 @@ class _Admitted:
         return self.prepare(user, balance=admit(user), **kwargs)
 
     async def __call__(self, user, **kwargs) -> Accepted:
-        return await _off_the_loop(self.func, user, **kwargs)
+        return await off_the_loop(self.func, user, **kwargs)
 
 
-async def _off_the_loop(func, *args, **kwargs):
-    """``func`` on the worker's database thread (SQLite), or on the send threads (PostgreSQL, ``_send_threads``)."""
+async def off_the_loop(func, *args, **kwargs):
+    """``func`` on the worker's database thread (SQLite), or on the send threads (PostgreSQL, ``_send_threads``).
+    The trip of the websocket's sends and of the user API's admissions (``api_v1/common``)."""
     threads = _send_threads()
     if threads is None:
         return await database_sync_to_async(func)(*args, **kwargs)
     return await DatabaseSyncToAsync(func, thread_sensitive=False, executor=threads)(*args, **kwargs)
 
 
-class _Waiting:
-    """The sends of one event loop waiting for the next batch, and whether a batch is being prepared."""
-
-    def __init__(self) -> None:
-        self.sends: list = []  # bulk_send.Pending
-        self.draining = False
-
-
-_waiting: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Waiting] = weakref.WeakKeyDictionary()
-
-
 class _Batched(_Admitted):
     """``aprepare_send``: a send that can join a batch (``bulk_send.can_batch``: a new chat, no files, no project)
-    waits for the batch being prepared to finish, then goes with every send that arrived meanwhile, in one trip:
-    ``bulk_send.prepare_sends`` admits and stores them with a fixed number of statements, where one by one each
-    costs ~20 (a burst of 50 new chats queued 50 × 7.5 ms of ORM on the one database thread; docs/performance.md).
-    A send that finds no batch running goes at once, alone (one send: ``prepare_send``, as before)."""
+    waits for the batch being prepared to finish, then goes with every send that arrived meanwhile, in one trip
+    (``services/batching.py``): ``bulk_send.prepare_sends`` admits and stores them with a fixed number of
+    statements, where one by one each costs ~20 (a burst of 50 new chats queued 50 × 7.5 ms of ORM on the one
+    database thread; docs/performance.md). A send that finds no batch running goes at once, alone (one send:
+    ``prepare_send``, as before)."""
+
+    def __init__(self, prepare) -> None:
+        super().__init__(prepare)
+        self.batches = batching.Batches(self._prepare_batch, lambda: settings.KIMICHAT_SEND_BATCH)
 
     async def __call__(self, user, **kwargs) -> Accepted:
         from conversations.services.chat import bulk_send
 
         if not bulk_send.can_batch(kwargs):
             return await super().__call__(user, **kwargs)
-        loop = asyncio.get_running_loop()
-        waiting = _waiting.setdefault(loop, _Waiting())
-        pending = bulk_send.Pending(user, kwargs, loop.create_future())
-        waiting.sends.append(pending)
-        if not waiting.draining:
-            waiting.draining = True
-            loop.create_task(self._drain(waiting))
-        return await pending.future
+        return await self.batches.submit(bulk_send.Pending(user, kwargs))
 
-    async def _drain(self, waiting: _Waiting) -> None:
+    @staticmethod
+    async def _prepare_batch(batch: list) -> list:
         from conversations.services.chat import bulk_send
 
-        try:
-            while waiting.sends:
-                size = settings.KIMICHAT_SEND_BATCH
-                batch, waiting.sends = waiting.sends[:size], waiting.sends[size:]
-                try:
-                    outcomes = await _off_the_loop(bulk_send.prepare_sends, batch)
-                except Exception as exc:  # the batch failed as a whole (its reads): each of its sends raises it
-                    outcomes = [exc] * len(batch)
-                except BaseException as exc:  # the worker stops: nobody waits for it for ever
-                    for pending in [*batch, *waiting.sends]:
-                        pending.deliver(exc)
-                    waiting.sends = []
-                    raise
-                for pending, outcome in zip(batch, outcomes, strict=True):
-                    pending.deliver(outcome)
-        finally:
-            waiting.draining = False
+        return await off_the_loop(bulk_send.prepare_sends, batch)
 
 
 aprepare_send = _Batched(prepare_send)
