@@ -25,6 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness  # noqa: E402
 
 PARTS = [
+    ("database thread: /v1 key check (authenticate)", ["_authenticate (conversations"]),
+    ("database thread: /v1 admission (bulk_admit, _admit)", ["_admit_many (conversations"]),
+    ("database thread: /v1 settlement (metering.finish)", ["finish (conversations/services/apikeys/metering"]),
     ("database thread: checkpoint", ["checkpoint (conversations"]),
     ("database thread: final store", ["finish_message"]),
     ("database thread: send (prepare_send, balance, auth)", ["concurrent/futures/thread.py"]),
@@ -76,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle", action="store_true", help="also sample threads that wait (py-spy --idle)")
     parser.add_argument("--database-url", default=None, help="default: a scratch SQLite file")
     parser.add_argument("--redis-url", default=None, help="a Redis database of the bench's own (flushed)")
+    parser.add_argument("--api", action="store_true", help="the streams through POST /v1/chat/completions")
     args = parser.parse_args(argv)
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
 
@@ -83,14 +87,19 @@ def main(argv: list[str] | None = None) -> int:
         harness.recreate_pg_database(args.database_url)  # the bench's own database: dropped and created afresh
     bench_setup = harness.Bench(database_url=args.database_url, redis_url=args.redis_url)
     with bench_setup as bench, tempfile.TemporaryDirectory() as tmp:
-        bench.ensure_users(args.streams)
+        if args.api:
+            bench.ensure_api_keys(args.streams)
+        else:
+            bench.ensure_users(args.streams)
         bench.start_workers(1)
-        bench.run_level(1, rate=0, tokens=20, ramp=0, clients=1)  # warm-up
+        bench.run_level(1, rate=0, tokens=20, ramp=0, clients=1, api=args.api)  # warm-up
         raw = Path(args.raw or Path(tmp) / "profile.txt")
         result: list = []
         runner = threading.Thread(
             target=lambda: result.append(
-                bench.run_level(args.streams, rate=args.rate, tokens=args.tokens, ramp=args.ramp, clients=2)
+                bench.run_level(
+                    args.streams, rate=args.rate, tokens=args.tokens, ramp=args.ramp, clients=2, api=args.api
+                )
             )
         )
         runner.start()

@@ -17,11 +17,11 @@ import pytest
 from django.contrib.auth.models import Group
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
-from django.utils import translation
+from django.utils import timezone, translation
 
 from conversations.api_v1 import common
 from conversations.kimi.params import ChatRequest
-from conversations.models import ApiKey, CreditAccount, CreditTransaction, GroupPolicy, UserBudget
+from conversations.models import AccountSignup, ApiKey, CreditAccount, CreditTransaction, GroupPolicy, UserBudget
 from conversations.services import batching
 from conversations.services.accounts import model_access
 from conversations.services.apikeys import keys, metering
@@ -328,3 +328,74 @@ async def test_batches_run_outside_the_context_of_the_caller_that_started_them()
     batches = batching.Batches(run, lambda: 10)
     request.set("the first request")
     assert await batches.submit(1) is None
+
+
+# --- the key checks of requests that arrive together (api_v1/common._authenticate_many) -----------------------------
+
+
+def _shown_check(outcome) -> dict:
+    if isinstance(outcome, keys.KeyRefused):
+        return {"refused": outcome.code, "message": outcome.message}
+    if isinstance(outcome, common.ApiError):
+        return {"status": outcome.status, "code": outcome.code, "message": outcome.message}
+    key, user, lim = outcome
+    return {"key": key.name, "user_is_owner": user.pk == key.owner_id, "headers": lim and lim.headers()}
+
+
+def test_key_checks_together_answer_as_one_by_one(users, settings):
+    """Valid keys (with and without the headers' figures), unknown, over-long, revoked, expired, an inactive owner,
+    an owner waiting for approval, and an address throttled in the middle of the batch by its own failures."""
+    settings.LOGIN_FAILURES_PER_IP = 2
+
+    def build(people, net):
+        ok, revoked, expired, inactive, waiting = people
+        roles = {"ok": ok, "revoked": revoked, "expired": expired, "inactive": inactive, "waiting": waiting}
+        secrets = {person.username: keys.create(person, name=f"{role}-key").secret for role, person in roles.items()}
+        keys.revoke(ApiKey.objects.get(owner=revoked))
+        ApiKey.objects.filter(owner=expired).update(expires_at=timezone.now() - timezone.timedelta(seconds=1))
+        inactive.is_active = False
+        inactive.save()
+        AccountSignup.objects.create(user=waiting, mode="approval", awaiting_approval=True)
+        good, bad_ip = f"{net}.1", f"{net}.2"
+        return [
+            (secrets[ok.username], good, True, "en"),
+            (secrets[ok.username], good, False, "zh-hans"),
+            ("kc-no-such-key", bad_ip, True, "en"),
+            ("kc-" + "x" * 500, f"{net}.3", True, "en"),
+            (secrets[revoked.username], good, True, "en"),
+            (secrets[expired.username], good, True, "zh-hans"),
+            (secrets[inactive.username], f"{net}.4", True, "en"),
+            (secrets[waiting.username], good, True, "en"),
+            ("kc-another-wrong-one", bad_ip, True, "en"),  # the address's second failure: throttled from here
+            (secrets[ok.username], bad_ip, True, "en"),
+        ]
+
+    batch = build(users("ka", 5), "10.0.0")
+    alone = build(users("kb", 5), "10.1.0")
+    together = [_shown_check(o) for o in common._authenticate_many(batch)]
+    one_by_one = [_shown_check(common._authenticate_many([item])[0]) for item in alone]
+    assert together == one_by_one
+    assert [o.get("refused") or o.get("code") or o["key"] for o in together] == [
+        "ok-key",
+        "ok-key",
+        "invalid_api_key",
+        "invalid_api_key",
+        "key_revoked",
+        "key_expired",
+        "invalid_api_key",
+        "awaiting_approval",
+        "invalid_api_key",
+        "throttled",
+    ]
+    assert together[1]["headers"] is None and together[0]["headers"]["X-Credits-Remaining"]
+
+
+def test_key_checks_together_cost_the_same_statements_for_three_as_for_nine(users):
+    def statements(people):
+        waiting = [(keys.create(person).secret, "10.2.0.1", True, "en") for person in people]
+        with CaptureQueriesContext(connection) as captured:
+            outcomes = common._authenticate_many(waiting)
+        assert all(isinstance(o, tuple) for o in outcomes)
+        return len(captured.captured_queries)
+
+    assert statements(users("three", 3)) == statements(users("nine", 9)) == 3

@@ -23,6 +23,7 @@ from conversations.kimi.configured import get_client
 from conversations.kimi.events import ContentDelta, Finish, ReasoningDelta, Usage
 from conversations.kimi.params import ChatRequest, output_budget, resolve_params
 from conversations.kimi.tokens import estimate_messages_locally, estimate_tokens_locally
+from conversations.models import ApiKey
 from conversations.services import batching
 from conversations.services.accounts import approval, model_access
 from conversations.services.accounts.client_address import request_client_address
@@ -127,6 +128,43 @@ def _authenticate(secret: str, ip: str, with_limits: bool):
     return key, key.owner, metering.limits(key.owner) if with_limits else None
 
 
+@sensitive_variables("waiting")
+def _authenticate_many(waiting: list[tuple]) -> list:
+    """The key checks of the requests that arrived together (``(secret, ip, with_limits, language)`` each), in one
+    trip: one query for their keys, one for their owners' approval, one for their balances; each outcome is
+    ``_authenticate``'s (key, user, limits) or the exception it raises (in the request's language)."""
+    if len(waiting) == 1:
+        secret, ip, with_limits, language = waiting[0]
+        try:
+            with translation.override(language):
+                return [_authenticate(secret, ip, with_limits)]
+        except Exception as exc:  # noqa: BLE001 - raised by the request that waits for it
+            return [exc]
+    found = keys.authenticate_many([(secret, ip, language) for secret, ip, _with_limits, language in waiting])
+    owners = {key.owner_id for key in found if isinstance(key, ApiKey)}
+    waiting_for_approval = approval.waiting_among(owners)
+    balances = credits.balances_of(owners - waiting_for_approval)
+    outcomes = []
+    for (_secret, _ip, with_limits, language), key in zip(waiting, found, strict=True):
+        if not isinstance(key, ApiKey):
+            outcomes.append(key)
+        elif key.owner_id in waiting_for_approval:
+            with translation.override(language):
+                outcomes.append(ApiError(403, "permission_error", approval.WAITING_CODE, approval.waiting_message()))
+        else:
+            lim = metering.limits(key.owner, balances[key.owner_id]) if with_limits else None
+            outcomes.append((key, key.owner, lim))
+    return outcomes
+
+
+async def _authenticate_batch(waiting: list[tuple]) -> list:
+    return await sending.off_the_loop(_authenticate_many, waiting)
+
+
+# The key checks of the requests that arrive while a batch of them runs wait and go together (services/batching.py).
+_authentications = batching.Batches(_authenticate_batch, lambda: settings.KIMICHAT_SEND_BATCH)
+
+
 @sensitive_variables("secret")
 async def authenticate(request, *, with_limits: bool = False):
     """(key, user, limits) of the request's key, or ApiError 401 (429 for a throttled address). Never echoes the key.
@@ -140,7 +178,9 @@ async def authenticate(request, *, with_limits: bool = False):
             gettext("No API key provided. Send it as 'Authorization: Bearer KEY' or 'X-API-Key: KEY'."),
         )
     try:
-        return await on_database_thread(_authenticate)(secret, request_client_address(request), with_limits)
+        return await _authentications.submit(
+            (secret, request_client_address(request), with_limits, translation.get_language())
+        )
     except keys.KeyRefused as exc:
         if exc.code == "throttled":
             raise ApiError(429, "rate_limit_error", "rate_limit_exceeded", exc.message, retry_after=exc.retry_after)
