@@ -9,6 +9,7 @@ the parent's attachment limits and language with each file, so a refusal reads a
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 from typing import TYPE_CHECKING
@@ -61,6 +62,9 @@ def _executor() -> ProcessPoolExecutor:
     global _pool
     with _lock:
         if _pool is None:
+            # Let go of the pool before the interpreter tears its modules down (imported late, multiprocessing goes
+            # first, and the pool's own clean-up would then fail noisily at exit).
+            atexit.register(_forget_pool)
             _pool = ProcessPoolExecutor(
                 max_workers=settings.KIMICHAT_ATTACHMENT_EXTRACTION_PROCESSES,
                 mp_context=multiprocessing.get_context("spawn"),
