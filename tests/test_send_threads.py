@@ -1,4 +1,4 @@
-"""On PostgreSQL a worker prepares sends on threads of their own (``SEND_THREADS``, services/chat/sending.py): half of a
+"""On PostgreSQL a worker prepares sends on threads of their own (``SEND_THREADS``, services/db_threads.py): half of a
 send's time there is waiting for the database's answers, which another send's Python can use. SQLite keeps the one
 database thread a worker's calls share. Real websockets, real database, the offline server."""
 
@@ -11,7 +11,7 @@ import pytest
 from channels.db import database_sync_to_async
 from django.db import connection
 
-from conversations.services.chat import sending
+from conversations.services import db_threads
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 needs_postgres = pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite sends use the database thread")
@@ -19,7 +19,7 @@ needs_postgres = pytest.mark.skipif(connection.vendor != "postgresql", reason="S
 
 @pytest.mark.skipif(connection.vendor == "postgresql", reason="what SQLite does")
 def test_on_sqlite_sends_share_the_database_thread():
-    assert sending._send_threads() is None
+    assert db_threads.send_threads() is None
 
 
 @needs_postgres
@@ -53,4 +53,4 @@ async def test_one_users_simultaneous_sends_on_several_threads_keep_the_cap(conn
 
     results = await asyncio.gather(*(tab.outcome() for tab in tabs))
     assert sorted(results) == ["complete"] * 3 + ["too_many_answers"] * 7, results
-    assert sending._send_threads() is not None
+    assert db_threads.send_threads() is not None

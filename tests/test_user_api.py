@@ -15,6 +15,7 @@ from django.db import connection
 from django.utils import timezone
 
 from conversations.models import ApiKey, CreditTransaction
+from conversations.services import db_threads
 from conversations.services.apikeys import keys
 from conversations.services.billing import credits
 from tests.daphne import start_daphne
@@ -272,11 +273,9 @@ async def test_on_sqlite_a_requests_database_trips_share_the_workers_database_th
     from asgiref.sync import ThreadSensitiveContext
     from channels.db import database_sync_to_async
 
-    from conversations.api_v1 import common
-
     shared = await database_sync_to_async(threading.get_ident)()  # outside a request: the shared thread
     async with ThreadSensitiveContext():
         own = await database_sync_to_async(threading.get_ident)()  # what a request's plain trip would use
-        api = await common.on_database_thread(threading.get_ident)()
+        api = await db_threads.on_database_thread(threading.get_ident)()
     assert own != shared
     assert api == shared

@@ -12,6 +12,7 @@ from conversations.api_v1.common import ApiError
 from conversations.kimi.configured import get_client
 from conversations.kimi.names import display_name
 from conversations.models import ApiKey
+from conversations.services import db_threads
 from conversations.services.accounts import model_access
 from conversations.services.apikeys import metering
 from conversations.services.billing import usage
@@ -26,7 +27,7 @@ async def _counted(request, style: str):
     try:
         key, user, _ = await common.authenticate(request)
         try:
-            await common.on_database_thread(metering.count_request)(user)
+            await db_threads.on_database_thread(metering.count_request)(user)
         except RateLimited as exc:
             raise ApiError(
                 429,
@@ -51,7 +52,7 @@ async def models(request):
     _key, user, lim, refused = await _counted(request, _style(request))
     if refused is not None:
         return refused
-    allowed = await common.on_database_thread(model_access.allowed_models)(user)  # the groups' allow-lists
+    allowed = await db_threads.on_database_thread(model_access.allowed_models)(user)  # the groups' allow-lists
     ids = model_access.visible(await get_client().list_models(), allowed)
     if _style(request) == "anthropic":  # the anthropic SDK's models.list() reads Anthropic's page shape
         created = datetime.datetime.fromtimestamp(MODELS_CREATED, tz=datetime.UTC).isoformat()
@@ -103,5 +104,5 @@ async def user_credits(request):
     key, user, lim, refused = await _counted(request, _style(request))
     if refused is not None:
         return refused
-    body = await common.on_database_thread(_credits)(key, user, lim)
+    body = await db_threads.on_database_thread(_credits)(key, user, lim)
     return common.with_headers(common.json_response(body), lim)

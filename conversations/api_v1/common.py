@@ -9,10 +9,7 @@ import logging
 from dataclasses import dataclass, field
 
 import orjson
-from asgiref.sync import SyncToAsync
-from channels.db import DatabaseSyncToAsync, database_sync_to_async
 from django.conf import settings
-from django.db import connection, connections
 from django.http import HttpResponse, StreamingHttpResponse
 from django.utils import translation
 from django.utils.translation import gettext
@@ -24,13 +21,12 @@ from conversations.kimi.events import ContentDelta, Finish, ReasoningDelta, Usag
 from conversations.kimi.params import ChatRequest, output_budget, resolve_params
 from conversations.kimi.tokens import estimate_messages_locally, estimate_tokens_locally
 from conversations.models import ApiKey
-from conversations.services import batching
+from conversations.services import batching, db_threads
 from conversations.services.accounts import approval, model_access
 from conversations.services.accounts.client_address import request_client_address
 from conversations.services.apikeys import bulk_admit, keys, metering
 from conversations.services.billing import credits
 from conversations.services.billing.ratelimit import RateLimited
-from conversations.services.chat import sending
 
 logger = logging.getLogger(__name__)
 PARAMETERS = ("max_tokens", "temperature", "top_p", "reasoning_effort", "thinking", "messages", "model")
@@ -91,27 +87,6 @@ def parse_body(request) -> dict:
     return body
 
 
-@sensitive_variables("header")
-def on_database_thread(func):
-    """``func`` for a request's trips to the database (``await on_database_thread(f)(...)``). On SQLite they run on
-    the one thread every database call of the worker outside a request shares (the websocket's sends): a request's
-    own thread would be one more writer on SQLite's file lock, whose busy handler sleeps up to 100 ms a retry, and at
-    400 streaming requests their admission queued for seconds (docs/performance.md, session 6). On PostgreSQL, the
-    request's own thread, as ``database_sync_to_async``."""
-    if connection.vendor != "sqlite":
-        return database_sync_to_async(func)
-    return DatabaseSyncToAsync(func, thread_sensitive=False, executor=SyncToAsync.single_thread_executor)
-
-
-def _give_back_connection() -> None:
-    """A request's thread gives its connection back before the answer streams for minutes (a persistent one would
-    sit idle all that time, one per running answer); the settlement at the end takes one again briefly. On SQLite
-    the trips run on the worker's shared database thread (``on_database_thread``), whose connection stays; so does
-    one inside a transaction (a caller's: a test's)."""
-    if connection.vendor != "sqlite" and not connection.in_atomic_block:
-        connections.close_all()
-
-
 def secret_from(request) -> str:
     """The key from ``Authorization: Bearer`` or ``X-API-Key``: both endpoints take both."""
     header = request.headers.get("Authorization", "")
@@ -128,6 +103,16 @@ def _authenticate(secret: str, ip: str, with_limits: bool):
     return key, key.owner, metering.limits(key.owner) if with_limits else None
 
 
+def _outcome(language: str | None, func, *args, **kwargs):
+    """``func``'s result, or the exception it raised, for one request of a batch (its messages in its language):
+    the request that waits for it raises it (``services/batching.py``)."""
+    try:
+        with translation.override(language):
+            return func(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - raised by the request that waits for it
+        return exc
+
+
 @sensitive_variables("waiting")
 def _authenticate_many(waiting: list[tuple]) -> list:
     """The key checks of the requests that arrived together (``(secret, ip, with_limits, language)`` each), in one
@@ -135,11 +120,7 @@ def _authenticate_many(waiting: list[tuple]) -> list:
     ``_authenticate``'s (key, user, limits) or the exception it raises (in the request's language)."""
     if len(waiting) == 1:
         secret, ip, with_limits, language = waiting[0]
-        try:
-            with translation.override(language):
-                return [_authenticate(secret, ip, with_limits)]
-        except Exception as exc:  # noqa: BLE001 - raised by the request that waits for it
-            return [exc]
+        return [_outcome(language, _authenticate, secret, ip, with_limits)]
     found = keys.authenticate_many([(secret, ip, language) for secret, ip, _with_limits, language in waiting])
     owners = {key.owner_id for key in found if isinstance(key, ApiKey)}
     waiting_for_approval = approval.waiting_among(owners)
@@ -158,7 +139,7 @@ def _authenticate_many(waiting: list[tuple]) -> list:
 
 
 async def _authenticate_batch(waiting: list[tuple]) -> list:
-    return await sending.off_the_loop(_authenticate_many, waiting)
+    return await db_threads.off_the_loop(_authenticate_many, waiting)
 
 
 # The key checks of the requests that arrive while a batch of them runs wait and go together (services/batching.py).
@@ -188,7 +169,7 @@ async def authenticate(request, *, with_limits: bool = False):
 
 
 async def limits(user) -> metering.Limits:
-    return await on_database_thread(metering.limits)(user)
+    return await db_threads.on_database_thread(metering.limits)(user)
 
 
 def with_headers(response: HttpResponse, lim: metering.Limits | None) -> HttpResponse:
@@ -316,29 +297,22 @@ def _admit_many(waiting: list[tuple]) -> list:
         bulk_admit.Request(key, user, prepared.request.model, prepared.prompt_tokens, prepared.request.max_tokens)
         for key, user, prepared, _language in waiting
     ]
-    try:
-        outcomes = bulk_admit.admit_many(requests) if len(requests) > 1 else [bulk_admit.Alone(counted=False)]
-        results = []
-        for (key, user, prepared, language), outcome in zip(waiting, outcomes, strict=True):
-            if isinstance(outcome, bulk_admit.Admitted):
-                results.append((outcome.reservation, metering.limits(user, outcome.balance)))
-            elif isinstance(outcome, bulk_admit.Alone):
-                try:
-                    with translation.override(language):
-                        results.append(_admit(key.pk, user, prepared, counted=outcome.counted))
-                except Exception as exc:  # noqa: BLE001 - raised by the request that waits for it, as alone
-                    results.append(exc)
-            else:
-                results.append(outcome)
-        return results
-    finally:
-        _give_back_connection()
+    outcomes = bulk_admit.admit_many(requests) if len(requests) > 1 else [bulk_admit.Alone(counted=False)]
+    results = []
+    for (key, user, prepared, language), outcome in zip(waiting, outcomes, strict=True):
+        if isinstance(outcome, bulk_admit.Admitted):
+            results.append((outcome.reservation, metering.limits(user, outcome.balance)))
+        elif isinstance(outcome, bulk_admit.Alone):
+            results.append(_outcome(language, _admit, key.pk, user, prepared, counted=outcome.counted))
+        else:
+            results.append(outcome)
+    return results
 
 
 async def _admit_batch(waiting: list[tuple]) -> list:
     # Off the loop as the websocket's sends go: SQLite's one database thread, or PostgreSQL's send threads. Not a
     # request's own thread: the batch outlives the request that happened to start it (services/batching.py).
-    return await sending.off_the_loop(_admit_many, waiting)
+    return await db_threads.off_the_loop(_admit_many, waiting)
 
 
 # The requests that arrive while a batch is admitted wait for it and go together (services/batching.py).
@@ -352,7 +326,7 @@ def _release_if_admitted(task: asyncio.Task) -> None:
     reservation, _lim = task.result()
     _keep(
         asyncio.ensure_future(
-            on_database_thread(metering.finish)(
+            db_threads.on_database_thread(metering.finish)(
                 reservation, usage=None, estimated=True, generated=False, note="client disconnected"
             )
         )
@@ -468,7 +442,7 @@ class Run:
         note = self.error.code if self.error is not None else "client disconnected"
         task = _keep(
             asyncio.ensure_future(
-                on_database_thread(metering.finish)(
+                db_threads.on_database_thread(metering.finish)(
                     self.reservation, usage=usage, estimated=estimated, generated=self.generated, note=note
                 )
             )

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import logging
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from channels.db import DatabaseSyncToAsync, database_sync_to_async
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone, translation
 from django.utils.translation import gettext
 
@@ -26,7 +24,7 @@ from conversations.kimi.configured import get_client
 from conversations.kimi.params import ChatRequest, output_budget, recommended_output, resolve_params, rules_for
 from conversations.kimi.tokens import estimate_messages_locally, estimate_tokens_locally
 from conversations.models import Conversation, Message
-from conversations.services import batching
+from conversations.services import batching, db_threads
 from conversations.services.accounts import approval, model_access, sessions
 from conversations.services.attachments import messages as attached
 from conversations.services.attachments.limits import AttachmentRefused
@@ -706,31 +704,14 @@ def waiting_refusal(language: str | None, conversation_id) -> SendRefused:
         return SendRefused(approval.WAITING_CODE, approval.waiting_message(), conversation_id=conversation_id)
 
 
-_send_executors: dict[int, ThreadPoolExecutor] = {}  # by size (SEND_THREADS): one per process
-
-
-def _send_threads() -> ThreadPoolExecutor | None:
-    """The threads a worker prepares sends on, when its database takes concurrent writers (PostgreSQL and
-    ``SEND_THREADS`` > 1); None: the one database thread every other call of the worker shares (SQLite, whose
-    writers queue on one lock anyway)."""
-    size = settings.KIMICHAT_SEND_THREADS
-    if connection.vendor != "postgresql" or size <= 1:
-        return None
-    if size not in _send_executors:
-        _send_executors[size] = ThreadPoolExecutor(size, thread_name_prefix="kimichat-send")
-    return _send_executors[size]
-
-
 class _Admitted:
     """The socket's session check, ``admit`` and ``prepare``, in one trip off the event loop (a send made seven
     trips once; a burst of sends queued all their session checks ahead of the first one's preparation).
     ``session_key``: the socket's session, checked first (``sessions.SessionEnded``: nothing is counted or stored);
     then whether the account still waits for approval (refused in ``language``).
 
-    On PostgreSQL the trip runs on a few threads of its own (``SEND_THREADS``): half of a send's time there is
-    waiting for the database's answers, during which another send's Python can run; the row locks that make two
-    workers' sends safe make two threads' sends safe (``tests/test_send_threads.py``). On SQLite it runs on the
-    database thread the worker's other calls share. ``func``: the synchronous function (tests count its queries)."""
+    The trip runs where ``db_threads.off_the_loop`` puts it (SQLite: the worker's database thread; PostgreSQL: the
+    send threads). ``func``: the synchronous function (tests count its queries)."""
 
     def __init__(self, prepare) -> None:
         self.prepare = prepare
@@ -742,16 +723,7 @@ class _Admitted:
         return self.prepare(user, balance=admit(user), **kwargs)
 
     async def __call__(self, user, **kwargs) -> Accepted:
-        return await off_the_loop(self.func, user, **kwargs)
-
-
-async def off_the_loop(func, *args, **kwargs):
-    """``func`` on the worker's database thread (SQLite), or on the send threads (PostgreSQL, ``_send_threads``).
-    The trip of the websocket's sends and of the user API's admissions (``api_v1/common``)."""
-    threads = _send_threads()
-    if threads is None:
-        return await database_sync_to_async(func)(*args, **kwargs)
-    return await DatabaseSyncToAsync(func, thread_sensitive=False, executor=threads)(*args, **kwargs)
+        return await db_threads.off_the_loop(self.func, user, **kwargs)
 
 
 class _Batched(_Admitted):
@@ -777,7 +749,7 @@ class _Batched(_Admitted):
     async def _prepare_batch(batch: list) -> list:
         from conversations.services.chat import bulk_send
 
-        return await off_the_loop(bulk_send.prepare_sends, batch)
+        return await db_threads.off_the_loop(bulk_send.prepare_sends, batch)
 
 
 aprepare_send = _Batched(prepare_send)
