@@ -1,5 +1,6 @@
 """Shared fixtures. Test users are few and shaped by role: the owner and an outsider."""
 
+import threading
 import warnings
 
 import pytest
@@ -70,7 +71,22 @@ def _close_async_thread_connections():
     from asgiref.sync import SyncToAsync
     from django.db import connections
 
+    from conversations.services import db_threads
+
     try:
         SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=10)
+        # The send threads (PostgreSQL) too: channels.testing's communicators turn channels' own closing of old
+        # connections off while they run. One call per thread: each waits at the barrier until all have started.
+        for executor in db_threads._send_executors.values():
+            threads = executor._max_workers
+            barrier = threading.Barrier(threads, timeout=10)
+            closing = [executor.submit(_close_after, barrier, connections) for _ in range(threads)]
+            for future in closing:
+                future.result(timeout=10)
     except Exception as exc:  # noqa: BLE001 - a busy or broken thread must not fail the next test's setup
         warnings.warn(f"could not close the sync_to_async thread's connections: {exc!r}", stacklevel=1)
+
+
+def _close_after(barrier, connections) -> None:
+    barrier.wait()
+    connections.close_all()
