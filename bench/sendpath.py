@@ -10,12 +10,14 @@ history, and the final store (``finish_message``: the answer's row, its settleme
 (``time.process_time``: this thread's own CPU, not the wall clock a busy machine stretches), the Python function
 calls per call (``sys.setprofile``, one more round: the same on a busy machine) and the queries per call.
 A burst's sends queue on the one database thread a worker has, so their sum is the floor of a burst's last first
-delta.
+delta. Last, an upstream request's own cost under httpx on each transport (``KIMI_HTTP_TRANSPORT``), against a
+loopback peer that answers at once (its CPU is the process's: a transport's own threads count).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
@@ -57,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
                 "KIMI_BASE_URL": "http://127.0.0.1:9/v1",  # never called: the model list is passed in
             }
         )
-        rows = run(args)
+        rows = run(args) + transport_rows(args)
     finally:
         from django.db import connections
 
@@ -272,6 +274,60 @@ def run(args) -> list[dict]:
             }
         )
     return rows
+
+
+def transport_rows(args) -> list[dict]:
+    """An upstream request's cost under httpx, per transport (conversations/kimi/transport.py): GET to a loopback
+    peer that answers at once, on one event loop, ``--repeat`` × 10 requests a round."""
+    import asyncio
+
+    import httpx
+
+    from conversations.kimi.transport import make_transport
+
+    async def measure(name: str) -> dict:
+        async def answer(reader, writer):
+            with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+                while await reader.readuntil(b"\r\n\r\n"):
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    await writer.drain()
+
+        server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1/models"
+        transport = make_transport(name, httpx.Limits(max_connections=10))
+        calls = args.repeat * 10
+        try:
+            async with httpx.AsyncClient(transport=transport) as client:
+                for _ in range(calls):  # warm: the pool's connection, the proxies read from the environment
+                    await client.get(url)
+                best = float("inf")
+                for _ in range(args.rounds):
+                    started = time.process_time()
+                    for _ in range(calls):
+                        await client.get(url)
+                    best = min(best, (time.process_time() - started) / calls)
+                counted = [0]
+
+                def count(frame, event, arg):
+                    if event == "call":
+                        counted[0] += 1
+
+                sys.setprofile(count)
+                try:
+                    for _ in range(calls):
+                        await client.get(url)
+                finally:
+                    sys.setprofile(None)
+        finally:
+            server.close()
+        return {
+            "operation": f"an upstream request through httpx, {name} transport (loopback, answered at once)",
+            "CPU ms per call": f"{best * 1000:.2f}",
+            "Python calls per call": f"{counted[0] / calls:,.0f}",
+            "queries": "0",
+        }
+
+    return [asyncio.run(measure(name)) for name in ("aiohttp", "httpx")]
 
 
 if __name__ == "__main__":

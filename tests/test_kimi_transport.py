@@ -155,3 +155,67 @@ async def test_a_body_that_goes_silent_fails_after_the_read_timeout_never_before
     assert caught.value.partial_text == "p0 p1 "
     # Never early; late by at most an eighth of the timeout (plus a loop's scheduling slack).
     assert read <= ended - last_piece <= read * 1.125 + 0.1, (ended - last_piece, ended - started)
+
+
+def recording(seen: list[bytes]):
+    """A peer that answers every request 200 "ok" and keeps its head (request line and headers)."""
+
+    async def handle(reader, writer):
+        seen.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    return handle
+
+
+async def _get(url: str, **headers) -> httpx.Response:
+    transport = AiohttpTransport(limits=httpx.Limits(max_connections=4))
+    try:
+        async with httpx.AsyncClient(transport=transport, timeout=5) as client:
+            return await client.get(url, headers=headers)
+    finally:
+        await transport.aclose()
+
+
+@pytest.fixture
+def no_proxy_env(monkeypatch):
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    return monkeypatch
+
+
+async def test_the_environments_proxy_carries_the_request(no_proxy_env):
+    """HTTP_PROXY applies to the aiohttp transport (read once per host, not on every request)."""
+    seen: list[bytes] = []
+    async with raw_server(recording(seen)) as proxy_url:
+        no_proxy_env.setenv("HTTP_PROXY", proxy_url.removesuffix("/v1"))
+        response = await _get("http://upstream.invalid/v1/models")
+    assert response.text == "ok"
+    assert seen[0].startswith(b"GET http://upstream.invalid/v1/models HTTP/1.1\r\n")  # a proxy's absolute form
+
+
+async def test_no_proxy_sends_the_request_straight_to_its_host(no_proxy_env):
+    seen: list[bytes] = []
+    async with raw_server(recording(seen)) as base_url:
+        no_proxy_env.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there
+        no_proxy_env.setenv("NO_PROXY", "127.0.0.1")
+        response = await _get(base_url + "/models")
+    assert response.text == "ok"
+    assert seen[0].startswith(b"GET /v1/models HTTP/1.1\r\n")
+
+
+async def test_a_netrc_entry_for_the_host_changes_nothing(no_proxy_env, tmp_path):
+    """As httpx's own transport: ~/.netrc is not read; the request's own Authorization header goes as it is."""
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password secret\n")
+    netrc.chmod(0o600)
+    no_proxy_env.setenv("NETRC", str(netrc))
+    seen: list[bytes] = []
+    async with raw_server(recording(seen)) as base_url:
+        plain = await _get(base_url + "/models")
+        bearer = await _get(base_url + "/models", Authorization="Bearer sk-test")
+    assert plain.text == bearer.text == "ok"
+    assert b"authorization" not in seen[0].lower()
+    assert b"\r\nauthorization: Bearer sk-test\r\n" in seen[1].replace(b"Authorization", b"authorization")

@@ -22,6 +22,8 @@ from collections.abc import Iterator
 
 import aiohttp
 import httpx
+from aiohttp.helpers import get_env_proxy_for_url
+from yarl import URL
 
 TRANSPORTS = ("aiohttp", "httpx")
 
@@ -140,6 +142,20 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._limits = limits
         self._ssl = ssl_context if ssl_context is not None else httpx.create_ssl_context()
         self._session: aiohttp.ClientSession | None = None
+        self._proxies: dict[tuple[str, str], tuple[URL | None, aiohttp.BasicAuth | None]] = {}
+
+    def _proxy_for(self, url: httpx.URL) -> tuple[URL | None, aiohttp.BasicAuth | None]:
+        """The proxy ``HTTP(S)_PROXY`` / ``NO_PROXY`` give ``url``'s scheme and host, read once per host, as httpx
+        reads the environment's proxies once per client. aiohttp's ``trust_env`` would read them, and ``~/.netrc``
+        (which httpx's own transport ignores), on every request, each in a thread of the default executor: two
+        thread hops before every answer's request (docs/performance.md, session 8)."""
+        where = (url.scheme, url.host)
+        if where not in self._proxies:
+            try:
+                self._proxies[where] = get_env_proxy_for_url(URL(str(url)))
+            except LookupError:  # none for this scheme, or NO_PROXY names the host
+                self._proxies[where] = (None, None)
+        return self._proxies[where]
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -149,9 +165,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 keepalive_timeout=self._limits.keepalive_expiry or 5.0,
                 ssl=self._ssl,
             )
-            # trust_env: HTTP(S)_PROXY / NO_PROXY apply as they do to httpx's own transport. No decompression here:
-            # httpx decodes the body by its Content-Encoding, as it does for its own transport.
-            self._session = aiohttp.ClientSession(connector=connector, trust_env=True, auto_decompress=False)
+            # Proxies from the environment: ``_proxy_for``. No decompression here: httpx decodes the body by its
+            # Content-Encoding, as it does for its own transport.
+            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
         return self._session
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -166,6 +182,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         # reading an upload would hold it for ever. httpx bounds each phase; the answer's headers are bounded here
         # by their sum (the body, once the headers came, by `sock_read` per chunk, as httpx's read timeout does).
         until_headers = None if None in phases else sum(phases)
+        proxy, proxy_auth = self._proxy_for(request.url)
         with _as_httpx_errors(request, reading=False), _timeout_as(httpx.WriteTimeout, request):
             async with asyncio.timeout(until_headers):
                 response = await self._client().request(
@@ -175,6 +192,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                     data=body or None,
                     allow_redirects=False,
                     compress=None,
+                    proxy=proxy,
+                    proxy_auth=proxy_auth,
                     timeout=aiohttp.ClientTimeout(
                         total=None,
                         # aiohttp's `connect`: waiting for a pooled connection and making one (httpx's pool + connect).
