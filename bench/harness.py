@@ -145,6 +145,15 @@ def setup_django(env: dict[str, str]) -> None:
     call_command("migrate", verbosity=0, interactive=False)
 
 
+def _profiled(index: int) -> list[str]:
+    """``BENCH_CPROFILE=FILE``: each worker runs under cProfile (its event loop's thread), written to FILE (FILE.N for
+    the N+1th worker) when it stops: ``python -m pstats FILE`` reads it."""
+    path = os.environ.get("BENCH_CPROFILE")
+    if not path:
+        return []
+    return ["-m", "cProfile", "-o", path if index == 0 else f"{path}.{index}"]
+
+
 @dataclass
 class Worker:
     url: str
@@ -356,7 +365,7 @@ class Bench:
             log_path = self.scratch / f"daphne-{index}.log"
             with open(log_path, "wb") as log:
                 process = subprocess.Popen(  # noqa: S603
-                    [sys.executable, "-m", "kimichat.serve", "-b", "127.0.0.1", "-p", str(port)]
+                    [sys.executable, *_profiled(index), "-m", "kimichat.serve", "-b", "127.0.0.1", "-p", str(port)]
                     + ["kimichat.asgi:application"],
                     cwd=ROOT,
                     env=env,
