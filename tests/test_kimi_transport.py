@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from conversations.kimi import errors
-from conversations.kimi.client import close_client, shared_http_client
+from conversations.kimi.client import DRAIN_SECONDS, close_client, shared_http_client
 from conversations.kimi.params import ChatRequest
 from conversations.kimi.transport import AiohttpTransport, make_transport
 
@@ -155,6 +155,60 @@ async def test_a_body_that_goes_silent_fails_after_the_read_timeout_never_before
     assert caught.value.partial_text == "p0 p1 "
     # Never early; late by at most an eighth of the timeout (plus a loop's scheduling slack).
     assert read <= ended - last_piece <= read * 1.125 + 0.1, (ended - last_piece, ended - started)
+
+
+STREAM_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+def keeping_connections(connections: list, end_after: float):
+    """A server that keeps its connections for more requests (HTTP/1.1's default, as the real API does): each request
+    gets a short streamed answer, then its body's last chunk ``end_after`` seconds after the [DONE]."""
+
+    async def handle(reader, writer):
+        connections.append(writer)
+        # CancelledError too: the client's pool keeps the connection until after the server has gone (end of test).
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.lower().split(b"\r\n")
+                await reader.readexactly(next(int(line[15:]) for line in lines if line.startswith(b"content-length:")))
+                writer.write(STREAM_HEAD)
+                for body in (_piece("Hel"), _piece("lo"), b"data: [DONE]\n\n"):
+                    writer.write(b"%x\r\n%s\r\n" % (len(body), body))
+                await writer.drain()
+                await asyncio.sleep(end_after)
+                writer.write(b"0\r\n\r\n")
+                await writer.drain()
+
+    return handle
+
+
+@pytest.mark.parametrize("end_after", [0.0, 0.05])
+async def test_a_streamed_answer_leaves_its_connection_for_the_next_one(make_kimi_client, end_after):
+    """The body after [DONE] is read to its end (in the same packet or a later one), so its connection goes back to
+    the pool: five answers, one connection. Each answer opened one before (with TLS to the real API, a handshake and
+    its round trips before every request)."""
+    connections: list = []
+    async with raw_server(keeping_connections(connections, end_after)) as base_url:
+        client = make_kimi_client(base_url=base_url, max_retries=0)
+        texts = ["".join(getattr(e, "text", "") for e in await collect(client)) for _ in range(5)]
+    assert texts == ["Hello"] * 5
+    assert len(connections) == 1
+
+
+async def test_a_body_that_goes_on_after_done_does_not_hold_the_answer(make_kimi_client):
+    """A server that keeps the body open after [DONE]: the answer ends, complete, within DRAIN_SECONDS, and that
+    connection is closed (the next answer opens another), as before."""
+    connections: list = []
+    async with raw_server(keeping_connections(connections, end_after=5.0)) as base_url:
+        client = make_kimi_client(base_url=base_url, max_retries=0)
+        started = time.monotonic()
+        first = await collect(client)
+        took = time.monotonic() - started
+        second = await collect(client)
+    assert "".join(getattr(e, "text", "") for e in first + second) == "HelloHello"
+    assert took < DRAIN_SECONDS + 1.0
+    assert len(connections) == 2
 
 
 def recording(seen: list[bytes]):

@@ -142,6 +142,22 @@ def meta_from_headers(headers: httpx.Headers) -> ResponseMeta:
     )
 
 
+# How long the end of a body may take after its [DONE] (_read_to_the_end): a server writes it at once.
+DRAIN_SECONDS = 0.25
+
+
+async def _read_to_the_end(chunks: AsyncIterator[bytes]) -> None:
+    """Read what follows [DONE] (the chunked body's last, empty chunk: normally in the same packet). Only a body read
+    to its end lets its connection go back to the pool; one left unread is closed, and the next answer paid a new
+    connection before its request (to a real upstream: TCP and TLS handshakes, round trips to the provider; every
+    answer did, docs/kimi-client.md). Bounded by ``DRAIN_SECONDS``: a body that goes on after [DONE] is closed, as
+    before, and the answer, complete, is not failed for it."""
+    with contextlib.suppress(TimeoutError, httpx.HTTPError):
+        async with asyncio.timeout(DRAIN_SECONDS):
+            async for _rest in chunks:
+                pass
+
+
 class KimiClient:
     def __init__(
         self,
@@ -247,8 +263,9 @@ class KimiClient:
                 self._note_headers(meta)
                 yield meta
                 decoder = SSEDecoder()
+                chunks = response.aiter_bytes()  # kept: after [DONE] the rest is read from it (_read_to_the_end)
                 try:
-                    async for chunk in response.aiter_bytes():
+                    async for chunk in chunks:
                         for sse in decoder.feed(chunk):
                             for event in parser.feed(sse):
                                 yield event
@@ -271,6 +288,7 @@ class KimiClient:
                 usage = parser.usage()
                 if usage is not None:
                     yield usage
+                await _read_to_the_end(chunks)
         except httpx.TimeoutException as exc:
             raise Timeout(detail=f"{type(exc).__name__} before the answer started", request_id=meta.request_id)
         except httpx.TransportError as exc:
