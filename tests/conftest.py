@@ -17,6 +17,15 @@ pytest_plugins = [
 PASSWORD = "correct horse battery staple"
 
 
+def pytest_collection_modifyitems(config, items):
+    """A test that drives Chromium is a ``browser`` test, whether or not its module says so: the PostgreSQL pass
+    leaves them out (``make test``), because the ORM calls a test makes while Playwright's event loop runs open
+    connections in a context of their own, which nothing closes (PostgreSQL then cannot drop its test database)."""
+    for item in items:
+        if "chromium" in getattr(item, "fixturenames", ()) and item.get_closest_marker("browser") is None:
+            item.add_marker(pytest.mark.browser)
+
+
 @pytest.fixture(autouse=True)
 def _clear_cache():
     """Rate-limit counters and cached model lists live in the cache (and the model list in the client module's
