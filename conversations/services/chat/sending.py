@@ -731,8 +731,7 @@ class _Batched(_Admitted):
     waits for the batch being prepared to finish, then goes with every send that arrived meanwhile, in one trip
     (``services/batching.py``): ``bulk_send.prepare_sends`` admits and stores them with a fixed number of
     statements, where one by one each costs ~20 (a burst of 50 new chats queued 50 × 7.5 ms of ORM on the one
-    database thread; docs/performance.md). A send that finds no batch running goes at once, alone (one send:
-    ``prepare_send``, as before)."""
+    database thread; docs/performance.md). A send that finds no batch running goes at once, in a batch of one."""
 
     def __init__(self, prepare) -> None:
         super().__init__(prepare)
