@@ -185,6 +185,20 @@ def test_refusals_are_the_same_in_a_batch(users, settings, caplog):
     assert credits.verify_ledger() == []
 
 
+@pytest.mark.parametrize("capped", [False, True])
+def test_a_request_alone_is_admitted_as_one_by_one(users, caplog, capped):
+    """A lone request is a batch of one: admitted in the batch's transaction (fewer statements than
+    ``metering.admit``), with what one by one reserves; a capped key still goes alone."""
+
+    def build(people):
+        return [_request(people[0], "Alone", spending_cap=Decimal(50) if capped else None)]
+
+    together, one_by_one, batch_users, single_users = _twice(users, 1, build, caplog, admitted_together=int(not capped))
+    assert [_shown(o) for o in together] == [_shown(o) for o in one_by_one]
+    assert _stored(batch_users[0]) == _stored(single_users[0])
+    assert credits.verify_ledger() == []
+
+
 def test_a_batch_costs_the_same_statements_for_three_requests_as_for_nine(users):
     def statements(people):
         waiting = [_request(person) for person in people]
@@ -193,7 +207,7 @@ def test_a_batch_costs_the_same_statements_for_three_requests_as_for_nine(users)
         assert all(isinstance(o, tuple) for o in outcomes)
         return len(captured.captured_queries)
 
-    assert statements(users("three", 3)) == statements(users("nine", 9))
+    assert statements(users("one", 1)) == statements(users("three", 3)) == statements(users("nine", 9))
 
 
 def test_a_batch_whose_transaction_fails_is_admitted_one_by_one(users, monkeypatch):

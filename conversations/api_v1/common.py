@@ -297,7 +297,7 @@ def _admit_many(waiting: list[tuple]) -> list:
         bulk_admit.Request(key, user, prepared.request.model, prepared.prompt_tokens, prepared.request.max_tokens)
         for key, user, prepared, _language in waiting
     ]
-    outcomes = bulk_admit.admit_many(requests) if len(requests) > 1 else [bulk_admit.Alone(counted=False)]
+    outcomes = bulk_admit.admit_many(requests)
     results = []
     for (key, user, prepared, language), outcome in zip(waiting, outcomes, strict=True):
         if isinstance(outcome, bulk_admit.Admitted):

@@ -14,6 +14,8 @@ a user with a spending cap, a balance short of the cost, an account not opened y
 ``Alone`` and admitted by ``metering.admit`` one by one, which refuses (or accepts) it exactly as before. So is
 every request of a batch whose transaction fails. A rate-limit refusal is the one refusal made here: the counters
 are the same cache either way. ``tests/test_bulk_admit.py`` compares both paths' outcomes and ledger rows.
+
+A request alone is a batch of one: 13 statements here against ``metering.admit``'s 17 (``bench/sendpath.py``).
 """
 
 from __future__ import annotations
@@ -76,10 +78,10 @@ def admit_many(requests: list[Request]) -> list[Admitted | RateLimited | Alone]:
         if request.key.spending_cap is None:
             first_of_user.setdefault(request.user.pk, index)
     together = list(first_of_user.values())
-    if len(together) > 1:
+    if together:
         uncapped = budgets.without_caps(requests[index].user.pk for index in together)
         together = [index for index in together if requests[index].user.pk in uncapped]
-    if len(together) > 1:
+    if together:
         try:
             with transaction.atomic():
                 outcomes_together = _reserve_together(requests, together)
