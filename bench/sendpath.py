@@ -5,10 +5,12 @@
 
 What one chat costs the worker besides relaying its pieces, each operation as the websocket path runs it on the
 database thread: the per-frame session check, the rate limit + ``prepare_send`` of a new chat and of a chat with
-history, and the final store (``finish_message``: the answer's row, its settlement on the ledger). Each is run
-``--repeat`` times for ``--rounds`` rounds on fresh users; printed: the lowest round's CPU per call
-(``time.process_time``: this thread's own CPU, not the wall clock a busy machine stretches), the Python function
-calls per call (``sys.setprofile``, one more round: the same on a busy machine) and the queries per call.
+history, a new chat as the socket sends it (``bulk_send.prepare_sends``: alone, a batch of one; and in a batch), the
+final store (``finish_message``: the answer's row, its settlement on the ledger), and the same for the user API's
+requests (alone and together). Each is run ``--repeat`` times for ``--rounds`` rounds on fresh users; printed: the
+lowest round's CPU per call (``time.process_time``: this thread's own CPU, not the wall clock a busy machine
+stretches), the Python function calls per call (``sys.setprofile``, one more round: the same on a busy machine) and
+the queries per call.
 A burst's sends queue on the one database thread a worker has, so their sum is the floor of a burst's last first
 delta. Last, an upstream request's own cost under httpx on each transport (``KIMI_HTTP_TRANSPORT``), against a
 loopback peer that answers at once (its CPU is the process's: a transport's own threads count).
@@ -217,11 +219,23 @@ def run(args) -> list[dict]:
         ("session check (sessions.session_is_valid)", check, False),
         ("send, new chat (session check + admit + prepare_send)", new_chat, False),
         ("final store of it (finish_message)", finish, False),
+        (
+            "send, new chat alone, as the socket sends it (bulk_send.prepare_sends of one)",
+            lambda i: new_chats_together([i]),
+            False,
+        ),
+        ("final store of it (finish_message)", finish, False),
         (f"send, new chat, {args.repeat} in one batch (bulk_send.prepare_sends), per send", new_chats_together, True),
         ("final store of it (finish_message)", finish, False),
         (f"send, {args.history}-message chat (session check + admit + prepare_send)", later_send, False),
         ("final store of it (finish_message)", finish, False),
         ("user API request admission (api_v1/common: key, limits, allow-list, reservation)", api_request, False),
+        ("its settlement (metering.finish)", api_finish, False),
+        (
+            "user API request alone, as the server admits it (key check + admission, each a batch of one)",
+            lambda i: api_requests_together([i]),
+            False,
+        ),
         ("its settlement (metering.finish)", api_finish, False),
         (
             f"user API admission, {args.repeat} together (key checks + admissions), per request",
