@@ -27,11 +27,11 @@ async def raw_post(handle, path: str, body: dict, headers: dict | None = None) -
     payload = json.dumps(body).encode()
     lines = [f"POST /v1{path} HTTP/1.1", f"Host: {host}", f"Authorization: Bearer {handle.api_key}",
              "Content-Type: application/json", f"Content-Length: {len(payload)}"]  # fmt: skip
-    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    lines += [f"{k}: {v}" for k, v in {"Connection": "close", **(headers or {})}.items()]
     reader, writer = await asyncio.open_connection(host, port)
     writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + payload)
     await writer.drain()
-    raw = await reader.read()  # the server closes the connection after each answer
+    raw = await reader.read()  # asked to, the server closes the connection after the answer
     writer.close()
     head, _, rest = raw.partition(b"\r\n\r\n")
     if b"transfer-encoding: chunked" not in head.lower():
@@ -350,3 +350,64 @@ def test_command_on_a_busy_port_fails_with_one_line_naming_the_port_and_variable
     assert len(lines) == 1, result.stderr
     assert f"127.0.0.1:{port}" in lines[0] and "OFFLINE_KIMI_PORT" in lines[0]
     assert "Traceback" not in result.stderr
+
+
+# --- connections kept, as the real API keeps them ------------------------------------------------------------------
+
+
+async def test_answers_written_whole_leave_the_connection_for_the_next_request(offline_kimi):
+    """A streamed answer, a whole one and a models list: one connection, as against the real API (a client that
+    read to the end reuses it); the third answer's body is as it would be on a new connection."""
+    headers = {"Authorization": f"Bearer {offline_kimi.api_key}"}
+    async with httpx.AsyncClient(base_url=offline_kimi.base_url, headers=headers) as client:
+        async with client.stream("POST", "/chat/completions", json=chat("one [[tokens:5]]")) as response:
+            streamed = b"".join([chunk async for chunk in response.aiter_bytes()])
+        whole = await client.post("/chat/completions", json={**chat("two [[tokens:3]]"), "stream": False})
+        models = await client.get("/models")
+    assert streamed.rstrip().endswith(b"data: [DONE]") and whole.status_code == 200 and models.status_code == 200
+    assert whole.json()["choices"][0]["message"]["content"] == offline_kimi.log.chat_requests[-1].sent_text
+    assert {record.connection for record in offline_kimi.log.records} == {1}
+
+
+async def test_a_response_cut_off_ends_its_connection_and_the_next_request_gets_a_new_one(offline_kimi):
+    headers = {"Authorization": f"Bearer {offline_kimi.api_key}"}
+    async with httpx.AsyncClient(base_url=offline_kimi.base_url, headers=headers) as client:
+        with pytest.raises(httpx.RemoteProtocolError):
+            async with client.stream("POST", "/chat/completions", json=chat("x [[fault:drop_midstream]]")) as cut:
+                async for _ in cut.aiter_bytes():
+                    pass
+        after = await client.post("/chat/completions", json={**chat("fine [[tokens:2]]"), "stream": False})
+        again = await client.get("/models")
+    assert after.status_code == 200 and again.status_code == 200
+    assert [record.connection for record in offline_kimi.log.records] == [1, 2, 2]
+
+
+async def test_a_request_that_says_close_is_answered_and_its_connection_closed(offline_kimi):
+    head, chunks = await raw_post(offline_kimi, "/chat/completions", chat("bye [[tokens:2]]"))  # Connection: close
+    assert head.startswith(b"HTTP/1.1 200") and chunks[-1] == b""  # answered whole, then EOF (else: a hang)
+
+
+async def test_the_next_request_on_a_kept_connection_is_read_whole(offline_kimi):
+    """Two requests written one after the other on a bare socket, the second as soon as the first answer ends: the
+    server's watch for the client leaving may have read the second's first byte; the request is read whole."""
+    host, port = urlsplit(offline_kimi.base_url).hostname, urlsplit(offline_kimi.base_url).port
+    reader, writer = await asyncio.open_connection(host, port)
+
+    def request(path: str, close: bool) -> bytes:
+        lines = [f"GET /v1{path} HTTP/1.1", f"Host: {host}", f"Authorization: Bearer {offline_kimi.api_key}"]
+        return ("\r\n".join(lines + (["Connection: close"] if close else [])) + "\r\n\r\n").encode()
+
+    try:
+        writer.write(request("/models", close=False))
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(
+            next(line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")).split(b":")[1]
+        )
+        first = json.loads(await reader.readexactly(length))
+        writer.write(request("/models", close=True))
+        rest = await asyncio.wait_for(reader.read(), timeout=10)
+    finally:
+        writer.close()
+    assert first["object"] == "list"
+    assert rest.startswith(b"HTTP/1.1 200") and json.loads(rest.partition(b"\r\n\r\n")[2]) == first
+    assert [record.connection for record in offline_kimi.log.records] == [1, 1]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import threading
 import time
@@ -43,6 +44,8 @@ logger = logging.getLogger("conversations.offline")
 DEFAULT_API_KEY = "offline-kimi-key"
 DEFAULT_MODELS = list(PROFILES["moonshot"].models)
 RATE_LIMIT = 60
+# A kept connection waits this long for its next request (the Kimi client's pool lets its own go after 5 s).
+IDLE_SECONDS = 30
 # Moonshot's answer to an address it does not serve [seen; exact wording ?]: no model named, so clients can tell it
 # from an unknown model.
 _NO_ROUTE = {
@@ -79,6 +82,7 @@ class OfflineKimiServer:
         self.files = files.FileStore(max_file_bytes=max_file_bytes, max_files=max_files)
         self._server: asyncio.base_events.Server | None = None
         self._handlers: set[asyncio.Task] = set()
+        self._connections = itertools.count(1)
         self._retries = faults.RetryCounter()
         self.tool_memory = tools.ToolMemory()
         self._served = 0
@@ -127,20 +131,33 @@ class OfflineKimiServer:
         self._handlers.add(task)
         gone: asyncio.Task | None = None
         record: RequestRecord | None = None
+        first = b""  # the next request's first byte, when the watch for the client leaving read it
+        number = next(self._connections)
         try:
-            parsed = await asyncio.wait_for(read_request(reader), timeout=30)
-            if parsed is None:
-                return
-            method, path, headers, raw_body = parsed
-            record = RequestRecord(method=method, path=path, headers=headers)
-            if raw_body:
-                with contextlib.suppress(orjson.JSONDecodeError):
-                    body = orjson.loads(raw_body)
-                    record.body = body if isinstance(body, dict) else None
-            self.log.add(record)
-            gone = asyncio.create_task(reader.read(1))  # "" when the client closes its side
-            response = Response(writer, gone, record)
-            await self._route(record, response, raw_body)
+            # One request after another, as long as each response was written to its end (transport.py).
+            while True:
+                parsed = await asyncio.wait_for(read_request(reader, first), timeout=IDLE_SECONDS)
+                if parsed is None:
+                    return
+                method, path, headers, raw_body = parsed
+                record = RequestRecord(method=method, path=path, headers=headers, connection=number)
+                if raw_body:
+                    with contextlib.suppress(orjson.JSONDecodeError):
+                        body = orjson.loads(raw_body)
+                        record.body = body if isinstance(body, dict) else None
+                self.log.add(record)
+                gone = asyncio.create_task(reader.read(1))  # "" when the client closes its side
+                response = Response(writer, gone, record)
+                await self._route(record, response, raw_body)
+                if not response.ended or headers.get("connection", "").lower() == "close":
+                    return
+                gone.cancel()
+                first = (await asyncio.gather(gone, return_exceptions=True))[0]
+                gone = None
+                if isinstance(first, BaseException):
+                    first = b""  # cancelled while waiting: nothing was read
+                elif not first:
+                    return  # the client closed the connection
         except (ClientGone, ConnectionError):
             if record is not None:
                 record.disconnected = True

@@ -2,8 +2,9 @@
 and the log of what was seen.
 
 Plain asyncio streams, not a web framework, because the faults need exact control of the bytes: a connection dropped
-in the middle of a chunked body, CR-only line endings, writes that split UTF-8 characters. One request per
-connection (``Connection: close``).
+in the middle of a chunked body, CR-only line endings, writes that split UTF-8 characters. Connections are kept for
+the next request, as the real API keeps them (HTTP/1.1's default), when the response was written whole; a fault
+that cuts a response off, and a request that says ``Connection: close``, end the connection.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class RequestRecord:
     sent_reasoning: str = ""
     completed: bool = False  # the answer was written to the end
     disconnected: bool = False  # the client went away mid-answer
+    connection: int = 0  # which of the server's connections carried it (numbered from 1): reuse shows here
     received_at: float = field(default_factory=time.time)
     received_ns: int = field(default_factory=time.monotonic_ns)  # the same arrival on CLOCK_MONOTONIC (benchmarks)
 
@@ -91,18 +93,19 @@ class Response:
         self.gone = gone  # finishes when the client closed its side
         self.record = record
         self.split_sizes: itertools.cycle | None = None  # split_utf8: tiny chunk sizes
+        self.ended = False  # written to its end (whole, or its last chunk): the connection can take another request
 
     def _head(self, status: int, headers: dict[str, str]) -> bytes:
         self.record.status = status
         lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}"]
         lines += [f"{k}: {v}" for k, v in headers.items()]
-        lines.append("Connection: close")
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
     async def whole(self, status: int, body: bytes, content_type: str, headers: dict[str, str]) -> None:
         head = self._head(status, {**headers, "Content-Type": content_type, "Content-Length": str(len(body))})
         self.writer.write(head + body)
         await self.writer.drain()
+        self.ended = True
 
     async def start_chunked(self, status: int, content_type: str, headers: dict[str, str]) -> None:
         head = {**headers, "Content-Type": content_type, "Cache-Control": "no-cache", "Transfer-Encoding": "chunked"}
@@ -131,17 +134,22 @@ class Response:
     async def end_chunked(self) -> None:
         self.writer.write(b"0\r\n\r\n")
         await self.writer.drain()
+        self.ended = True
 
     def abort(self) -> None:
         """Drop the connection: no terminating chunk, a reset instead of a clean close."""
         self.writer.transport.abort()
 
 
-async def read_request(reader: asyncio.StreamReader) -> tuple[str, str, dict[str, str], bytes] | None:
+async def read_request(
+    reader: asyncio.StreamReader, first: bytes = b""
+) -> tuple[str, str, dict[str, str], bytes] | None:
+    """The next request of the connection; ``first``: its first byte(s), already read (by the watch for the client
+    leaving, while the response before it was written). None: the client closed the connection instead."""
     try:
-        head = await reader.readuntil(b"\r\n\r\n")
+        head = first + await reader.readuntil(b"\r\n\r\n")
     except asyncio.IncompleteReadError:
-        return None  # connected and left without a request
+        return None  # connected and left without a request (or without another one)
     lines = head.decode("latin-1").split("\r\n")
     method, path, _version = lines[0].split(" ", 2)
     headers: dict[str, str] = {}
