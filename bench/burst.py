@@ -10,7 +10,8 @@ server. Printed:
 - **one chat**: ``--single`` chats one after another (each a new conversation of its own user, spaced over
   ``--single-ramp`` s so they never overlap): the client's ``send`` to its first delta received, p50 / p99;
 - **burst**: ``--burst`` new chats whose ``send`` frames go at the same instant (each its own user and socket): the
-  same time, p50 / p99 / max, and ``send`` → upstream request;
+  same time, p50 / p99 / max, and ``send`` → upstream request; and the upstream requests of each run against the
+  connections they came on, and how many of those it opened (the others the worker's pool kept: up to 20);
 - **server CPU per chat**: ``--cpu-chats`` chats of ``--cpu-tokens`` pieces at the upstream's maximum rate, one
   after another; daphne's CPU time (utime + stime from /proc) over them, divided by their number: a figure that the
   machine's load hardly moves, unlike the wall-clock ones.
@@ -88,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
                             f"{result.lost} / {result.reordered} / {result.text_mismatches} / {result.failed_streams}"
                         ),
                         "server CPU s": f"{result.server_cpu:.2f}" if result.server_cpu else "-",
+                        "upstream requests / connections (new)": (
+                            f"{result.upstream_requests} / {result.upstream_connections}"
+                            f" ({result.upstream_new_connections})"
+                        ),
                         "load": result.load,
                     }
                 )

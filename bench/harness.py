@@ -208,6 +208,9 @@ class LevelResult:
     rss_before_mb: float = 0.0
     rss_peak_mb: float = 0.0
     load: str = ""
+    upstream_requests: int = 0  # chat requests the offline server received in the level
+    upstream_connections: int = 0  # the connections they came on
+    upstream_new_connections: int = 0  # of which opened in this level (the others: kept by the worker's pool)
 
     def p(self, q: float) -> float:
         return percentile(self.latencies_ms, q)
@@ -279,6 +282,7 @@ class Bench:
         self.extra_env = dict(extra_env or {})
         self.workers: list[Worker] = []
         self.offline = None
+        self.connections_seen = 0  # the offline server numbers its connections: the highest seen so far
         self.sessions: list[str] = []
         self.api_keys: list[str] = []
         self._level = 0
@@ -498,7 +502,13 @@ class Bench:
 
     def _collect(self, result: LevelResult, outputs: list[str | None], tokens: int, t0: int) -> None:
         records = {}
-        for record in self.offline.log.chat_requests:
+        chats = self.offline.log.chat_requests
+        result.upstream_requests = len(chats)
+        numbers = {record.connection for record in chats}
+        result.upstream_connections = len(numbers)
+        result.upstream_new_connections = sum(1 for number in numbers if number > self.connections_seen)
+        self.connections_seen = max(numbers | {self.connections_seen})
+        for record in chats:
             text = (record.body or {}).get("messages", [{}])[-1].get("content", "")
             marker = text.split("Benchmark stream ", 1)[-1].split(" ", 1)[0]
             records[marker] = record
