@@ -4,6 +4,7 @@ import asyncio
 import json
 import os
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -50,6 +51,10 @@ async def raw_post(handle, path: str, body: dict, headers: dict | None = None) -
 
 def chat(text: str, model: str = "kimi-k2", **extra) -> dict:
     return {"model": model, "messages": [{"role": "user", "content": text}], "stream": True, **extra}
+
+
+def content_length(head: bytes) -> int:
+    return int(next(line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")).split(b":")[1])
 
 
 def body_of(chunks: list[bytes]) -> bytes:
@@ -400,9 +405,7 @@ async def test_the_next_request_on_a_kept_connection_is_read_whole(offline_kimi)
     try:
         writer.write(request("/models", close=False))
         head = await reader.readuntil(b"\r\n\r\n")
-        length = int(
-            next(line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")).split(b":")[1]
-        )
+        length = content_length(head)
         first = json.loads(await reader.readexactly(length))
         writer.write(request("/models", close=True))
         rest = await asyncio.wait_for(reader.read(), timeout=10)
@@ -411,3 +414,23 @@ async def test_the_next_request_on_a_kept_connection_is_read_whole(offline_kimi)
     assert first["object"] == "list"
     assert rest.startswith(b"HTTP/1.1 200") and json.loads(rest.partition(b"\r\n\r\n")[2]) == first
     assert [record.connection for record in offline_kimi.log.records] == [1, 1]
+
+
+async def test_a_client_that_resets_its_idle_connection_leaves_the_answer_it_read_complete(offline_kimi):
+    """A pool that drops a kept connection with a reset (SO_LINGER 0) after reading an answer whole: the answer's
+    record stays complete, not disconnected (the reset reaches the server while it waits for the next request)."""
+    host, port = urlsplit(offline_kimi.base_url).hostname, urlsplit(offline_kimi.base_url).port
+    reader, writer = await asyncio.open_connection(host, port)
+    payload = json.dumps({**chat("whole [[tokens:3]]"), "stream": False}).encode()
+    lines = ["POST /v1/chat/completions HTTP/1.1", f"Host: {host}", f"Authorization: Bearer {offline_kimi.api_key}",
+             "Content-Type: application/json", f"Content-Length: {len(payload)}"]  # fmt: skip
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + payload)
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = content_length(head)
+    assert json.loads(await reader.readexactly(length))["choices"][0]["finish_reason"] == "stop"
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+    await asyncio.sleep(0.3)  # the server sees the reset
+    (record,) = offline_kimi.log.chat_requests
+    assert record.completed and not record.disconnected

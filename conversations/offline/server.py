@@ -151,6 +151,7 @@ class OfflineKimiServer:
                 await self._route(record, response, raw_body)
                 if not response.ended or headers.get("connection", "").lower() == "close":
                     return
+                record = None  # answered whole: a reset while the connection waits for another request is not its
                 gone.cancel()
                 first = (await asyncio.gather(gone, return_exceptions=True))[0]
                 gone = None
