@@ -1,0 +1,65 @@
+"""A write to an idle accepted TCP connection goes to its socket at once, as asyncio's own transports do.
+
+Twisted's ``FileDescriptor.write`` always buffers: it registers the socket for writability with the reactor
+(``addWriter``: under daphne's asyncio reactor an ``epoll_ctl`` and a new handle), and the next turn of the loop sends
+the buffer and unregisters it (``removeWriter``: another ``epoll_ctl``). A relayed answer writes one websocket frame
+per socket per turn, so every frame paid both registrations and a trip through the loop: ~10% of daphne's samples at
+1,000 streams (docs/performance.md, issue 23, session 10). asyncio's transports (and uvicorn's, on them) try
+``send()`` first and register only what the kernel did not take.
+
+``install()`` gives Twisted's server-side connections (``tcp.Server``, what daphne accepts) that behaviour:
+
+- nothing buffered, connected, not closing: ``writeSomeData`` (one ``send``); only what it did not take is buffered,
+  through Twisted's own ``write``, which registers the writer as before;
+- anything already buffered (a full socket, an earlier partial send), or an error from the socket: Twisted's own
+  ``write``, so the order of the bytes is kept and ``doWrite`` meets the error and closes the connection as it would
+  have.
+
+Accepted connections also get ``TCP_NODELAY`` (asyncio's default): with every write sent at once, a small write that
+follows another in the same turn must not wait for the first one's acknowledgement (autobahn already sets it on its
+websockets; daphne's plain HTTP responses, the user API's stream among them, did not have it).
+"""
+
+from __future__ import annotations
+
+from twisted.internet import abstract, tcp
+
+_buffered_write = abstract.FileDescriptor.write
+_server_init = tcp.Server.__init__
+
+
+def _write(self: tcp.Server, data: bytes) -> None:
+    if (
+        data
+        and type(data) is bytes
+        and self.connected
+        and not self.disconnecting
+        and not self._writeDisconnected
+        and not self._writeDisconnecting
+        and not self._tempDataLen
+        and self.offset == len(self.dataBuffer)
+    ):
+        sent = self.writeSomeData(data)
+        if isinstance(sent, int):
+            if sent == len(data):
+                return
+            data = data[sent:]
+    _buffered_write(self, data)
+
+
+def _init(self: tcp.Server, sock, *args, **kwargs) -> None:
+    _server_init(self, sock, *args, **kwargs)
+    try:
+        self.setTcpNoDelay(True)
+    except OSError:  # not a TCP socket after all (a test's Unix socket): nothing to set
+        pass
+
+
+def install() -> None:
+    """Patch ``twisted.internet.tcp.Server`` (idempotent); client connections are left as they are."""
+    tcp.Server.write = _write
+    tcp.Server.__init__ = _init
+
+
+def installed() -> bool:
+    return tcp.Server.write is _write
