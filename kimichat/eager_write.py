@@ -9,7 +9,8 @@ per socket per turn, so every frame paid both registrations and a trip through t
 
 ``install()`` gives Twisted's server-side connections (``tcp.Server``, what daphne accepts) that behaviour:
 
-- nothing buffered, connected, not closing: ``writeSomeData`` (one ``send``); only what it did not take is buffered,
+- nothing buffered, connected, not closing: ``writeSomeData`` (one ``send``; a ``writeSequence``, as twisted.web
+  writes headers and each chunk of a chunked body, joined first); only what it did not take is buffered,
   through Twisted's own ``write``, which registers the writer as before;
 - anything already buffered (a full socket, an earlier partial send), or an error from the socket: Twisted's own
   ``write``, so the order of the bytes is kept and ``doWrite`` meets the error and closes the connection as it would
@@ -25,26 +26,37 @@ from __future__ import annotations
 from twisted.internet import abstract, tcp
 
 _buffered_write = abstract.FileDescriptor.write
+_buffered_write_sequence = abstract.FileDescriptor.writeSequence
 _server_init = tcp.Server.__init__
 
 
-def _write(self: tcp.Server, data: bytes) -> None:
-    if (
-        data
-        and type(data) is bytes
-        and self.connected
+def _idle(self: tcp.Server) -> bool:
+    return (
+        self.connected
         and not self.disconnecting
         and not self._writeDisconnected
         and not self._writeDisconnecting
         and not self._tempDataLen
         and self.offset == len(self.dataBuffer)
-    ):
+    )
+
+
+def _write(self: tcp.Server, data: bytes) -> None:
+    if data and type(data) is bytes and _idle(self):
         sent = self.writeSomeData(data)
         if isinstance(sent, int):
             if sent == len(data):
                 return
             data = data[sent:]
     _buffered_write(self, data)
+
+
+def _write_sequence(self: tcp.Server, iovec) -> None:
+    """twisted.web writes its headers and every chunk of a chunked body (the user API's stream) as a sequence."""
+    if iovec and _idle(self) and all(type(part) is bytes for part in iovec):
+        _write(self, b"".join(iovec))
+    else:
+        _buffered_write_sequence(self, iovec)
 
 
 def _init(self: tcp.Server, sock, *args, **kwargs) -> None:
@@ -58,6 +70,7 @@ def _init(self: tcp.Server, sock, *args, **kwargs) -> None:
 def install() -> None:
     """Patch ``twisted.internet.tcp.Server`` (idempotent); client connections are left as they are."""
     tcp.Server.write = _write
+    tcp.Server.writeSequence = _write_sequence
     tcp.Server.__init__ = _init
 
 

@@ -41,6 +41,7 @@ class RecordingReactor:
 def installed(monkeypatch):
     # Restored after the test: the suite's own process must not keep the patch (daphne runs in subprocesses).
     monkeypatch.setattr(tcp.Server, "write", tcp.Server.write)
+    monkeypatch.setattr(tcp.Server, "writeSequence", tcp.Server.writeSequence)
     monkeypatch.setattr(tcp.Server, "__init__", tcp.Server.__init__)
     eager_write.install()
     assert eager_write.installed()
@@ -80,6 +81,19 @@ def test_a_write_to_an_idle_connection_is_sent_without_the_reactor(installed):
     connection.socket.close()
 
 
+def test_a_sequence_to_an_idle_connection_is_sent_as_one_write(installed):
+    """twisted.web writes a chunked body's every chunk as a sequence (size line, data, CRLF): the user API's stream."""
+    connection, peer, reactor = accepted_pair()
+    connection.writeSequence([b"5\r\n", b"hello", b"\r\n"])
+    assert reactor.registrations == 0
+    assert receive_exactly(peer, 10) == b"5\r\nhello\r\n"
+    connection.loseConnection()  # closing: a sequence goes through Twisted's buffer, behind anything there
+    connection.writeSequence([b"0\r\n", b"\r\n"])
+    assert connection._tempDataLen == 5
+    peer.close()
+    connection.socket.close()
+
+
 def test_without_it_twisted_buffers_until_the_loop_turns():
     """What install() changes: the same write through Twisted's own path waits for a doWrite."""
     connection, peer, reactor = accepted_pair()
@@ -98,10 +112,11 @@ def test_what_the_socket_does_not_take_is_buffered_and_the_order_kept(installed)
     connection.write(big)
     assert reactor.registrations == 1  # the rest is buffered: the writer is registered, once
     connection.write(b"<tail>")  # something is buffered: this goes behind it, not straight to the socket
+    connection.writeSequence([b"<se", b"quence>"])  # and so does a sequence
     assert connection._tempDataLen > 0
     registrations = reactor.registrations
     received = bytearray()
-    expected = big + b"<tail>"
+    expected = big + b"<tail><sequence>"
     deadline = time.monotonic() + 30
     while len(received) < len(expected) and time.monotonic() < deadline:
         # The loop's part: a registered descriptor whose socket can take more is written.
