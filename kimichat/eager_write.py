@@ -16,9 +16,10 @@ per socket per turn, so every frame paid both registrations and a trip through t
   ``write``, so the order of the bytes is kept and ``doWrite`` meets the error and closes the connection as it would
   have.
 
-Accepted connections also get ``TCP_NODELAY`` (asyncio's default): with every write sent at once, a small write that
-follows another in the same turn must not wait for the first one's acknowledgement (autobahn already sets it on its
-websockets; daphne's plain HTTP responses, the user API's stream among them, did not have it).
+Accepted connections also get ``TCP_NODELAY`` at accept (asyncio's default): with every write sent at once, a small
+write that follows another in the same turn must not wait for the first one's acknowledgement. twisted.web's HTTP
+channel (daphne's, websockets start there) and autobahn already set it in ``connectionMade``; eager writes rely on
+it, so it is set here too, whatever protocol the connection runs.
 """
 
 from __future__ import annotations
