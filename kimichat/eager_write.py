@@ -3,7 +3,7 @@
 Twisted's ``FileDescriptor.write`` always buffers: it registers the socket for writability with the reactor
 (``addWriter``: under daphne's asyncio reactor an ``epoll_ctl`` and a new handle), and the next turn of the loop sends
 the buffer and unregisters it (``removeWriter``: another ``epoll_ctl``). A relayed answer writes one websocket frame
-per socket per turn, so every frame paid both registrations and a trip through the loop: ~10% of daphne's samples at
+per socket per turn, so every frame paid both registrations and a trip through the loop: ~17% of daphne's samples at
 1,000 streams (docs/performance.md, issue 23, session 10). asyncio's transports (and uvicorn's, on them) try
 ``send()`` first and register only what the kernel did not take.
 
@@ -42,20 +42,27 @@ def _idle(self: tcp.Server) -> bool:
     )
 
 
+def _send_now(self: tcp.Server, data: bytes) -> None:
+    """One ``send`` on an idle connection; what it did not take (all of it on a socket error) goes to the buffer."""
+    sent = self.writeSomeData(data)
+    if isinstance(sent, int):
+        if sent == len(data):
+            return
+        data = data[sent:]
+    _buffered_write(self, data)
+
+
 def _write(self: tcp.Server, data: bytes) -> None:
     if data and type(data) is bytes and _idle(self):
-        sent = self.writeSomeData(data)
-        if isinstance(sent, int):
-            if sent == len(data):
-                return
-            data = data[sent:]
-    _buffered_write(self, data)
+        _send_now(self, data)
+    else:
+        _buffered_write(self, data)
 
 
 def _write_sequence(self: tcp.Server, iovec) -> None:
     """twisted.web writes its headers and every chunk of a chunked body (the user API's stream) as a sequence."""
     if iovec and _idle(self) and all(type(part) is bytes for part in iovec):
-        _write(self, b"".join(iovec))
+        _send_now(self, b"".join(iovec))
     else:
         _buffered_write_sequence(self, iovec)
 

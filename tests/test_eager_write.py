@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import select
 import socket
+import struct
 import time
 
 import pytest
@@ -135,7 +136,7 @@ def test_what_the_socket_does_not_take_is_buffered_and_the_order_kept(installed)
 
 def test_an_error_from_the_socket_is_left_to_twisted(installed):
     connection, peer, reactor = accepted_pair()
-    peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     peer.close()  # a reset
     time.sleep(0.05)
     connection.write(b"into a reset connection")

@@ -22,15 +22,26 @@ from conversations.offline.server import OfflineKimiServer
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def raw_request(handle, path: str, body: dict | None = None, headers: dict | None = None) -> bytes:
+    """An HTTP/1.1 request to the offline server as bytes: a POST of ``body`` as JSON, or a GET without one."""
+    payload = b"" if body is None else json.dumps(body).encode()
+    method = "GET" if body is None else "POST"
+    lines = [f"{method} /v1{path} HTTP/1.1", f"Host: {urlsplit(handle.base_url).hostname}",
+             f"Authorization: Bearer {handle.api_key}"]  # fmt: skip
+    if body is not None:
+        lines += ["Content-Type: application/json", f"Content-Length: {len(payload)}"]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + payload
+
+
+async def open_raw(handle) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection(urlsplit(handle.base_url).hostname, urlsplit(handle.base_url).port)
+
+
 async def raw_post(handle, path: str, body: dict, headers: dict | None = None) -> tuple[bytes, list[bytes]]:
     """POST over a bare socket; returns (head, body chunks as framed by chunked encoding, or [body])."""
-    host, port = urlsplit(handle.base_url).hostname, urlsplit(handle.base_url).port
-    payload = json.dumps(body).encode()
-    lines = [f"POST /v1{path} HTTP/1.1", f"Host: {host}", f"Authorization: Bearer {handle.api_key}",
-             "Content-Type: application/json", f"Content-Length: {len(payload)}"]  # fmt: skip
-    lines += [f"{k}: {v}" for k, v in {"Connection": "close", **(headers or {})}.items()]
-    reader, writer = await asyncio.open_connection(host, port)
-    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + payload)
+    reader, writer = await open_raw(handle)
+    writer.write(raw_request(handle, path, body, {"Connection": "close", **(headers or {})}))
     await writer.drain()
     raw = await reader.read()  # asked to, the server closes the connection after the answer
     writer.close()
@@ -395,19 +406,13 @@ async def test_a_request_that_says_close_is_answered_and_its_connection_closed(o
 async def test_the_next_request_on_a_kept_connection_is_read_whole(offline_kimi):
     """Two requests written one after the other on a bare socket, the second as soon as the first answer ends: the
     server's watch for the client leaving may have read the second's first byte; the request is read whole."""
-    host, port = urlsplit(offline_kimi.base_url).hostname, urlsplit(offline_kimi.base_url).port
-    reader, writer = await asyncio.open_connection(host, port)
-
-    def request(path: str, close: bool) -> bytes:
-        lines = [f"GET /v1{path} HTTP/1.1", f"Host: {host}", f"Authorization: Bearer {offline_kimi.api_key}"]
-        return ("\r\n".join(lines + (["Connection: close"] if close else [])) + "\r\n\r\n").encode()
-
+    reader, writer = await open_raw(offline_kimi)
     try:
-        writer.write(request("/models", close=False))
+        writer.write(raw_request(offline_kimi, "/models"))
         head = await reader.readuntil(b"\r\n\r\n")
         length = content_length(head)
         first = json.loads(await reader.readexactly(length))
-        writer.write(request("/models", close=True))
+        writer.write(raw_request(offline_kimi, "/models", headers={"Connection": "close"}))
         rest = await asyncio.wait_for(reader.read(), timeout=10)
     finally:
         writer.close()
@@ -419,12 +424,8 @@ async def test_the_next_request_on_a_kept_connection_is_read_whole(offline_kimi)
 async def test_a_client_that_resets_its_idle_connection_leaves_the_answer_it_read_complete(offline_kimi):
     """A pool that drops a kept connection with a reset (SO_LINGER 0) after reading an answer whole: the answer's
     record stays complete, not disconnected (the reset reaches the server while it waits for the next request)."""
-    host, port = urlsplit(offline_kimi.base_url).hostname, urlsplit(offline_kimi.base_url).port
-    reader, writer = await asyncio.open_connection(host, port)
-    payload = json.dumps({**chat("whole [[tokens:3]]"), "stream": False}).encode()
-    lines = ["POST /v1/chat/completions HTTP/1.1", f"Host: {host}", f"Authorization: Bearer {offline_kimi.api_key}",
-             "Content-Type: application/json", f"Content-Length: {len(payload)}"]  # fmt: skip
-    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + payload)
+    reader, writer = await open_raw(offline_kimi)
+    writer.write(raw_request(offline_kimi, "/chat/completions", {**chat("whole [[tokens:3]]"), "stream": False}))
     head = await reader.readuntil(b"\r\n\r\n")
     length = content_length(head)
     assert json.loads(await reader.readexactly(length))["choices"][0]["finish_reason"] == "stop"
