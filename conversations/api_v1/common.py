@@ -319,6 +319,42 @@ async def _admit_batch(waiting: list[tuple]) -> list:
 _admissions = batching.Batches(_admit_batch, lambda: settings.KIMICHAT_SEND_BATCH)
 
 
+def _finish_many(endings: list[metering.Ending]) -> list:
+    """The settlements of the requests that ended together, in one trip and one transaction; if that transaction
+    fails, each alone (``metering.finish``), so one bad row costs only its own request. Outcomes as ``finish``'s,
+    or the exception a request's settlement raised."""
+    try:
+        return metering.finish_many(endings)
+    except Exception:
+        if len(endings) > 1:
+            logger.exception("A batch of %d API settlements failed; settling them one by one", len(endings))
+        else:
+            raise
+    outcomes = []
+    for ending in endings:
+        try:
+            outcomes.append(
+                metering.finish(
+                    ending.reservation,
+                    usage=ending.usage,
+                    estimated=ending.estimated,
+                    generated=ending.generated,
+                    note=ending.note,
+                )
+            )
+        except Exception as exc:  # noqa: BLE001 - that request's own failure, logged by its waiter
+            outcomes.append(exc)
+    return outcomes
+
+
+async def _finish_batch(endings: list[metering.Ending]) -> list:
+    return await db_threads.off_the_loop(_finish_many, endings)
+
+
+# The requests that end while a batch of settlements runs wait for it and are settled together (services/batching.py).
+_settlements = batching.Batches(_finish_batch, lambda: settings.KIMICHAT_SEND_BATCH)
+
+
 def _release_if_admitted(task: asyncio.Task) -> None:
     """The request was cancelled (its client left) while its reservation was being made: release it."""
     if task.cancelled() or task.exception() is not None:
@@ -440,13 +476,8 @@ class Run:
         self.finished = True
         usage, estimated = self._usage()
         note = self.error.code if self.error is not None else "client disconnected"
-        task = _keep(
-            asyncio.ensure_future(
-                db_threads.on_database_thread(metering.finish)(
-                    self.reservation, usage=usage, estimated=estimated, generated=self.generated, note=note
-                )
-            )
-        )
+        ending = metering.Ending(self.reservation, usage, estimated, self.generated, note)
+        task = _keep(asyncio.ensure_future(_settlements.submit(ending)))
         try:
             await asyncio.shield(task)
         except asyncio.CancelledError:

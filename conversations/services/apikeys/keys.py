@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from django.db import transaction
-from django.db.models import F
 from django.utils import timezone, translation
 from django.utils.translation import gettext
 from django.views.decorators.debug import sensitive_variables
 
 from conversations.models import ApiKey
+from conversations.services import bulk_sql
 from conversations.services.accounts import login_throttle
 
 SECRET_PREFIX = "kc-"
@@ -146,7 +146,23 @@ def keys_of(user):
 
 def note_use(key_id: int, credits: Decimal) -> None:
     """Count one request made with the key and what it cost."""
+    note_uses({key_id: (1, credits)})
+
+
+def note_uses(uses: dict[int, tuple[int, Decimal]]) -> None:
+    """Count, for each key id, its requests and what they cost (``{key_id: (requests, credits)}``), in one
+    statement (services/bulk_sql.py); increments, so concurrent counts add up."""
     with transaction.atomic():
-        ApiKey.objects.filter(pk=key_id).update(
-            requests=F("requests") + 1, credits_spent=F("credits_spent") + credits, last_used_at=timezone.now()
+        bulk_sql.update_rows(
+            ApiKey,
+            {key_id: {"requests": count, "credits_spent": spent} for key_id, (count, spent) in uses.items()},
+            added=("requests", "credits_spent"),
+            common={"last_used_at": timezone.now()},
         )
+
+
+def lock(key_ids) -> None:
+    """Lock the keys' rows until the surrounding transaction ends, in the order of their ids. Whatever locks a key
+    and a credit account locks the key first (``metering.admit`` checks a cap under the key's lock, then reserves):
+    two such transactions never wait for each other crosswise."""
+    list(ApiKey.objects.select_for_update().filter(pk__in=list(key_ids)).order_by("pk").values_list("pk", flat=True))

@@ -101,6 +101,11 @@ def price_for(model: str) -> Price:
     return default_price(model) if row is None else _row_price(row)
 
 
+def prices_for(models) -> dict[str, Price]:
+    """``price_for`` of many models, by model, in one query."""
+    return {entry.model: entry.price for entry in prices_in_effect(list(dict.fromkeys(models)))}
+
+
 def known_models() -> list[str]:
     """The models this server may answer with: the provider's list as last read, then the configured fallback
     list. Read from the cache only; the provider is not asked."""
