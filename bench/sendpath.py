@@ -7,10 +7,10 @@ What one chat costs the worker besides relaying its pieces, each operation as th
 database thread: the per-frame session check, the rate limit + ``prepare_send`` of a new chat and of a chat with
 history, a new chat as the socket sends it (``bulk_send.prepare_sends``: alone, a batch of one; and in a batch), the
 final store (``finish_message``: the answer's row, its settlement on the ledger), and the same for the user API's
-requests (alone and together). Each is run ``--repeat`` times for ``--rounds`` rounds on fresh users; printed: the
-lowest round's CPU per call (``time.process_time``: this thread's own CPU, not the wall clock a busy machine
-stretches), the Python function calls per call (``sys.setprofile``, one more round: the same on a busy machine) and
-the queries per call.
+requests and their settlements (alone and together). Each is run ``--repeat`` times for ``--rounds`` rounds on
+fresh users; printed: the lowest round's CPU per call (``time.process_time``: this thread's own CPU, not the wall
+clock a busy machine stretches), the Python function calls per call (``sys.setprofile``, one more round: the same on
+a busy machine) and the queries per call.
 A burst's sends queue on the one database thread a worker has, so their sum is the floor of a burst's last first
 delta. Last, an upstream request's own cost under httpx on each transport (``KIMI_HTTP_TRANSPORT``), against a
 loopback peer that answers at once (its CPU is the process's: a transport's own threads count).
@@ -215,6 +215,12 @@ def run(args) -> list[dict]:
             generated=True,
         )
 
+    def api_finish_together(indices):
+        # As requests that end together are settled (api_v1/common.Run.finish): one batch, one transaction.
+        usage = Usage(prompt_tokens=12, completion_tokens=60, total_tokens=72)
+        endings = [metering.Ending(api_pending.pop(), usage, False, True) for _ in indices]
+        assert all(cost is not None for cost in metering.finish_many(endings))
+
     operations = [
         ("session check (sessions.session_is_valid)", check, False),
         ("send, new chat (session check + admit + prepare_send)", new_chat, False),
@@ -236,13 +242,17 @@ def run(args) -> list[dict]:
             lambda i: api_requests_together([i]),
             False,
         ),
-        ("its settlement (metering.finish)", api_finish, False),
+        (
+            "its settlement alone, as the server settles it (metering.finish_many of one)",
+            lambda i: api_finish_together([i]),
+            False,
+        ),  # fmt: skip
         (
             f"user API admission, {args.repeat} together (key checks + admissions), per request",
             api_requests_together,
             True,
         ),
-        ("its settlement (metering.finish)", api_finish, False),
+        (f"their settlements, {args.repeat} together (metering.finish_many), per request", api_finish_together, True),
     ]
     rows = []
     for name, operation, batched in operations:

@@ -14,7 +14,7 @@ import secrets
 from dataclasses import dataclass
 from decimal import Decimal
 
-from django.db import transaction
+from django.db import connection
 from django.utils import timezone, translation
 from django.utils.translation import gettext
 from django.views.decorators.debug import sensitive_variables
@@ -151,18 +151,20 @@ def note_use(key_id: int, credits: Decimal) -> None:
 
 def note_uses(uses: dict[int, tuple[int, Decimal]]) -> None:
     """Count, for each key id, its requests and what they cost (``{key_id: (requests, credits)}``), in one
-    statement (services/bulk_sql.py); increments, so concurrent counts add up."""
-    with transaction.atomic():
-        bulk_sql.update_rows(
-            ApiKey,
-            {key_id: {"requests": count, "credits_spent": spent} for key_id, (count, spent) in uses.items()},
-            added=("requests", "credits_spent"),
-            common={"last_used_at": timezone.now()},
-        )
+    statement (services/bulk_sql.py; atomic on its own); increments, so concurrent counts add up."""
+    bulk_sql.update_rows(
+        ApiKey,
+        {key_id: {"requests": count, "credits_spent": spent} for key_id, (count, spent) in uses.items()},
+        added=("requests", "credits_spent"),
+        common={"last_used_at": timezone.now()},
+    )
 
 
 def lock(key_ids) -> None:
     """Lock the keys' rows until the surrounding transaction ends, in the order of their ids. Whatever locks a key
     and a credit account locks the key first (``metering.admit`` checks a cap under the key's lock, then reserves):
-    two such transactions never wait for each other crosswise."""
+    two such transactions never wait for each other crosswise. (SQLite takes the whole file for a writer: nothing
+    to lock row by row.)"""
+    if not connection.features.has_select_for_update:
+        return
     list(ApiKey.objects.select_for_update().filter(pk__in=list(key_ids)).order_by("pk").values_list("pk", flat=True))
