@@ -26,13 +26,15 @@ $(VENV)/.installed-dev: requirements.txt requirements-dev.txt $(VENV)/.installed
 	touch $@
 
 # What the tests need from apt: Debian's Chromium for the browser tests, gettext for the translations, a CJK font
-# so the Chinese screenshots show characters rather than boxes, redis-server for the Redis-restart test.
+# so the Chinese screenshots show characters rather than boxes, redis-server for the Redis-restart test, iproute2's
+# ss to read a listening socket's queue (tests/test_serve.py).
 system-deps:
 	@missing=""; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	command -v msgfmt >/dev/null || missing="$$missing gettext"; \
 	dpkg -s fonts-wqy-microhei >/dev/null 2>&1 || missing="$$missing fonts-wqy-microhei"; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v ss >/dev/null || missing="$$missing iproute2"; \
 	if [ -n "$$missing" ]; then \
 	  echo "apt-get install:$$missing"; \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \

@@ -7,7 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.daphne import ROOT
+from tests.daphne import ROOT, start_daphne
 
 PROBE = """
 import sys
@@ -38,3 +38,36 @@ def test_plain_daphne_would_load_them():
         [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.splitlines()[-1].startswith("ITLSTransport True <module 'OpenSSL'")
+
+
+def _listen_backlog(port: int) -> int:
+    """The listening socket's queue of connections not accepted yet, as the kernel reports it (``ss``'s Send-Q)."""
+    done = subprocess.run(  # noqa: S603
+        ["ss", "-ltnH", f"sport = :{port}"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=True,  # noqa: S607
+    )
+    return int(done.stdout.split()[2])
+
+
+def test_serve_listens_with_a_long_queue(offline_kimi, tmp_path):
+    """Twisted listens with a queue of 50: a burst of connections beyond it while the worker was busy lost some
+    (600 user API scripts at once: connections reset). The worker's real socket, in the kernel."""
+    with open("/proc/sys/net/core/somaxconn") as f:
+        expected = min(2048, int(f.read()))  # kimichat/serve.py's LISTEN_BACKLOG, as the kernel caps it
+    assert expected > 50
+    server = start_daphne(offline_kimi, tmp_path)
+    try:
+        port = int(server.url.rsplit(":", 1)[1])
+        assert _listen_backlog(port) == expected
+    finally:
+        server.stop()
+
+
+def test_an_endpoint_that_names_its_backlog_keeps_it():
+    from kimichat import serve
+
+    build = serve.with_backlog(lambda **kw: ["tcp:port=1:interface=::1", "tcp:port=2:backlog=7", "unix:/tmp/s"])
+    assert build() == ["tcp:port=1:interface=::1:backlog=2048", "tcp:port=2:backlog=7", "unix:/tmp/s"]
