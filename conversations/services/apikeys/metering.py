@@ -4,7 +4,9 @@ rate limits, plus the key's own spending cap.
 ``admit`` counts the request in the user's rate limit (the same counters as the chat: a user's browser and scripts
 share them), then, in one transaction under the key's row lock, checks the key's cap against what it spent plus
 what its running answers hold, and reserves the answer's worst case. ``finish`` settles what was generated (or
-releases everything when nothing was) exactly once, and counts the request on the key. All synchronous and short:
+releases everything when nothing was) exactly once, and counts the request on the key; ``finish_many`` does the same
+for the requests that end together, in one transaction (api_v1/common.Run.finish). A key is always locked before
+its owner's account (``keys.lock``), on every path that takes both. All synchronous and short:
 the views call them through ``database_sync_to_async``, never holding a connection while the upstream streams.
 """
 
@@ -139,10 +141,10 @@ class Ending:
 
 def finish_many(endings: list[Ending]) -> list[Decimal | None]:
     """``finish`` for many requests, each outcome as ``finish`` returns it, in one transaction of a fixed number of
-    statements whatever their number: the prices (1), the keys locked (1), the ledger's ``close_many`` (5) and the
-    keys' counters (1), against ``finish``'s 12 a request. The streams of a level of the user API end within
-    seconds of each other, and their settlements were a quarter of the worker's time at 1,000 streams
-    (docs/performance.md, session 11). ``tests/test_bulk_finish.py`` compares the rows with one by one's."""
+    statements whatever their number: the prices (1), the keys locked (1; not on SQLite), the ledger's
+    ``close_many`` (5) and the keys' counters (1), against ~10 a request one by one. Requests that end together
+    (scripts started together) cost ~0.3 ms of CPU each in a batch of 30 against ~1.4 alone (docs/performance.md,
+    issue 23, session 11). ``tests/test_bulk_finish.py`` compares the rows with one by one's."""
     if not endings:
         return []
     prices = pricing.prices_for({ending.reservation.model for ending in endings if ending.generated})
