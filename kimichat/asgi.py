@@ -1,11 +1,13 @@
-"""ASGI entry point: HTTP through Django, websockets through Channels (session auth; scheme, host and port of the
-origin checked: kimichat/websocket_origin.py)."""
+"""ASGI entry point: HTTP through Django (the user API's requests sharing one thread for their synchronous steps:
+kimichat/request_threads.py), websockets through Channels (session auth; scheme, host and port of the origin
+checked: kimichat/websocket_origin.py)."""
 
 import os
 
-from django.core.asgi import get_asgi_application
-
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kimichat.settings")
+
+from kimichat.request_threads import get_asgi_application  # noqa: E402
+
 # Django must be set up before anything imports models (the consumers do).
 django_asgi_app = get_asgi_application()
 

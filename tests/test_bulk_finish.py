@@ -320,3 +320,34 @@ def test_a_settlement_and_an_admission_of_one_key_never_deadlock(make_user, batc
     assert not isinstance(done["settle"], Exception), done["settle"]
     assert not isinstance(done["admit"], Exception), done["admit"]
     assert credits.verify_ledger() == []
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_request_cancelled_while_admitted_is_released_after_it_ended(make_user):
+    """The client left while its reservation was being made: the reservation is released once the admission is
+    done, by a task that outlives the request, and so the request's thread-sensitive context
+    (kimichat/request_threads.py: asgiref refuses a thread-sensitive call from such a task)."""
+    from asgiref.sync import ThreadSensitiveContext, sync_to_async
+
+    from kimichat.request_threads import API_THREAD
+
+    user = await sync_to_async(make_user)("leaver")
+    key = await sync_to_async(_key)(user)
+    request = ChatRequest(model=MODEL, messages=[{"role": "user", "content": "Hello"}])
+    request.max_tokens = 1024
+    async with ThreadSensitiveContext(executor=API_THREAD):
+        admission = asyncio.ensure_future(common.admit(key, user, common.Prepared(request=request, prompt_tokens=9)))
+        await asyncio.sleep(0)  # submitted
+        admission.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await admission
+
+    def states():
+        return list(CreditTransaction.objects.filter(account__user=user, kind="charge").values_list("state", flat=True))
+
+    deadline = time.monotonic() + 10
+    while await sync_to_async(states)() != ["released"]:
+        assert time.monotonic() < deadline, await sync_to_async(states)()
+        await asyncio.sleep(0.02)
+    assert await sync_to_async(lambda: ApiKey.objects.get(pk=key.pk).requests)() == 1
+    assert await sync_to_async(credits.verify_ledger)() == []

@@ -279,3 +279,39 @@ async def test_on_sqlite_a_requests_database_trips_share_the_workers_database_th
         api = await db_threads.on_database_thread(threading.get_ident)()
     assert own != shared
     assert api == shared
+
+
+def _threads(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("Threads:"))
+
+
+def test_streamed_answers_hold_no_thread_each(server, owner):
+    """Django gives each request a thread of its own for its synchronous steps, alive until the response is sent: a
+    streamed answer held one, idle, for the whole answer (1,000 streams were 1,002 threads). The user API's requests
+    share one (kimichat/request_threads.py). Twelve answers streaming at once, counted in the worker's /proc."""
+    import concurrent.futures
+
+    secrets = [keys.create(owner, name=f"script {n}").secret for n in range(12)]
+    streams = [
+        oai(server, secret).chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "[[tokens:200]] [[rate:20]] slow"}], stream=True
+        )
+        for secret in secrets[:1]
+    ]
+    next(iter(streams[0]))  # one answer streaming: the worker's threads at work, warm
+    idle = _threads(server.process.pid)
+
+    def start(secret):
+        stream = oai(server, secret).chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "[[tokens:200]] [[rate:20]] slow"}], stream=True
+        )
+        next(iter(stream))  # its first chunk: the request is past every synchronous step before the stream
+        return stream
+
+    with concurrent.futures.ThreadPoolExecutor(11) as pool:
+        streams += list(pool.map(start, secrets[1:]))
+    during = _threads(server.process.pid)
+    for stream in streams:
+        stream.close()
+    assert during - idle < 4, (idle, during)  # before: one more thread per answer (11)

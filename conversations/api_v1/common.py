@@ -360,11 +360,10 @@ def _release_if_admitted(task: asyncio.Task) -> None:
     if task.cancelled() or task.exception() is not None:
         return
     reservation, _lim = task.result()
+    # Through the settlements' batches, whose trips run in a context of their own: this outlives the request.
     _keep(
         asyncio.ensure_future(
-            db_threads.on_database_thread(metering.finish)(
-                reservation, usage=None, estimated=True, generated=False, note="client disconnected"
-            )
+            _settlements.submit(metering.Ending(reservation, None, True, False, "client disconnected"))
         )
     )
 
