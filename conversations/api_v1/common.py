@@ -17,7 +17,7 @@ from django.views.decorators.debug import sensitive_variables
 
 from conversations.kimi import errors as kimi_errors
 from conversations.kimi.configured import get_client
-from conversations.kimi.events import ContentDelta, Finish, ReasoningDelta, Usage
+from conversations.kimi.events import ContentDelta, Finish, Pieces, ReasoningDelta, Usage
 from conversations.kimi.params import ChatRequest, output_budget, resolve_params
 from conversations.kimi.tokens import estimate_messages_locally, estimate_tokens_locally
 from conversations.models import ApiKey
@@ -433,8 +433,8 @@ class Run:
 
     request: ChatRequest
     reservation: credits.Reservation
-    text: list[str] = field(default_factory=list)
-    reasoning: list[str] = field(default_factory=list)
+    text: Pieces = field(default_factory=Pieces)
+    reasoning: Pieces = field(default_factory=Pieces)
     finish_reason: str = ""
     usage: Usage | None = None
     error: kimi_errors.KimiError | None = None

@@ -13,6 +13,7 @@ from conversations.kimi.events import (
     ContentDelta,
     Event,
     Finish,
+    Pieces,
     ReasoningDelta,
     ToolCall,
     ToolCallDelta,
@@ -147,8 +148,8 @@ def _int(value: object) -> int:
 
 class StreamParser:
     def __init__(self) -> None:
-        self.text: list[str] = []
-        self.reasoning: list[str] = []
+        self.text = Pieces()  # what arrived, so a failure can carry it
+        self.reasoning = Pieces()
         self.done = False
         self.finish_reason: str | None = None
         self._input = 0

@@ -20,6 +20,38 @@ def _storable(text: str) -> str:
     return text.replace("\x00", "\ufffd") if "\x00" in text else text
 
 
+class Pieces:
+    """An answer's text as it streams in: appended piece by piece, read whole (``"".join(pieces)``, ``str``).
+
+    Every ``GROUP`` pieces are joined into one string. A piece kept as a string of its own costs a str object (~50
+    bytes besides its text): an answer of 600 pieces held 34 KB in the stream's parser where its text was a few
+    (tracemalloc, docs/performance.md, issue 23, session 11). Joining as it goes keeps the text and a string per
+    ``GROUP`` pieces; the cost is linear."""
+
+    GROUP = 64
+    __slots__ = ("_joined", "_recent")
+
+    def __init__(self) -> None:
+        self._joined: list[str] = []
+        self._recent: list[str] = []
+
+    def append(self, piece: str) -> None:
+        self._recent.append(piece)
+        if len(self._recent) >= self.GROUP:
+            self._joined.append("".join(self._recent))
+            self._recent = []
+
+    def __iter__(self):
+        yield from self._joined
+        yield from self._recent
+
+    def __bool__(self) -> bool:
+        return bool(self._joined or self._recent)
+
+    def __str__(self) -> str:
+        return "".join(self)
+
+
 @dataclass(frozen=True, slots=True)
 class ContentDelta:
     text: str

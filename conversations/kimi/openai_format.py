@@ -10,6 +10,7 @@ from conversations.kimi.events import (
     ContentDelta,
     Event,
     Finish,
+    Pieces,
     ReasoningDelta,
     ToolCall,
     ToolCallDelta,
@@ -100,8 +101,8 @@ class StreamParser:
     """Turns decoded SSE events into typed events; remembers what arrived so a failure can carry it."""
 
     def __init__(self) -> None:
-        self.text: list[str] = []
-        self.reasoning: list[str] = []
+        self.text = Pieces()  # what arrived, so a failure can carry it
+        self.reasoning = Pieces()
         self.done = False
         self.finish_reason: str | None = None
         self._top_usage: Usage | None = None
