@@ -360,12 +360,13 @@ def _release_if_admitted(task: asyncio.Task) -> None:
     if task.cancelled() or task.exception() is not None:
         return
     reservation, _lim = task.result()
-    # Through the settlements' batches, whose trips run in a context of their own: this outlives the request.
-    _keep(
-        asyncio.ensure_future(
-            _settlements.submit(metering.Ending(reservation, None, True, False, "client disconnected"))
-        )
-    )
+    _settle(metering.Ending(reservation, None, True, False, "client disconnected"))
+
+
+def _settle(ending: metering.Ending) -> asyncio.Task:
+    """Settle through the batches (whose trips run in a context of their own: this may outlive the request), kept
+    running whoever awaits it."""
+    return _keep(asyncio.ensure_future(_settlements.submit(ending)))
 
 
 def _keep(task: asyncio.Task) -> asyncio.Task:
@@ -475,8 +476,7 @@ class Run:
         self.finished = True
         usage, estimated = self._usage()
         note = self.error.code if self.error is not None else "client disconnected"
-        ending = metering.Ending(self.reservation, usage, estimated, self.generated, note)
-        task = _keep(asyncio.ensure_future(_settlements.submit(ending)))
+        task = _settle(metering.Ending(self.reservation, usage, estimated, self.generated, note))
         try:
             await asyncio.shield(task)
         except asyncio.CancelledError:
