@@ -15,6 +15,7 @@ from django.utils import translation
 from django.utils.translation import gettext
 from django.views.decorators.debug import sensitive_variables
 
+from conversations.api_v1.ready_together import ready_together
 from conversations.kimi import errors as kimi_errors
 from conversations.kimi.configured import get_client
 from conversations.kimi.events import ContentDelta, Finish, Pieces, ReasoningDelta, Usage
@@ -504,7 +505,8 @@ class RunResponse(StreamingHttpResponse):
     """A streamed answer whose reservation is closed when Django closes the response, however the stream ended."""
 
     def __init__(self, run: Run, content, **kwargs):
-        super().__init__(content, content_type="text/event-stream; charset=utf-8", **kwargs)
+        # The events a read of the upstream brought together go out in one write (ready_together.py).
+        super().__init__(ready_together(content), content_type="text/event-stream; charset=utf-8", **kwargs)
         self.run = run
         self["Cache-Control"] = "no-cache"
         self["X-Accel-Buffering"] = "no"
