@@ -48,6 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--single-ramp", type=float, default=3.0, help="seconds over which the single chats go")
     parser.add_argument("--tokens", type=int, default=40, help="pieces per answer of the burst and single chats")
     parser.add_argument("--rate", type=float, default=20.0, help="their tokens per second")
+    parser.add_argument(
+        "--first-token-ms",
+        type=float,
+        default=0.0,
+        help="the upstream's wait before each burst and single chat's first piece (a real provider's time to first "
+        "token; the floor waits it too)",
+    )
     parser.add_argument("--cpu-chats", type=int, default=20, help="chats whose server CPU is averaged (0: skip)")
     parser.add_argument("--cpu-tokens", type=int, default=500, help="pieces of each, at the maximum rate")
     parser.add_argument("--clients", type=int, default=2, help="client processes")
@@ -98,10 +105,11 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 return result
 
-            single = {"rate": 0, "tokens": args.tokens, "ramp": args.single_ramp}
+            first = {"first_token_s": args.first_token_ms / 1000}
+            single = {"rate": 0, "tokens": args.tokens, "ramp": args.single_ramp, **first}
             level("floor: one chat", args.single, floor=True, **single)
             level("relay: one chat", args.single, **single)
-            burst = {"rate": args.rate, "tokens": args.tokens, "ramp": 0}
+            burst = {"rate": args.rate, "tokens": args.tokens, "ramp": 0, **first}
             for index in range(args.bursts):
                 level(f"floor: burst {index + 1}", args.burst, floor=True, **burst)
                 level(f"relay: burst {index + 1}", args.burst, **burst)

@@ -409,9 +409,11 @@ class Bench:
         floor: bool = False,
         api: bool = False,
         label: str = "",
+        first_token_s: float = 0.0,
     ) -> LevelResult:
         """``streams`` answers started over ``ramp`` seconds, each ``tokens`` pieces at ``rate`` pieces/s: through the
-        websocket, through ``POST /v1/chat/completions`` (``api``), or read straight from the upstream (``floor``)."""
+        websocket, through ``POST /v1/chat/completions`` (``api``), or read straight from the upstream (``floor``).
+        ``first_token_s``: the upstream waits that long before each answer's first piece, as a real provider does."""
         self._level += 1
         mode = "floor" if floor else "api" if api else "relay"
         if api:
@@ -435,6 +437,8 @@ class Bench:
             for i in range(streams)
         ]
         content = f"Benchmark stream {{marker}} says hello. [[tokens:{tokens}]] [[rate:{rate:g}]]"
+        if first_token_s:
+            content += f" [[fault:slow_first_token:{first_token_s:g}]]"
         duration = ramp + (tokens / rate if rate else 10)
         job = {
             "mode": mode,

@@ -54,6 +54,31 @@ def test_burst_benchmark_runs():
     assert "send→first p50 / p99 / max ms" in out and "ms/chat" in out and "idle RSS" in out
 
 
+def test_burst_benchmark_waits_for_a_first_token_like_a_provider():
+    out = run("burst.py", "--burst", "2", "--bursts", "1", "--single", "1", "--tokens", "3", "--cpu-chats", "0")
+    slow = run(
+        "burst.py",
+        "--burst",
+        "2",
+        "--bursts",
+        "1",
+        "--single",
+        "1",
+        "--tokens",
+        "3",
+        "--cpu-chats",
+        "0",
+        "--first-token-ms",
+        "400",
+    )
+
+    def floor_one_chat(text: str) -> float:
+        line = next(line for line in text.splitlines() if line.startswith("  floor: one chat"))
+        return float(line.split("p50/p99/max ")[1].split(" /")[0])
+
+    assert floor_one_chat(out) < 300 <= 400 <= floor_one_chat(slow)  # the upstream itself waited
+
+
 def test_sendpath_benchmark_runs():
     out = run("sendpath.py", "--repeat", "2", "--rounds", "1", "--history", "4")
     assert "send, new chat" in out and "finish_message" in out and "Python calls per call" in out
