@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--raw", help="keep py-spy's raw stacks in this file")
     parser.add_argument("--from-start", action="store_true", help="sample from the level's start (its sends)")
     parser.add_argument("--idle", action="store_true", help="also sample threads that wait (py-spy --idle)")
+    parser.add_argument("--gil", action="store_true", help="only the thread that holds the GIL (py-spy --gil)")
     parser.add_argument("--database-url", default=None, help="default: a scratch SQLite file")
     parser.add_argument("--redis-url", default=None, help="a Redis database of the bench's own (flushed)")
     parser.add_argument("--api", action="store_true", help="the streams through POST /v1/chat/completions")
@@ -107,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run(  # noqa: S603
             [py_spy, "record", "--pid", str(bench.workers[0].pid), "--duration", str(int(args.seconds))]
             + ["--rate", "250", "--format", "raw", "--nonblocking", "-o", str(raw)]
-            + (["--idle"] if args.idle else []),
+            + (["--idle"] if args.idle else [])
+            + (["--gil"] if args.gil else []),
             check=True,
             capture_output=True,
         )
