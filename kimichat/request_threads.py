@@ -1,96 +1,137 @@
-"""Django's ASGI handler, with a user API request's thread let go while its answer streams.
+"""Django's ASGI handler, with two middleware chains: where a request's synchronous steps run.
 
-Django runs each HTTP request in an ``asgiref.ThreadSensitiveContext``: the request's first synchronous step (a
-``MiddlewareMixin`` middleware, a signal's receiver, the response's ``close()``) starts a thread of the request's
-own, which lives until the response is sent, and is then joined from yet another new thread. A page or a JSON call
-holds it for milliseconds. A streamed answer of ``/v1/`` held it, idle, for the whole answer: 1,000 streams were
-1,002 threads in the worker, ~17–29 KB of memory each (docs/performance.md, issue 23, session 11).
+Django runs each HTTP request in an ``asgiref.ThreadSensitiveContext``: its synchronous steps (a ``MiddlewareMixin``
+middleware's ``process_*``, a signal's receivers, a sync view, the response's ``close()``) run on a thread of the
+request's own, started for it, and joined from yet another new thread when the response has been sent.
 
-So a ``/v1/`` request runs in a context whose executor is an ``IdleThread``: one thread at a time, as asgiref's
-thread-sensitive mode requires, started when the request has synchronous work and ended when it has had none for
-``IDLE_SECONDS``, its database connections closed first (a connection belongs to its thread; a later step opens its
-own). The request's steps before its stream run on one thread, as before; its ``close()`` after the stream runs on
-a new one. (One thread shared by every ``/v1/`` request was tried and measured: the requests' steps queued behind
-each other, and at 1,000 streams a request waited 17 s to be admitted.)
+- Pages (everything but ``/v1/``): the middleware run as they would under WSGI, synchronously, in one trip to the
+  request's thread that also runs the view. (Django's default chain hops between that thread and the event loop at
+  each middleware that changes mode: a sync-only middleware high in ``MIDDLEWARE`` above async-capable ones below
+  it meant a trip per ``process_view`` and the view, after a trip back to the loop.)
+- ``/v1/`` (KimiChat's API for scripts, ``conversations/api_v1``): no thread of its own. The views are async and
+  send their database work to the database threads (``services/db_threads.py``). The middleware's steps for such a
+  request are a few header reads and writes: they run on the event loop, called directly (``_inline``, ``_steps``);
+  Django refuses an ORM call on the loop's thread (``SynchronousOnlyOperation``), so a step that needed the database
+  could not pass unnoticed. The request's remaining thread-sensitive calls, the ``request_started`` receivers and
+  the response's ``close()`` (with ``request_finished``'s), go to one thread every ``/v1/`` request shares
+  (``API_STEPS``): short calls that never wait for the view. (Session 11's shared thread failed because the whole
+  synchronous chain ran there and held it while the async view ran: docs/performance.md, issue 23, sessions 11
+  and 13.) A streamed answer held a thread of its own, idle, for the whole answer (1,000 streams were 1,002
+  threads), and each request started two.
 
-A task a request starts must not make thread-sensitive calls after the request ends (asgiref refuses them): the
-user API's background settlements run in a context of their own (``services/batching.py``).
+A task a ``/v1/`` request starts must not make thread-sensitive calls after the request ends (asgiref refuses them):
+the user API's background settlements and the provider's header snapshots run in a context of their own
+(``services/batching.py``, ``kimi/provider_state.py``).
 """
 
 from __future__ import annotations
 
-import queue
-import threading
-from concurrent.futures import Executor, Future
+from concurrent.futures import ThreadPoolExecutor
 
-from asgiref.sync import ThreadSensitiveContext
+from asgiref.sync import ThreadSensitiveContext, iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured, MiddlewareNotUsed
 from django.core.handlers.asgi import ASGIHandler
+from django.core.handlers.exception import convert_exception_to_response
+from django.utils.deprecation import MiddlewareMixin
+from django.utils.module_loading import import_string
 
-SHARED_PREFIXES = ("/v1/",)  # KimiChat's API for scripts (conversations/api_v1)
-IDLE_SECONDS = 0.5  # a request's steps before its stream come within milliseconds of each other
-
-
-class IdleThread(Executor):
-    """An executor of one thread at a time, started on demand, that ends after ``idle`` seconds without work."""
-
-    def __init__(self, idle: float = IDLE_SECONDS, name: str = "kimichat-request") -> None:
-        self._idle = idle
-        self._name = name
-        self._work: queue.SimpleQueue = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._shut = False
-
-    def submit(self, fn, /, *args, **kwargs) -> Future:
-        future: Future = Future()
-        with self._lock:
-            if self._shut:
-                raise RuntimeError("cannot schedule new futures after shutdown")
-            self._work.put((future, fn, args, kwargs))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-                self._thread.start()
-        return future
-
-    def _run(self) -> None:
-        try:
-            while True:
-                try:
-                    future, fn, args, kwargs = self._work.get(timeout=self._idle)
-                except queue.Empty:
-                    with self._lock:
-                        if self._work.empty():  # nothing came meanwhile: a later submit starts a new thread
-                            self._thread = None
-                            return
-                    continue
-                if not future.set_running_or_notify_cancel():
-                    continue
-                try:
-                    result = fn(*args, **kwargs)
-                except BaseException as exc:  # noqa: BLE001 - handed to the caller, as ThreadPoolExecutor does
-                    future.set_exception(exc)
-                else:
-                    future.set_result(result)
-        finally:
-            from django.db import connections
-
-            connections.close_all()  # this thread's own (a pooled one goes back to the pool)
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        with self._lock:
-            self._shut = True
-            thread = self._thread
-        if wait and thread is not None and thread is not threading.current_thread():
-            thread.join()
+API_PREFIXES = ("/v1/",)  # KimiChat's API for scripts (conversations/api_v1)
+# Middleware that never act on an API request: WhiteNoise serves STATIC_URL and WHITENOISE_ROOT's files only.
+NOT_ON_THE_API = frozenset({"whitenoise.middleware.WhiteNoiseMiddleware"})
 
 
-class Handler(ASGIHandler):
+# The ``/v1/`` requests' thread-sensitive calls: one at a time, on one thread, as asgiref's thread-sensitive mode
+# requires of a context's executor.
+API_STEPS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kimichat-api-steps")
+
+
+def _inline(method):
+    """A coroutine function calling the synchronous ``method`` directly (Django's own adapter, ``sync_to_async``,
+    would send it to a thread and back)."""
+
+    async def call(*args, **kwargs):
+        return method(*args, **kwargs)
+
+    return call
+
+
+def _steps(middleware: MiddlewareMixin):
+    """``MiddlewareMixin``'s async call, its ``process_request`` and ``process_response`` called directly."""
+    process_request = getattr(middleware, "process_request", None)
+    process_response = getattr(middleware, "process_response", None)
+    get_response = middleware.get_response
+
+    async def call(request):
+        response = process_request(request) if process_request else None
+        response = response or await get_response(request)
+        return process_response(request, response) if process_response else response
+
+    return call
+
+
+class ApiHandler(ASGIHandler):
+    """``/v1/``'s handler: ``settings.MIDDLEWARE`` as one async chain, the middleware's steps called on the loop, the
+    request's other thread-sensitive calls on ``API_STEPS``."""
+
+    def load_middleware(self, is_async=True):
+        self._view_middleware = []
+        self._template_response_middleware = []
+        self._exception_middleware = []
+        handler = convert_exception_to_response(self._get_response_async)
+        for path in reversed(settings.MIDDLEWARE):
+            if path in NOT_ON_THE_API:
+                continue
+            middleware = import_string(path)
+            if not getattr(middleware, "async_capable", False):
+                raise ImproperlyConfigured(f"{path} must be async-capable to run on KimiChat's API (/v1/)")
+            try:
+                instance = middleware(handler)
+            except MiddlewareNotUsed:
+                continue
+            if hasattr(instance, "process_view"):
+                self._view_middleware.insert(0, _inline(instance.process_view))
+            if hasattr(instance, "process_template_response"):
+                self._template_response_middleware.append(_inline(instance.process_template_response))
+            if hasattr(instance, "process_exception"):  # Django calls these synchronously (on API_STEPS)
+                self._exception_middleware.append(instance.process_exception)
+            plain_mixin = isinstance(instance, MiddlewareMixin) and type(instance).__call__ is MiddlewareMixin.__call__
+            step = _steps(instance) if plain_mixin else instance
+            if not iscoroutinefunction(step):
+                raise ImproperlyConfigured(f"{path} did not take an async get_response")
+            handler = convert_exception_to_response(step)
+        self._middleware_chain = handler
+
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and _route(scope).startswith(SHARED_PREFIXES):
-            async with ThreadSensitiveContext(executor=IdleThread()):
-                await self.handle(scope, receive, send)
-            return
-        await super().__call__(scope, receive, send)
+        async with ThreadSensitiveContext(executor=API_STEPS):
+            await self.handle(scope, receive, send)
+
+
+class PageHandler(ASGIHandler):
+    """Every other request's handler: the middleware and the view synchronously, in one trip to the request's
+    thread."""
+
+    def load_middleware(self, is_async=False):
+        super().load_middleware(is_async=False)
+        chain = self._middleware_chain
+        self._middleware_chain = sync_to_async(chain, thread_sensitive=True)
+
+
+class Handler:
+    """The worker's HTTP application: ``/v1/`` to ``ApiHandler``, the rest to ``PageHandler``."""
+
+    def __init__(self) -> None:
+        static = "/" + settings.STATIC_URL.lstrip("/")
+        if static.startswith(API_PREFIXES):
+            raise ImproperlyConfigured(f"STATIC_URL ({settings.STATIC_URL}) cannot be under the API {API_PREFIXES}")
+        self.api = ApiHandler()
+        self.pages = PageHandler()
+        markcoroutinefunction(self)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and _route(scope).startswith(API_PREFIXES):
+            return await self.api(scope, receive, send)
+        return await self.pages(scope, receive, send)
 
 
 def _route(scope) -> str:

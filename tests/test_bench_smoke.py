@@ -84,6 +84,15 @@ def test_sendpath_benchmark_runs():
     assert "send, new chat" in out and "finish_message" in out and "Python calls per call" in out
 
 
+def test_handler_benchmark_runs():
+    out = run("handler.py", "--repeat", "3")
+    assert "| API: GET /v1/user/credits" in out and "threads started" in out
+    # Every route answered as it should (the script also checks that each repeat answers the same).
+    for route, status in [("/healthz", 200), ("/accounts/login/", 200), ("app.css", 200), ("(401)", 401)]:
+        row = next(line for line in out.splitlines() if route in line)
+        assert f"| {status} " in row, row
+
+
 def test_userapi_benchmark_runs():
     out = run("userapi.py", "--streams", "2", "--tokens", "20", "--ramp", "0.5")
     assert "| floor" in out and "| api" in out

@@ -329,13 +329,13 @@ async def test_a_request_cancelled_while_admitted_is_released_after_it_ended(mak
     (kimichat/request_threads.py: asgiref refuses a thread-sensitive call from such a task)."""
     from asgiref.sync import ThreadSensitiveContext, sync_to_async
 
-    from kimichat.request_threads import IdleThread
+    from kimichat.request_threads import API_STEPS
 
     user = await sync_to_async(make_user)("leaver")
     key = await sync_to_async(_key)(user)
     request = ChatRequest(model=MODEL, messages=[{"role": "user", "content": "Hello"}])
     request.max_tokens = 1024
-    async with ThreadSensitiveContext(executor=IdleThread()):
+    async with ThreadSensitiveContext(executor=API_STEPS):
         admission = asyncio.ensure_future(common.admit(key, user, common.Prepared(request=request, prompt_tokens=9)))
         await asyncio.sleep(0)  # submitted
         admission.cancel()

@@ -4,7 +4,6 @@ the service and through Django's ASGI handler, as daphne serves it)."""
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import tracemalloc
@@ -21,6 +20,7 @@ from django.urls import reverse
 
 from conversations.models import CreditAccount, CreditTransaction, Message
 from conversations.services.billing import credits, reports
+from tests import asgi
 
 pytestmark = pytest.mark.django_db
 REPORTS = reverse("admin:kimichat_reports")
@@ -241,42 +241,24 @@ async def test_through_the_asgi_handler_the_csv_arrives_in_many_chunks_in_bounde
     await sync_to_async(client.force_login)(admin)
     cookie = client.cookies[django_settings.SESSION_COOKIE_NAME].value
     app = get_asgi_application()
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": REPORTS,
-        "raw_path": REPORTS.encode(),
-        "query_string": b"report=ledger&start=2026-03-01&end=2026-03-31",
-        "headers": [(b"host", b"127.0.0.1"), (b"cookie", f"{django_settings.SESSION_COOKIE_NAME}={cookie}".encode())],
-        "client": ("127.0.0.1", 5000),
-        "server": ("127.0.0.1", 80),
-    }
-    bodies, sizes = [], []
+    scope = asgi.http_scope(
+        REPORTS,
+        {"cookie": f"{django_settings.SESSION_COOKIE_NAME}={cookie}"},
+        query_string=b"report=ledger&start=2026-03-01&end=2026-03-31",
+    )
+    sizes = []
 
-    requests = [{"type": "http.request", "body": b"", "more_body": False}]
-    never = asyncio.Event()
-
-    async def receive():
-        if requests:
-            return requests.pop()
-        await never.wait()  # the client stays connected
-
-    async def send(message):
-        if message["type"] == "http.response.start":
-            bodies.append(message["status"])
-        elif message["type"] == "http.response.body" and message.get("body"):
-            sizes.append(len(message["body"]))
+    def on_body(part):
+        if part:
+            sizes.append(len(part))
 
     tracemalloc.start()
     try:
-        await app(scope, receive, send)
+        status, _headers, _body = await asgi.call(app, scope, on_body)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert bodies == [200]
+    assert status == 200
     assert sum(sizes) > 9_000_000  # 60,000 rows of CSV
     print(f"ASGI: peak {peak / 1e6:.1f} MB for {sum(sizes) / 1e6:.1f} MB of CSV")
     assert peak < 8_000_000, peak  # a synchronous iterator (read into a list first): 12.6 MB, growing with the rows

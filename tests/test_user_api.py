@@ -289,8 +289,8 @@ def _threads(pid: int) -> int:
 def test_streamed_answers_hold_no_thread_each(server, owner):
     """Django gives each request a thread of its own for its synchronous steps, alive until the response is sent: a
     streamed answer held one, idle, for the whole answer (1,000 streams were 1,002 threads). The user API's handler
-    lets it go once idle (kimichat/request_threads.py). Twelve answers streaming at once, counted in the worker's
-    /proc."""
+    runs those steps on the event loop (kimichat/request_threads.py). Twelve answers streaming at once, counted in
+    the worker's /proc."""
     import concurrent.futures
 
     secrets = [keys.create(owner, name=f"script {n}").secret for n in range(12)]
@@ -312,9 +312,9 @@ def test_streamed_answers_hold_no_thread_each(server, owner):
 
     with concurrent.futures.ThreadPoolExecutor(11) as pool:
         streams += list(pool.map(start, secrets[1:]))
-    deadline = time.monotonic() + 10  # each request's thread ends once idle (IDLE_SECONDS); the answers last 10 s
-    while (during := _threads(server.process.pid)) - idle >= 4 and time.monotonic() < deadline:
-        time.sleep(0.1)
+    during = _threads(server.process.pid)  # the answers last 10 s: all eleven are streaming
     for stream in streams:
         stream.close()
-    assert during - idle < 4, (idle, during)  # before: one more thread per answer (11), for the whole answer
+    # Before: one more thread per answer (11), for the whole answer; then (session 11) each request's own until it
+    # had been idle for half a second. Measured now: none more (2 and 2); one incidental thread is allowed.
+    assert during - idle <= 1, (idle, during)

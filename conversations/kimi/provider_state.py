@@ -9,6 +9,7 @@ own, at most one a minute per process, so an answer's first piece never queues b
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from decimal import Decimal
@@ -49,7 +50,11 @@ class _HeaderRecorder:
         if now < self.next_at:
             return
         self.next_at = now + HEADER_SNAPSHOT_INTERVAL
-        task = asyncio.get_running_loop().create_task(record_headers(meta), name="kimichat-provider-headers")
+        # A context of its own: the task may outlive the request that started it (whose thread-sensitive calls
+        # asgiref refuses once it has ended: kimichat/request_threads.py).
+        task = asyncio.get_running_loop().create_task(
+            record_headers(meta), name="kimichat-provider-headers", context=contextvars.Context()
+        )
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 

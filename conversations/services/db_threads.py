@@ -6,10 +6,10 @@
   (``SEND_THREADS``): half of a send's time there is waiting for the database's answers, during which another
   send's Python can run; the row locks that make two workers' sends safe make two threads' sends safe
   (tests/test_send_threads.py). Each holds a pooled connection while it works.
-- ``on_database_thread(func)``: a user API request's other trips. On SQLite, the same shared database thread: a
-  request's own thread would be one more writer on the file lock, whose busy handler sleeps up to 100 ms a retry
-  (at 400 streaming requests their admission queued for seconds: docs/performance.md, session 6). On PostgreSQL,
-  the request's own thread, as ``database_sync_to_async``.
+- ``on_database_thread(func)``: a user API request's other trips, where ``off_the_loop`` sends its own. A ``/v1/``
+  request has no thread of its own (kimichat/request_threads.py). On SQLite a request's own thread would anyway be
+  one more writer on the file lock, whose busy handler sleeps up to 100 ms a retry (at 400 streaming requests their
+  admission queued for seconds: docs/performance.md, session 6).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 from asgiref.sync import SyncToAsync
-from channels.db import DatabaseSyncToAsync, database_sync_to_async
+from channels.db import DatabaseSyncToAsync
 from django.conf import settings
 from django.db import connection
 
@@ -35,16 +35,18 @@ def send_threads() -> ThreadPoolExecutor | None:
     return _send_executors[size]
 
 
+def _threads():
+    """The send threads (PostgreSQL), or the one database thread every call of the worker outside a request shares
+    (asgiref's single thread-sensitive thread, where ``database_sync_to_async`` sends them)."""
+    return send_threads() or SyncToAsync.single_thread_executor
+
+
 async def off_the_loop(func, *args, **kwargs):
     """``func(*args, **kwargs)`` on the database thread (SQLite) or on the send threads (PostgreSQL)."""
-    threads = send_threads()
-    if threads is None:
-        return await database_sync_to_async(func)(*args, **kwargs)
-    return await DatabaseSyncToAsync(func, thread_sensitive=False, executor=threads)(*args, **kwargs)
+    return await DatabaseSyncToAsync(func, thread_sensitive=False, executor=_threads())(*args, **kwargs)
 
 
 def on_database_thread(func):
-    """``func`` for a user API request's trips to the database (``await on_database_thread(f)(...)``)."""
-    if connection.vendor != "sqlite":
-        return database_sync_to_async(func)
-    return DatabaseSyncToAsync(func, thread_sensitive=False, executor=SyncToAsync.single_thread_executor)
+    """``func`` for a user API request's trips to the database (``await on_database_thread(f)(...)``): where
+    ``off_the_loop`` sends them, never the event loop's thread nor a thread of the request's own."""
+    return DatabaseSyncToAsync(func, thread_sensitive=False, executor=_threads())
