@@ -131,7 +131,7 @@ def test_a_batch_reserves_what_one_by_one_reserves(users, caplog):
     assert credits.verify_ledger() == []
 
 
-def test_refusals_are_the_same_in_a_batch(users, settings, caplog):
+def test_refusals_are_the_same_in_a_batch(users, settings, caplog, fresh_minute):
     settings.KIMICHAT_RATE_LIMIT_TIERS = [{"above": 0, "per_minute": 3, "per_hour": 100, "per_day": 100}]
 
     def build(people):

@@ -200,7 +200,7 @@ async def test_teardown_waits_for_titles():
     await titles.wait_for_titles()
 
 
-async def test_asking_for_titles_counts_against_the_rate_limit(owner, kimi_settings, settings):
+async def test_asking_for_titles_counts_against_the_rate_limit(owner, kimi_settings, settings, fresh_minute):
     settings.KIMICHAT_RATE_LIMIT_TIERS = [{"above": 0, "per_minute": 2, "per_hour": 100, "per_day": 100}]
     conversation = await sync_to_async(Conversation.objects.create)(owner=owner, model="kimi-k2.6", title="q")
     await sync_to_async(Message.objects.create)(conversation=conversation, role="user", content="name this chat")

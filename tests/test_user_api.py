@@ -164,7 +164,7 @@ def test_insufficient_credits_and_a_key_over_its_cap_are_refused_and_charge_noth
     assert credits.verify_ledger() == []
 
 
-def test_api_and_chat_share_the_users_rate_limit(server, secret, owner, settings):
+def test_api_and_chat_share_the_users_rate_limit(server, secret, owner, settings, fresh_minute):
     from conversations.services.billing.ratelimit import tier_for
 
     per_minute = tier_for(credits.get_balance(owner)).per_minute
