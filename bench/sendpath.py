@@ -6,7 +6,8 @@
 What one chat costs the worker besides relaying its pieces, each operation as the websocket path runs it on the
 database thread: the per-frame session check, the rate limit + ``prepare_send`` of a new chat and of a chat with
 history, a new chat as the socket sends it (``bulk_send.prepare_sends``: alone, a batch of one; and in a batch), the
-final store (``finish_message``: the answer's row, its settlement on the ledger), and the same for the user API's
+final store (``finish_message``: the answer's row, its settlement on the ledger; as the registry stores it,
+``storing.finish_many``: alone, a batch of one; and in a batch), and the same for the user API's
 requests and their settlements (alone and together). Each is run ``--repeat`` times for ``--rounds`` rounds on
 fresh users; printed: the lowest round's CPU per call (``time.process_time``: this thread's own CPU, not the wall
 clock a busy machine stretches), the Python function calls per call (``sys.setprofile``, one more round: the same on
@@ -153,6 +154,26 @@ def run(args) -> list[dict]:
             reservation=accepted.reservation,
         )
 
+    def final_of(accepted):
+        return storing.Final(
+            accepted.assistant.pk,
+            {
+                "status": Message.Status.COMPLETE,
+                "content": "An answer of a few dozen words. " * 8,
+                "reasoning": "",
+                "seq": 40,
+                "finish_reason": "stop",
+                "usage": Usage(prompt_tokens=120, completion_tokens=60, total_tokens=180),
+                "reservation": accepted.reservation,
+                "continued": None,
+            },
+        )
+
+    def finish_together(indices):
+        # As answers that end together are stored (services/chat/registry.py): one batch, one transaction.
+        finals = [final_of(pending.pop()) for _ in indices]
+        assert not [o for o in storing.finish_many(finals) if isinstance(o, Exception)]
+
     def check(i):
         sessions.session_is_valid(bench.sessions[i], users[i].pk)
 
@@ -230,9 +251,13 @@ def run(args) -> list[dict]:
             lambda i: new_chats_together([i]),
             False,
         ),
-        ("final store of it (finish_message)", finish, False),
+        (
+            "final store of it alone, as the registry stores it (storing.finish_many of one)",
+            lambda i: finish_together([i]),
+            False,
+        ),
         (f"send, new chat, {args.repeat} in one batch (bulk_send.prepare_sends), per send", new_chats_together, True),
-        ("final store of it (finish_message)", finish, False),
+        (f"their final stores, {args.repeat} together (storing.finish_many), per answer", finish_together, True),
         (f"send, {args.history}-message chat (session check + admit + prepare_send)", later_send, False),
         ("final store of it (finish_message)", finish, False),
         ("user API request admission (api_v1/common: key, limits, allow-list, reservation)", api_request, False),

@@ -535,13 +535,22 @@ def release(reservation: Reservation, *, message: Message | None = None, note: s
         return account.balance
 
 
-def close_many(reservations: list[Reservation], closings: list[Closing]) -> list[Decimal | None]:
+def close_many(
+    reservations: list[Reservation],
+    closings: list[Closing],
+    *,
+    messages_recorded: bool = False,
+    balances: list | None = None,
+) -> list[Decimal | None]:
     """Close many reservations (``closings[i]`` for ``reservations[i]``, from ``settling``/``releasing``) as
     ``settle``/``release`` would one after the other, in four statements whatever their number: the accounts
     locked, the open rows read, the rows closed, the refunds inserted; plus one for the balances. Each outcome is
     the cost charged, or None where ``settle``/``release`` would raise ReservationClosed (closed before, or earlier
-    in the list). For reservations without a message (the user API's, services/apikeys/metering.py); the rows are
-    what one by one writes (tests/test_bulk_finish.py). Must run inside ``atomic``."""
+    in the list). The rows are what one by one writes (tests/test_bulk_finish.py). A reservation of a stored answer
+    (``message_id``) only with ``messages_recorded``: ``settle``/``release`` also write the message's cost and usage,
+    which its caller then writes itself (services/chat/storing.py ``finish_many``). ``balances``, if given, gets each
+    reservation's balance after its closing (None where the outcome is None), as ``settle``/``release`` return it.
+    Must run inside ``atomic``."""
     accounts = locked_accounts({reservation.user_id for reservation in reservations})
     ids = [reservation.transaction_id for reservation in reservations if reservation.transaction_id is not None]
     still_open = set(
@@ -558,13 +567,15 @@ def close_many(reservations: list[Reservation], closings: list[Closing]) -> list
     touched: dict[int, CreditAccount] = {}
     outcomes: list[Decimal | None] = []
     for reservation, closing in zip(reservations, closings, strict=True):
-        if reservation.message_id is not None:
+        if reservation.message_id is not None and not messages_recorded:
             raise ValueError("close_many closes reservations without a message; settle or release the others")
         account = accounts.get(reservation.user_id)
         row_id = reservation.transaction_id
         if row_id is not None:
             if account is None or (row_id, account.pk) not in still_open or row_id in closed_rows:
                 outcomes.append(None)
+                if balances is not None:
+                    balances.append(None)
                 continue
             closed_rows[row_id] = closing.row
         if closing.refund > 0 and account is not None:
@@ -582,6 +593,8 @@ def close_many(reservations: list[Reservation], closings: list[Closing]) -> list
                 )
             )
         outcomes.append(closing.cost)
+        if balances is not None:
+            balances.append(account.balance if account is not None else None)
     bulk_sql.update_rows(CreditTransaction, closed_rows)
     CreditTransaction.objects.bulk_create(refunds)
     _update_balances(list(touched.values()), now)

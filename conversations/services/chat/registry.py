@@ -9,7 +9,8 @@ Layered as check → do → notify:
   (``relay.py``: straight to this process's sockets, through the stream state and the channel layer to other
   workers'); the database is written only at checkpoints (every few seconds, all answers at once) and when the
   answer ends.
-- ``finish_message`` stores the final answer with its status and usage and settles its credits.
+- ``finish_message`` stores the final answer with its status and usage and settles its credits (``finish_many``:
+  the answers that end together, in one transaction).
 
 Group names: ``conv.<id>`` reaches every socket showing a conversation, ``user.<id>`` every socket of a user,
 ``genctl.<conversation id>`` the worker that runs that conversation's answer (to stop it from another worker, or to
@@ -38,12 +39,13 @@ from conversations.kimi.events import ContentDelta, Finish, ReasoningDelta, Resp
 from conversations.kimi.params import ChatRequest
 from conversations.models import Message
 from conversations.serializers import conversation_to_dict, message_to_dict
+from conversations.services import batching, db_threads
 from conversations.services.billing import credits, provider_balance, refills, search_fees
 from conversations.services.chat import tools
 from conversations.services.chat.reaper import in_progress_ids, reap_message
 from conversations.services.chat.relay import Relay, Relayer, control_group, conversation_group, user_group
 from conversations.services.chat.sending import Accepted, Continued
-from conversations.services.chat.storing import checkpoint, finish_message, save_searches, usage_estimate
+from conversations.services.chat.storing import Final, checkpoint, finish_many, save_searches, usage_estimate
 from conversations.services.chat.stream_state import EMPTY, Snapshot, get_stream_state, heartbeat_ttl
 from conversations.services.history import temporary as temporary_chats
 from conversations.services.personal import titles
@@ -557,13 +559,15 @@ class GenerationRegistry:
             await self.state.finish(generation.message_id)
 
     async def _store_final(self, generation: Generation, **fields) -> tuple[Message | None, Decimal | None]:
-        """finish_message, retried for a while if the database is briefly unavailable."""
+        """finish_message (with the answers that end meanwhile: ``finish_many``), retried for a while if the database
+        is briefly unavailable."""
+        final = Final(
+            generation.message_id, {**fields, "reservation": generation.reservation, "continued": generation.continued}
+        )
         delay = 0.5
         for attempt in range(6):
             try:
-                return await database_sync_to_async(finish_message)(
-                    generation.message_id, reservation=generation.reservation, continued=generation.continued, **fields
-                )
+                return await _final_stores.submit(final)
             except Exception:
                 if attempt == 5:
                     raise
@@ -571,6 +575,15 @@ class GenerationRegistry:
                 await asyncio.sleep(delay)
                 delay *= 2
         return None, None
+
+
+async def _store_batch(finals: list[Final]) -> list:
+    return await db_threads.off_the_loop(finish_many, finals)
+
+
+# The answers that end while a batch of final stores runs wait for it and are stored together (services/batching.py),
+# as the user API's settlements are (api_v1/common.py).
+_final_stores = batching.Batches(_store_batch, lambda: settings.KIMICHAT_SEND_BATCH)
 
 
 def _done_event(message: Message, balance: Decimal | None) -> dict:
