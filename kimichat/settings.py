@@ -146,7 +146,10 @@ if REDIS_URL:
         }
     }
 else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}}
+    # channels' in-memory layer, its expiry sweep at most once a second (kimichat/channel_layers.py).
+    CHANNEL_LAYERS = {
+        "default": {"BACKEND": "kimichat.channel_layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}
+    }
     # Rate-limit counters live here (three per active user): LocMem's default of 300 entries would evict live
     # counters (resetting a user's limits, and failing a send that incremented an evicted key) past 100 users.
     CACHES = {

@@ -148,7 +148,7 @@ class GenerationRegistry:
 
     @property
     def multi_process(self) -> bool:
-        return type(self.layer) is not InMemoryChannelLayer  # the in-memory layer reaches this process only
+        return not isinstance(self.layer, InMemoryChannelLayer)  # the in-memory layer reaches this process only
 
     async def _followed_elsewhere(self, conversation_id: int) -> bool:
         """Does a socket of another worker follow this conversation? Read from channels-redis's group membership
