@@ -142,3 +142,69 @@ def test_many_data_lines_are_bounded_too():
     with pytest.raises(errors.BadResponse):
         decoder.feed(b"data: " + b"z" * 100 + b"\n" * 1 + (b"data: " + b"z" * 100 + b"\n") * 20)
     assert SSEDecoder(max_line_bytes=1000).feed(b"data: ok\n\n") == [SSEEvent("ok")]
+
+
+class LinesOnly(SSEDecoder):
+    """The decoder without its shortcut for reads of whole ``data:`` events: every read through the line rules."""
+
+    def _whole_data_events(self, chunk):
+        return None
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_reads_of_whole_events_decode_as_the_line_rules_do(seed):
+    """An LLM stream's reads are mostly whole ``data: …`` events, which take a shortcut (``_whole_data_events``):
+    random streams (events of one or several data lines, ids, retries, comments, empty lines, CRs, multi-byte text),
+    cut at random event boundaries and inside events, decode to the same events either way, and so do the same
+    streams' refusals of an overlong event."""
+    import random
+
+    rng = random.Random(seed)
+    parts = []
+    for n in range(rng.randint(1, 30)):
+        kind = rng.random()
+        text = rng.choice(['{"a": 1}', CHINESE, "[DONE]", " leading space", "", "x" * rng.randint(1, 300)])
+        if kind < 0.6:
+            parts.append(f"data: {text}\n\n")
+        elif kind < 0.7:
+            parts.append(f"data: {text}\ndata: more\n\n")
+        elif kind < 0.78:
+            parts.append(f"id: {n}\nretry: {n * 10}\ndata: {text}\n\n")
+        elif kind < 0.84:
+            parts.append(f": comment {n}\n")
+        elif kind < 0.9:
+            parts.append("\n")
+        elif kind < 0.95:
+            parts.append(f"data:{text}\r\n\r\n")
+        else:
+            parts.append(f"event: other\ndata: {text}\n\n")
+    stream = "".join(parts).encode()
+    boundaries = [len("".join(parts[:i]).encode()) for i in range(1, len(parts))]
+    cuts = sorted(set(rng.sample(boundaries, k=min(len(boundaries), rng.randint(0, 12)))))
+    if rng.random() < 0.3 and len(stream) > 2:
+        cuts = sorted({*cuts, rng.randint(1, len(stream) - 1)})
+
+    def run(decoder, limit_stream=stream):
+        events, start = [], 0
+        try:
+            for cut in [*cuts, len(limit_stream)]:
+                events += decoder.feed(limit_stream[start:cut])
+                start = cut
+            return events + decoder.end()
+        except errors.BadResponse as exc:
+            return ("refused", len(events), exc.detail)
+
+    assert run(SSEDecoder()) == run(LinesOnly())
+    assert run(SSEDecoder(max_line_bytes=120)) == run(LinesOnly(max_line_bytes=120))
+
+
+def test_the_shortcut_is_taken_for_reads_of_whole_data_events():
+    decoder, chunk = SSEDecoder(), b'data: {"a": 1}\n\ndata: [DONE]\n\n'
+    decoder.feed(b"id: 7\nretry: 50\n\n")  # the stream has started; id and retry carry over
+    assert decoder._whole_data_events(chunk) == [
+        SSEEvent('{"a": 1}', id="7", retry=50),
+        SSEEvent("[DONE]", id="7", retry=50),
+    ]
+    assert decoder.feed(chunk) == decoder._whole_data_events(chunk)
+    for other in (b"data: a\n", b"data: a\r\n\r\n", b": c\ndata: a\n\n", b"data: a\n\n\n\n", b"data:a\n\n"):
+        assert decoder._whole_data_events(other) is None, other
