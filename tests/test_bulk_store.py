@@ -286,6 +286,24 @@ def test_an_answer_whose_reservation_was_closed_fails_alone_as_before(make_user)
     assert _stored(batch[:3], "batch")[:3] == _stored(single[:3], "single")[:3]
 
 
+def test_an_answer_whose_conversation_was_deleted_fails_alone_as_before(make_user):
+    """A conversation deleted while its answer ran (its row is gone): that answer's store raises ``DoesNotExist`` as
+    ``finish_message``'s does, and the others of the batch are stored."""
+
+    def build(make, prefix):
+        people = [make(f"{prefix}{n}") for n in range(3)]
+        accepted = [_send(person) for person in people]
+        finals = [_final(a, status=Message.Status.COMPLETE, content="done", reasoning="", seq=1) for a in accepted]
+        Conversation.objects.filter(pk=accepted[1].conversation.pk).delete()
+        return finals
+
+    batch, single, together, one_by_one, _ = _twice(make_user, build)
+    assert [type(o).__name__ for o in together] == [type(o).__name__ for o in one_by_one]
+    assert isinstance(together[1], Message.DoesNotExist)
+    kept = [batch[0], batch[2]]
+    assert _stored(kept, "batch")[0] == _stored([single[0], single[2]], "single")[0]
+
+
 def test_answers_stored_together_are_found_by_search(make_user):
     """The search index (SQLite's FTS5 triggers, PostgreSQL's generated column) follows the batch's writes."""
     from tests.test_search_index import indexed, integrity_check

@@ -172,7 +172,7 @@ def finish_many(finals: list[Final]) -> list:
         if final.fields.get("continued") is None and final.message_id not in seen:
             together.append(index)
             seen.add(final.message_id)
-    if together:  # a batch of one too: ~9 statements and less of the ORM's work than finish_message's 13
+    if together:  # a batch of one too: 11 statements with its transaction's, against finish_message's 13
         try:
             with transaction.atomic():
                 stored = _store_together([finals[index] for index in together])
