@@ -26,8 +26,18 @@ def sweeps(monkeypatch):
     return counted
 
 
-async def test_the_configured_layer_sweeps_once_for_many_sockets(settings, sweeps):
-    channel_layers.backends = {}  # the layer the settings name, afresh
+IN_MEMORY = {"default": {"BACKEND": "kimichat.channel_layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}}
+
+
+def test_without_redis_the_settings_name_this_layer(settings):
+    if settings.REDIS_URL:
+        pytest.skip("with REDIS_URL the layer is channels-redis's (the second pass of make test)")
+    assert settings.CHANNEL_LAYERS == IN_MEMORY
+
+
+async def test_the_layer_sweeps_once_for_many_sockets(settings, sweeps):
+    settings.CHANNEL_LAYERS = IN_MEMORY  # as without REDIS_URL (the test above), whatever this run's settings
+    channel_layers.backends = {}
     layer = get_channel_layer()
     assert isinstance(layer, InMemoryChannelLayer)
     names = [await layer.new_channel() for _ in range(200)]
@@ -64,5 +74,6 @@ async def test_what_expired_is_still_removed_within_a_sweep_interval(sweeps):
 def test_the_registry_takes_the_in_memory_layer_for_one_process(settings):
     from conversations.services.chat.registry import GenerationRegistry
 
+    settings.CHANNEL_LAYERS = IN_MEMORY
     channel_layers.backends = {}
     assert GenerationRegistry().multi_process is False
